@@ -1,0 +1,39 @@
+# jaxmm: `make demo` (main job) and `make test` are the two commands; both create .venv on demand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# pytest workers: 2 matches the CI machine's cores; override with `make test PYTEST_WORKERS=0`.
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test test-all bench lint clean
+
+$(VENV)/.core: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.test: $(VENV)/.core pyproject.toml
+	$(PIP) install -e ".[test,torch-parity]"
+	@touch $@
+
+demo: $(VENV)/.core
+	$(PY) launch/demo.py --workdir runs/demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not gpu"
+
+test-all: $(VENV)/.test
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu"
+
+bench: $(VENV)/.core
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(VENV)/.test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,100 @@
+"""Device mesh and logical-axis sharding (MaxText style).
+
+Model code names logical axes (`batch`, `embed`, `heads`, ...); one rules table in the
+config maps them to the mesh axes `data`, `fsdp`, `tensor`. Parameters and optimizer state
+are created already sharded by jitting `init` with these shardings as `out_shardings`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxmm.config import MESH_AXES
+
+Rules = Sequence[tuple[str, Any]]
+
+
+def resolve_mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
+    """Fills a single -1 axis with the remaining devices; checks the product."""
+    sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    wild = [a for a, s in sizes.items() if s == -1]
+    if len(wild) > 1:
+        raise ValueError(f"config.mesh: at most one axis may be -1, got {sizes}")
+    if wild:
+        if num_devices % fixed:
+            raise ValueError(
+                f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
+                f"{ {a: s for a, s in sizes.items() if s != -1} } (product {fixed})"
+            )
+        sizes[wild[0]] = num_devices // fixed
+    if math.prod(sizes.values()) != num_devices:
+        raise ValueError(
+            f"config.mesh: axis sizes {sizes} multiply to {math.prod(sizes.values())}, "
+            f"but there are {num_devices} devices"
+        )
+    return sizes
+
+
+def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices (of all processes)."""
+    devices = list(devices if devices is not None else jax.devices())
+    shape = resolve_mesh_shape(mesh_cfg, len(devices))
+    dims = tuple(shape[a] for a in MESH_AXES)
+    try:
+        device_array = mesh_utils.create_device_mesh(dims, devices=devices)
+    except (ValueError, NotImplementedError, AssertionError):
+        device_array = np.asarray(devices).reshape(dims)
+    return Mesh(device_array, MESH_AXES)
+
+
+def logical_to_spec(logical_axes: Sequence[str | None] | None, rules: Rules) -> PartitionSpec:
+    """Maps logical axis names to a PartitionSpec; a mesh axis is used at most once."""
+    if logical_axes is None:
+        return PartitionSpec()
+    return nn.logical_to_mesh_axes(tuple(logical_axes), tuple(rules))
+
+
+def logical_sharding(mesh: Mesh, logical_axes: Sequence[str | None] | None, rules: Rules):
+    return NamedSharding(mesh, logical_to_spec(logical_axes, rules))
+
+
+def params_shardings(abstract_params: Any, mesh: Mesh, rules: Rules) -> Any:
+    """NamedShardings for a (possibly logically partitioned) param tree; unnamed -> replicated."""
+    specs = nn.get_partition_spec(abstract_params)
+    specs = nn.logical_to_mesh(specs, tuple(rules))
+    specs = unbox(specs)
+    return jax.tree.map(
+        lambda s: NamedSharding(mesh, s if s is not None else PartitionSpec()),
+        specs,
+        is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None,
+    )
+
+
+def unbox(tree: Any) -> Any:
+    """Strips Flax partitioning metadata boxes, leaving plain arrays."""
+    return nn.meta.unbox(tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def shard_batch(batch: Any, mesh: Mesh, logical_axes: Any, rules: Rules) -> Any:
+    """Turns this process's numpy batch into global jax.Arrays sharded by logical axes."""
+    shardings = jax.tree.map(
+        lambda axes: logical_sharding(mesh, axes, rules),
+        logical_axes,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings
+    )

@@ -1,0 +1,87 @@
+"""The contract between the one trainer and every experiment.
+
+launch -> config -> task -> trainer. A config names its task (`config.task = "toy"`); the
+module `jaxmm.tasks.<name>` exposes `build(config) -> Task`. The trainer imports no model: it
+only calls the methods below, inside its own mesh, jit, checkpointing and logging.
+
+Parameters returned by `init` may carry Flax logical-axis metadata
+(`nn.with_logical_partitioning`, `nn.LogicallyPartitioned`); the trainer turns those names
+into shardings with `config.logical_axis_rules` and stores plain arrays in the train state.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+
+PyTree = Any
+Batch = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShard:
+    """Which slice of the data this JAX process reads (grain shards by process)."""
+
+    index: int
+    count: int
+    per_process_batch: int
+    seed: int
+
+
+class Task(abc.ABC):
+    """One kind of experiment: model init, loss, data and evaluators."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    @abc.abstractmethod
+    def init(self, rng: jax.Array) -> PyTree:
+        """Returns fresh parameters (possibly logically partitioned). Traced under jit."""
+
+    @abc.abstractmethod
+    def loss(self, params: PyTree, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
+        """Scalar loss to minimise and a dict of scalar metrics. Traced under jit."""
+
+    @abc.abstractmethod
+    def train_dataset(self, shard: DataShard) -> grain.IterDataset:
+        """An endless grain dataset of this process's batches (numpy, leading dim = batch).
+
+        Must be deterministic given `shard.seed` so that its iterator state (saved in every
+        checkpoint) resumes the exact same stream.
+        """
+
+    def batch_logical_axes(self, batch: Batch) -> PyTree:
+        """Logical axis names per batch leaf; by default the leading axis is `batch`."""
+        return jax.tree.map(lambda x: ("batch",) + (None,) * (x.ndim - 1), batch)
+
+    def trainable_mask(self, params: PyTree) -> PyTree | None:
+        """Pytree of bools marking trainable leaves (e.g. LoRA); None trains everything."""
+        return None
+
+    def evaluate(self, params: PyTree, step: int, workdir: str) -> dict[str, float]:
+        """Host-side periodic evaluation; returns scalar metrics to log. Optional."""
+        return {}
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    """Imports `jaxmm.tasks.<config.task>` and calls its `build(config)`."""
+    name = config.task
+    try:
+        module = importlib.import_module(f"jaxmm.tasks.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"jaxmm.tasks.{name}":
+            raise
+        import pkgutil
+
+        import jaxmm.tasks
+
+        known = sorted(m.name for m in pkgutil.iter_modules(jaxmm.tasks.__path__))
+        raise ValueError(f"config.task={name!r} names no module in jaxmm/tasks/; known: {known}")
+    return module.build(config)
