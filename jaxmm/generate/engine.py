@@ -1,0 +1,479 @@
+"""Generation engine: prefill + decode over a preallocated KV cache with continuous batching.
+
+The cache has `max_batch` slots of `max_seq_len` tokens. A request is prefilled alone into a
+free slot (prompt padded to a power-of-two bucket so few shapes compile); then all slots
+decode together in one jitted `lax.while_loop` of up to `steps_per_call` steps that exits
+early when every slot is done. Between calls the host turns tokens into text, applies stop
+strings, streams deltas, frees finished slots and admits waiting requests, so a new request
+never waits for a whole batch to finish.
+
+Rows of different lengths need no padding masks: each slot keeps its own `lengths`, the
+model writes new tokens at `lengths` and masks slots past it. Prefill pads the prompt on the
+right and then resets `lengths` to the true prompt length, so the pad keys are "unwritten"
+and the first decode step overwrites them.
+
+The model is anything with the `jaxmm.models.llm` contract:
+`logits, cache = apply(params, tokens [B,T], positions [B,T], cache=cache)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.generate import sampling
+from jaxmm.generate.params import GenerationParams
+from jaxmm.generate.text import TextTracker
+
+Message = Mapping[str, Any]
+
+
+@dataclasses.dataclass
+class Completion:
+    """Result of one request. `finish_reason` is "stop" (EOS or stop string) or "length"."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+
+
+@dataclasses.dataclass
+class StreamEvent:
+    """A text delta of request `request_id`; the last event of a request has `finish_reason`."""
+
+    request_id: int
+    delta: str
+    finish_reason: str | None = None
+
+
+class PromptTooLongError(ValueError):
+    """The prompt (plus max_tokens) does not fit in the engine's `max_seq_len`."""
+
+
+@dataclasses.dataclass
+class _Request:
+    rid: int
+    prompt_ids: list[int]
+    params: GenerationParams
+    max_new: int
+    seed: int
+    tracker: TextTracker
+    token_ids: list[int] = dataclasses.field(default_factory=list)
+    finish_reason: str | None = None
+
+
+def _replace_lengths(cache: Any, lengths: jax.Array) -> Any:
+    if hasattr(cache, "replace"):  # flax.struct.dataclass
+        return cache.replace(lengths=lengths)
+    if hasattr(cache, "_replace"):  # NamedTuple
+        return cache._replace(lengths=lengths)
+    return dataclasses.replace(cache, lengths=lengths)
+
+
+def _bucket(n: int, cap: int, minimum: int = 16) -> int:
+    return min(cap, max(minimum, 1 << (n - 1).bit_length()))
+
+
+class Engine:
+    """Batched text generation with a KV cache (see module docstring).
+
+    Args:
+      apply_fn: `apply_fn(variables, tokens, positions, cache=cache) -> (logits, cache)`,
+        usually `LLM(config).apply`.
+      params: model parameters (the `params` collection).
+      tokenizer: a Hugging Face tokenizer (`encode`, `decode`, `apply_chat_template`).
+      init_cache_fn: `(batch, max_len) -> cache` for the model.
+      max_seq_len: cache length; prompt + max_tokens must fit.
+      max_batch: number of cache slots decoded together.
+      eos_token_ids: tokens that end a request (not part of the text).
+      steps_per_call: decode steps per jitted call; more is faster, fewer streams sooner.
+    """
+
+    def __init__(
+        self,
+        apply_fn: Callable[..., tuple[jax.Array, Any]],
+        params: Any,
+        tokenizer: Any,
+        init_cache_fn: Callable[[int, int], Any],
+        *,
+        max_seq_len: int,
+        max_batch: int = 8,
+        eos_token_ids: Iterable[int] = (),
+        steps_per_call: int = 8,
+        model_name: str = "jaxmm",
+    ):
+        if max_seq_len < 2:
+            raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.params = params
+        self.tokenizer = tokenizer
+        self.max_seq_len = int(max_seq_len)
+        self.max_batch = int(max_batch)
+        self.steps_per_call = int(steps_per_call)
+        self.model_name = model_name
+        eos = sorted({int(t) for t in eos_token_ids})
+        if getattr(tokenizer, "eos_token_id", None) is not None and not eos:
+            eos = [int(tokenizer.eos_token_id)]
+        self.eos_token_ids = eos
+        self._eos = jnp.asarray(eos or [-1], jnp.int32)
+        self._apply = apply_fn
+        # Built under jit: allocated on device directly and never aliasing two leaves (the
+        # cache is donated every call).
+        self._cache = jax.jit(lambda: init_cache_fn(self.max_batch, self.max_seq_len))()
+        self._batch_axes = _batch_axes(init_cache_fn, self.max_seq_len)
+
+        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
+        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), static_argnames=("n_steps",))
+
+        # Host-side per-slot state; the device sees it as small arrays each call.
+        s = self.max_batch
+        self._slots: list[_Request | None] = [None] * s
+        self._last = np.zeros(s, np.int32)
+        self._n_gen = np.zeros(s, np.int32)
+        self._max_new = np.ones(s, np.int32)
+        self._seed = np.zeros(s, np.uint32)
+        self._temp = np.zeros(s, np.float32)
+        self._top_k = np.zeros(s, np.int32)
+        self._top_p = np.ones(s, np.float32)
+        self._waiting: deque[_Request] = deque()
+        self._finished: dict[int, _Request] = {}  # until collected by `pop_result`
+        self._ids = itertools.count()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | os.PathLike,
+        *,
+        max_seq_len: int | None = None,
+        max_batch: int = 8,
+        dtype: Any = jnp.float32,
+        steps_per_call: int = 8,
+        model_name: str | None = None,
+    ) -> Engine:
+        """Load a Hugging Face folder (config.json + safetensors + tokenizer files)."""
+        from transformers import AutoTokenizer
+
+        from jaxmm.models import hf, llm
+
+        model_dir = os.fspath(model_dir)
+        config = llm.LLMConfig.from_hf(model_dir)
+        model = llm.LLM(config)
+        params = hf.load_params(model_dir, config)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        max_seq_len = max_seq_len or int(getattr(config, "max_position_embeddings", 2048))
+        return cls(
+            model.apply,
+            params,
+            tokenizer,
+            lambda b, n: llm.init_cache(config, b, n, dtype),
+            max_seq_len=max_seq_len,
+            max_batch=max_batch,
+            eos_token_ids=_eos_from_folder(model_dir, tokenizer),
+            steps_per_call=steps_per_call,
+            model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
+        )
+
+    # ------------------------------------------------------------------ prompts
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids of a text prompt (with the tokenizer's special tokens, e.g. BOS)."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt)["input_ids"])
+        return [int(t) for t in prompt]
+
+    def chat_prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Render a conversation with the tokenizer's own chat template, ready to continue."""
+        text = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------------ scheduling
+    def submit(self, prompt: str | Sequence[int], params: GenerationParams) -> int:
+        """Queue a request; returns its id. Raises PromptTooLongError before any device work."""
+        return self.submit_many([prompt], [params])[0]
+
+    def submit_many(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams | Sequence[GenerationParams],
+    ) -> list[int]:
+        """Queue several requests, all or none: every prompt is checked before any is queued."""
+        plist = _per_prompt(params, len(prompts))
+        reqs = [self._make_request(p, q) for p, q in zip(prompts, plist, strict=True)]
+        self._waiting.extend(reqs)
+        return [r.rid for r in reqs]
+
+    def _make_request(self, prompt: str | Sequence[int], params: GenerationParams) -> _Request:
+        prompt_ids = self.encode(prompt)
+        n = len(prompt_ids)
+        if n == 0:
+            raise ValueError("prompt is empty (no tokens)")
+        if n >= self.max_seq_len:
+            raise PromptTooLongError(
+                f"prompt has {n} tokens; max_seq_len is {self.max_seq_len} "
+                f"(prompt + max_tokens must be <= {self.max_seq_len})"
+            )
+        max_new = params.max_tokens if params.max_tokens is not None else self.max_seq_len - n
+        if n + max_new > self.max_seq_len:
+            raise PromptTooLongError(
+                f"prompt has {n} tokens and max_tokens is {max_new}: {n + max_new} exceeds "
+                f"max_seq_len {self.max_seq_len}"
+            )
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
+        return _Request(
+            rid=next(self._ids),
+            prompt_ids=prompt_ids,
+            params=params,
+            max_new=max_new,
+            seed=seed % (1 << 32),
+            tracker=TextTracker(self.tokenizer, params.stop),
+        )
+        return req
+
+    def pop_result(self, rid: int) -> Completion:
+        """The completion of a finished request (each can be collected once)."""
+        req = self._finished.pop(rid)
+        return Completion(
+            text=req.tracker.text,
+            token_ids=req.token_ids,
+            finish_reason=req.finish_reason,
+            prompt_tokens=len(req.prompt_ids),
+        )
+
+    def has_work(self) -> bool:
+        return bool(self._waiting) or any(r is not None for r in self._slots)
+
+    def step(self) -> list[StreamEvent]:
+        """Admit waiting requests into free slots, run one decode call, return text events."""
+        events: list[StreamEvent] = []
+        for slot in range(self.max_batch):
+            if self._slots[slot] is None and self._waiting:
+                self._admit(slot, self._waiting.popleft(), events)
+        active = np.array([r is not None for r in self._slots])
+        if not active.any():
+            return events
+        tokens, self._cache = self._decode(
+            self.params,
+            self._cache,
+            self._last,
+            self._n_gen,
+            self._max_new,
+            ~active,
+            self._seed,
+            self._temp,
+            self._top_k,
+            self._top_p,
+            self._eos,
+            n_steps=self.steps_per_call,
+        )
+        tokens = np.asarray(tokens)
+        for slot in np.flatnonzero(active):
+            req = self._slots[slot]
+            for token in tokens[slot]:
+                if req.finish_reason is not None or token < 0:
+                    break
+                self._n_gen[slot] += 1
+                self._last[slot] = token
+                self._consume(req, int(token), events)
+            if req.finish_reason is not None:
+                self._slots[slot] = None
+        return events
+
+    def stream(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams | Sequence[GenerationParams],
+    ) -> Iterator[StreamEvent]:
+        """Generate for all prompts, yielding deltas as they become final.
+
+        `StreamEvent.request_id` is the index of the prompt in `prompts`.
+        """
+        rids = self.submit_many(prompts, params)
+        index = {rid: i for i, rid in enumerate(rids)}
+        pending = set(rids)
+        while pending:
+            for ev in self.step():
+                if ev.request_id in index:
+                    if ev.finish_reason is not None:
+                        pending.discard(ev.request_id)
+                        self._finished.pop(ev.request_id, None)
+                    yield dataclasses.replace(ev, request_id=index[ev.request_id])
+
+    def generate(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        """Generate for all prompts (batched) and return full completions in order."""
+        rids = self.submit_many(prompts, params)
+        pending = set(rids)
+        while pending:
+            self.step()
+            pending -= self._finished.keys()
+        return [self.pop_result(r) for r in rids]
+
+    def chat(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        return self.generate([self.chat_prompt_ids(c) for c in conversations], params)
+
+    # ------------------------------------------------------------------ host bookkeeping
+    def _admit(self, slot: int, req: _Request, events: list[StreamEvent]) -> None:
+        p = req.params
+        n = len(req.prompt_ids)
+        t_pad = _bucket(n, self.max_seq_len)
+        tokens = np.zeros((1, t_pad), np.int32)
+        tokens[0, :n] = req.prompt_ids
+        first, self._cache = self._prefill(
+            self.params,
+            self._cache,
+            np.int32(slot),
+            tokens,
+            np.int32(n),
+            np.uint32(req.seed),
+            np.float32(p.temperature),
+            np.int32(p.top_k),
+            np.float32(p.top_p),
+        )
+        self._slots[slot] = req
+        self._n_gen[slot] = 1
+        self._last[slot] = int(first)
+        self._max_new[slot] = req.max_new
+        self._seed[slot] = req.seed
+        self._temp[slot] = p.temperature
+        self._top_k[slot] = p.top_k
+        self._top_p[slot] = p.top_p
+        self._consume(req, int(first), events)
+        if req.finish_reason is not None:
+            self._slots[slot] = None
+
+    def _consume(self, req: _Request, token: int, events: list[StreamEvent]) -> None:
+        """Account one generated token of `req`; set its finish_reason when it ends."""
+        delta = ""
+        if token in self.eos_token_ids:
+            req.finish_reason = "stop"
+        else:
+            req.token_ids.append(token)
+            delta = req.tracker.add(token)
+            if req.tracker.stopped:
+                req.finish_reason = "stop"
+            elif len(req.token_ids) >= req.max_new:
+                req.finish_reason = "length"
+        if req.finish_reason is not None:
+            delta += req.tracker.finish()
+            events.append(StreamEvent(req.rid, delta, req.finish_reason))
+            self._finished[req.rid] = req
+        elif delta:
+            events.append(StreamEvent(req.rid, delta))
+
+    # ------------------------------------------------------------------ device functions
+    def _prefill_impl(self, params, cache, slot, tokens, prompt_len, seed, temp, top_k, top_p):
+        axes = self._batch_axes
+        row = jax.tree.map(
+            lambda x, a: jax.lax.dynamic_slice_in_dim(x, slot, 1, axis=a), cache, axes
+        )
+        row = _replace_lengths(row, jnp.zeros((1,), jnp.int32))
+        positions = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
+        logits, row = self._apply({"params": params}, tokens, positions, cache=row)
+        # Pad tokens beyond the prompt were written but become "unwritten" again.
+        row = _replace_lengths(row, jnp.reshape(prompt_len, (1,)).astype(jnp.int32))
+        last = jax.lax.dynamic_index_in_dim(logits[0], prompt_len - 1, axis=0, keepdims=True)
+        key = sampling.step_keys(jax.random.key(seed)[None], jnp.zeros((1,), jnp.int32))
+        first = sampling.sample(last, key, temp[None], top_k[None], top_p[None])[0]
+        cache = jax.tree.map(
+            lambda big, r, a: jax.lax.dynamic_update_slice_in_dim(
+                big, r.astype(big.dtype), slot, a
+            ),
+            cache,
+            row,
+            axes,
+        )
+        return first, cache
+
+    def _decode_impl(
+        self, params, cache, last, n_gen, max_new, done, seed, temp, top_k, top_p, eos, *, n_steps
+    ):
+        """Up to `n_steps` decode steps; returns tokens [S, n_steps] (-1 where not decoded)."""
+        keys = jax.vmap(jax.random.key)(seed)
+        out = jnp.full((last.shape[0], n_steps), -1, jnp.int32)
+
+        def cond(carry):
+            i, _, _, _, done, _ = carry
+            return (i < n_steps) & ~jnp.all(done)
+
+        def body(carry):
+            i, cache, tok, n_gen, done, out = carry
+            lengths = cache.lengths
+            logits, cache = self._apply(
+                {"params": params}, tok[:, None], lengths[:, None], cache=cache
+            )
+            # Finished rows keep their length: nothing they write is ever read.
+            cache = _replace_lengths(cache, jnp.where(done, lengths, cache.lengths))
+            nxt = sampling.sample(
+                logits[:, -1], sampling.step_keys(keys, n_gen), temp, top_k, top_p
+            )
+            nxt = jnp.where(done, -1, nxt)
+            out = out.at[:, i].set(nxt)
+            n_gen = n_gen + (~done).astype(jnp.int32)
+            done = done | jnp.isin(nxt, eos) | (n_gen >= max_new)
+            return i + 1, cache, jnp.where(nxt < 0, tok, nxt), n_gen, done, out
+
+        carry = (jnp.int32(0), cache, last, n_gen, done, out)
+        _, cache, _, _, _, out = jax.lax.while_loop(cond, body, carry)
+        return out, cache
+
+
+def _batch_axes(init_cache_fn: Callable[[int, int], Any], max_len: int) -> Any:
+    """Per-leaf batch axis of the cache, found by comparing batch-1 and batch-2 shapes."""
+    one = jax.eval_shape(lambda: init_cache_fn(1, max_len))
+    two = jax.eval_shape(lambda: init_cache_fn(2, max_len))
+
+    def axis(a, b):
+        diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
+        if len(diff) != 1:
+            raise ValueError(f"cannot find the batch axis of a cache leaf {a.shape}")
+        return diff[0]
+
+    return jax.tree.map(axis, one, two)
+
+
+def _per_prompt(
+    params: GenerationParams | Sequence[GenerationParams], n: int
+) -> list[GenerationParams]:
+    if isinstance(params, GenerationParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n:
+        raise ValueError(f"got {len(params)} GenerationParams for {n} prompts")
+    return params
+
+
+def _eos_from_folder(model_dir: str, tokenizer: Any) -> list[int]:
+    """EOS ids from generation_config.json (Llama 3 lists several) plus the tokenizer's."""
+    import json
+
+    ids: set[int] = set()
+    path = os.path.join(model_dir, "generation_config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            eos = json.load(f).get("eos_token_id")
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, list):
+            ids.update(int(e) for e in eos)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)
