@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmm.nn.attention import IMPLS, attention
-from jaxmm.nn.lora import LoRAConfig, Linear
+from jaxmm.nn.lora import Linear, LoRAConfig
 from jaxmm.nn.norms import RMSNorm
 from jaxmm.nn.rotary import RopeConfig, apply_rope, rope_cos_sin
 
@@ -77,19 +77,38 @@ class LLMConfig:
             if not cond:
                 raise ValueError(f"LLMConfig.{field}: {msg}")
 
-        for f in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                  "num_kv_heads", "head_dim"):
-            need(isinstance(getattr(self, f), int) and getattr(self, f) > 0, f,
-                 f"must be a positive int, got {getattr(self, f)!r}")
-        need(self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
-             f"{self.num_heads} heads are not a multiple of {self.num_kv_heads} kv heads")
-        need(self.model_type in FAMILIES, "model_type",
-             f"{self.model_type!r} is not one of {sorted(FAMILIES)}")
+        for f in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+        ):
+            need(
+                isinstance(getattr(self, f), int) and getattr(self, f) > 0,
+                f,
+                f"must be a positive int, got {getattr(self, f)!r}",
+            )
+        need(
+            self.num_heads % self.num_kv_heads == 0,
+            "num_kv_heads",
+            f"{self.num_heads} heads are not a multiple of {self.num_kv_heads} kv heads",
+        )
+        need(
+            self.model_type in FAMILIES,
+            "model_type",
+            f"{self.model_type!r} is not one of {sorted(FAMILIES)}",
+        )
         need(self.attention_impl in IMPLS, "attention_impl", f"must be one of {IMPLS}")
         need(self.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}")
         for f in ("dtype", "param_dtype", "logits_dtype"):
-            need(getattr(self, f) in ("float32", "bfloat16", "float16"), f,
-                 f"{getattr(self, f)!r} is not float32/bfloat16/float16")
+            need(
+                getattr(self, f) in ("float32", "bfloat16", "float16"),
+                f,
+                f"{getattr(self, f)!r} is not float32/bfloat16/float16",
+            )
 
     def replace(self, **changes) -> LLMConfig:
         return dataclasses.replace(self, **changes)
@@ -230,8 +249,10 @@ def _family(hf: Mapping[str, Any], where: str) -> str:
 
 def _rope_from_hf(hf: Mapping[str, Any], where: str) -> RopeConfig:
     params = hf.get("rope_parameters")
-    if isinstance(params, Mapping) and params and all(
-        isinstance(v, Mapping) for v in params.values()
+    if (
+        isinstance(params, Mapping)
+        and params
+        and all(isinstance(v, Mapping) for v in params.values())
     ):  # per-layer-type form: {"full_attention": {...}, ...}
         params = params.get("full_attention") or next(iter(params.values()))
     if isinstance(params, Mapping) and params:
@@ -245,7 +266,9 @@ def _rope_from_hf(hf: Mapping[str, Any], where: str) -> RopeConfig:
         if rope_type == "default":
             return RopeConfig(theta=float(theta))
         if rope_type == "linear":
-            return RopeConfig(theta=float(theta), rope_type="linear", factor=float(scaling["factor"]))
+            return RopeConfig(
+                theta=float(theta), rope_type="linear", factor=float(scaling["factor"])
+            )
         if rope_type == "llama3":
             return RopeConfig(
                 theta=float(theta),
@@ -313,29 +336,45 @@ class SelfAttention(nn.Module):
     def __call__(self, x, cos, sin, segment_ids, attention_mask, cache_ctx, det: bool):
         cfg = self.config
         h, hkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q = _linear(cfg, (h, d), ("embed", "heads", "head_dim"), "q_proj",
-                    use_bias=cfg.qkv_bias)(x, det)
-        k = _linear(cfg, (hkv, d), ("embed", "kv_heads", "head_dim"), "k_proj",
-                    use_bias=cfg.qkv_bias)(x, det)
-        v = _linear(cfg, (hkv, d), ("embed", "kv_heads", "head_dim"), "v_proj",
-                    use_bias=cfg.qkv_bias)(x, det)
+        q = _linear(cfg, (h, d), ("embed", "heads", "head_dim"), "q_proj", use_bias=cfg.qkv_bias)(
+            x, det
+        )
+        k = _linear(
+            cfg, (hkv, d), ("embed", "kv_heads", "head_dim"), "k_proj", use_bias=cfg.qkv_bias
+        )(x, det)
+        v = _linear(
+            cfg, (hkv, d), ("embed", "kv_heads", "head_dim"), "v_proj", use_bias=cfg.qkv_bias
+        )(x, det)
         q = nn.with_logical_constraint(apply_rope(q, cos, sin), ("batch", "seq", "heads", None))
         k = nn.with_logical_constraint(apply_rope(k, cos, sin), ("batch", "seq", "kv_heads", None))
         v = nn.with_logical_constraint(v, ("batch", "seq", "kv_heads", None))
         new_kv = None
         if cache_ctx is None:
-            out = attention(q, k, v, causal=True, segment_ids=segment_ids, mask=attention_mask,
-                            impl=cfg.attention_impl)
+            out = attention(
+                q,
+                k,
+                v,
+                causal=True,
+                segment_ids=segment_ids,
+                mask=attention_mask,
+                impl=cfg.attention_impl,
+            )
         else:
             k_all, v_all, layer, rows, slots, kv_mask = cache_ctx
             k_all = k_all.at[layer, rows, slots].set(k.astype(k_all.dtype), mode="drop")
             v_all = v_all.at[layer, rows, slots].set(v.astype(v_all.dtype), mode="drop")
             new_kv = (k_all, v_all)
-            out = attention(q, k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype),
-                            mask=kv_mask, impl=cfg.attention_impl)
+            out = attention(
+                q,
+                k_all[layer].astype(q.dtype),
+                v_all[layer].astype(q.dtype),
+                mask=kv_mask,
+                impl=cfg.attention_impl,
+            )
         out = nn.with_logical_constraint(out, ("batch", "seq", "heads", None))
-        y = _linear(cfg, (cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj",
-                    in_axes=2)(out, det)
+        y = _linear(cfg, (cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj", in_axes=2)(
+            out, det
+        )
         return y, new_kv
 
 
@@ -359,7 +398,12 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype), name=name)
         attn_out, new_kv = SelfAttention(cfg, name="self_attn")(
-            norm("input_layernorm")(x), cos, sin, segment_ids, attention_mask, cache_ctx,
+            norm("input_layernorm")(x),
+            cos,
+            sin,
+            segment_ids,
+            attention_mask,
+            cache_ctx,
             deterministic,
         )
         x = nn.with_logical_constraint(x + attn_out, ("batch", "seq", "embed"))
@@ -427,8 +471,11 @@ class LLM(nn.Module):
         if tokens is not None and tokens.shape != (b, t):
             raise ValueError(f"LLM: tokens {tokens.shape} must be [B, T] = {(b, t)}")
         x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
-        for name, arr in (("positions", positions), ("segment_ids", segment_ids),
-                          ("attention_mask", attention_mask)):
+        for name, arr in (
+            ("positions", positions),
+            ("segment_ids", segment_ids),
+            ("attention_mask", attention_mask),
+        ):
             if arr is not None and arr.shape != (b, t):
                 raise ValueError(f"LLM: {name} has shape {arr.shape}, expected [B, T] = {(b, t)}")
 
@@ -437,11 +484,16 @@ class LLM(nn.Module):
             if segment_ids is not None:
                 raise ValueError("LLM: segment_ids (packing) are not supported with a KV cache")
             if cache.k.shape[:2] != (cfg.num_layers, b):
-                raise ValueError(f"LLM: cache k {cache.k.shape} does not fit {cfg.num_layers} "
-                                 f"layers and batch {b}")
+                raise ValueError(
+                    f"LLM: cache k {cache.k.shape} does not fit {cfg.num_layers} "
+                    f"layers and batch {b}"
+                )
             start = cache.lengths.astype(jnp.int32)
-            step = jnp.full((b,), t, jnp.int32) if attention_mask is None else (
-                attention_mask.astype(jnp.int32).sum(-1))
+            step = (
+                jnp.full((b,), t, jnp.int32)
+                if attention_mask is None
+                else (attention_mask.astype(jnp.int32).sum(-1))
+            )
             new_lengths = start + step
             slots = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]  # [B, T]
             kv_pos = jnp.arange(cache.max_len, dtype=jnp.int32)[None, None, :]

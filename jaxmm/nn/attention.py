@@ -95,8 +95,9 @@ def reference_attention(
         m = m[:, :, None] if mask.shape[1] == 1 else m
         logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v,
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
@@ -152,6 +153,4 @@ def attention(
     )
     if impl == "reference":
         return reference_attention(q, k, v, full_mask, scale)
-    return jax.nn.dot_product_attention(
-        q, k, v, mask=full_mask, scale=scale, implementation=impl
-    )
+    return jax.nn.dot_product_attention(q, k, v, mask=full_mask, scale=scale, implementation=impl)

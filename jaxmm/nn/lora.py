@@ -54,8 +54,9 @@ class LoRAConfig:
     def matches(self, path: Sequence[str]) -> bool:
         full = "/".join(path)
         name = path[-1] if path else ""
-        return any(fnmatch.fnmatchcase(full, p) or fnmatch.fnmatchcase(name, p)
-                   for p in self.targets)
+        return any(
+            fnmatch.fnmatchcase(full, p) or fnmatch.fnmatchcase(name, p) for p in self.targets
+        )
 
 
 class Linear(nn.Module):
@@ -73,10 +74,12 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        in_shape = x.shape[x.ndim - self.in_axes:]
+        in_shape = x.shape[x.ndim - self.in_axes :]
         if len(self.kernel_axes) != self.in_axes + len(self.features):
-            raise ValueError(f"{self.name}: kernel_axes {self.kernel_axes} do not match "
-                             f"in {in_shape} + out {self.features}")
+            raise ValueError(
+                f"{self.name}: kernel_axes {self.kernel_axes} do not match "
+                f"in {in_shape} + out {self.features}"
+            )
         kernel = self.param(
             "kernel",
             nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
@@ -89,8 +92,9 @@ class Linear(nn.Module):
         if self.use_bias:
             bias = self.param(
                 "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros,
-                                             self.kernel_axes[self.in_axes:]),
+                nn.with_logical_partitioning(
+                    nn.initializers.zeros, self.kernel_axes[self.in_axes :]
+                ),
                 self.features,
                 self.param_dtype,
             )
@@ -113,7 +117,7 @@ class Linear(nn.Module):
         b = self.param(
             "lora_b",
             nn.with_logical_partitioning(
-                nn.initializers.zeros, (None, *self.kernel_axes[self.in_axes:])
+                nn.initializers.zeros, (None, *self.kernel_axes[self.in_axes :])
             ),
             (lora.rank, *self.features),
             self.param_dtype,
@@ -202,8 +206,9 @@ def load_adapters(params: Any, adapter_dir: str) -> tuple[Any, LoRAConfig]:
         name = "/".join(str(k.key) for k in path)
         new = saved[name]
         if new.shape != leaf.shape:
-            raise ValueError(f"adapter tensor {name}: saved shape {new.shape} != model "
-                             f"shape {leaf.shape}")
+            raise ValueError(
+                f"adapter tensor {name}: saved shape {new.shape} != model shape {leaf.shape}"
+            )
         new = np.asarray(new).astype(leaf.dtype)
         if isinstance(leaf, jax.Array):
             return jax.device_put(new, leaf.sharding)
