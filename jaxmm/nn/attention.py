@@ -1,0 +1,156 @@
+"""One attention entry point: a reference path (einsum, float32 softmax, any backend) and fast
+paths through `jax.nn.dot_product_attention` (XLA, or cuDNN flash attention on GPU).
+
+Shapes: q [B, T, H, D]; k, v [B, S, Hkv, D] with H a multiple of Hkv (grouped-query attention,
+the kv heads are never materialised H times). Masks combine with AND:
+  * `causal`: query i sees key j iff j <= i + (S - T) (bottom-right aligned, so a query block
+    that continues a longer key sequence is causal too);
+  * `segment_ids` [B, T] (and `kv_segment_ids` [B, S], default = segment_ids): packed sequences,
+    no attention across segments;
+  * `mask`: boolean, True = may attend; [B, S] (key padding), [B, T, S] or [B, 1|H, T, S].
+Rows with no visible key produce finite garbage (a uniform average), never NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+Impl = Literal["auto", "reference", "xla", "cudnn"]
+IMPLS = ("auto", "reference", "xla", "cudnn")
+
+
+def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(
+            f"attention wants q [B,T,H,D], k/v [B,S,Hkv,D]; got q {q.shape}, k {k.shape}, "
+            f"v {v.shape}"
+        )
+    if k.shape != v.shape:
+        raise ValueError(f"attention: k {k.shape} and v {v.shape} must have the same shape")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"attention: batch/head_dim of q {q.shape} and k {k.shape} differ")
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(
+            f"attention: {q.shape[2]} query heads are not a multiple of {k.shape[2]} kv heads"
+        )
+
+
+def build_mask(
+    batch: int,
+    q_len: int,
+    kv_len: int,
+    *,
+    causal: bool,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
+    mask: jax.Array | None = None,
+) -> jax.Array | None:
+    """The combined boolean mask [B, 1, T, S] (True = attend), or None when nothing is masked."""
+    out = None
+
+    def _and(a, b):
+        return b if a is None else jnp.logical_and(a, b)
+
+    if causal:
+        q_idx = jnp.arange(q_len)[:, None] + (kv_len - q_len)
+        out = _and(out, (jnp.arange(kv_len)[None, :] <= q_idx)[None, None])
+    if segment_ids is not None:
+        kv_seg = segment_ids if kv_segment_ids is None else kv_segment_ids
+        if segment_ids.shape != (batch, q_len) or kv_seg.shape != (batch, kv_len):
+            raise ValueError(
+                f"attention: segment_ids {segment_ids.shape} / kv_segment_ids {kv_seg.shape} "
+                f"must be [B={batch}, T={q_len}] / [B, S={kv_len}]"
+            )
+        out = _and(out, (segment_ids[:, :, None] == kv_seg[:, None, :])[:, None])
+    if mask is not None:
+        mask = mask.astype(bool)
+        if mask.ndim == 2:
+            mask = mask[:, None, None, :]
+        elif mask.ndim == 3:
+            mask = mask[:, None]
+        if mask.ndim != 4 or mask.shape[-1] != kv_len or mask.shape[-2] not in (1, q_len):
+            raise ValueError(
+                f"attention: mask of shape {mask.shape} does not broadcast to "
+                f"[B={batch}, 1, T={q_len}, S={kv_len}]"
+            )
+        out = _and(out, mask)
+    return out
+
+
+def reference_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float
+) -> jax.Array:
+    """Einsum attention with the softmax in float32; GQA by grouping query heads."""
+    b, t, h, d = q.shape
+    hkv = k.shape[2]
+    qg = q.reshape(b, t, hkv, h // hkv, d)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    logits = logits * scale
+    if mask is not None:
+        # [B, 1|H, T, S] -> [B, Hkv|1, G|1, T, S]
+        m = mask if mask.shape[1] == 1 else mask.reshape(b, hkv, h // hkv, t, -1)
+        m = m[:, :, None] if mask.shape[1] == 1 else m
+        logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
+    return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+def _cudnn_ok(q: jax.Array, k: jax.Array) -> bool:
+    """cuDNN flash attention: GPU, half precision, head_dim a multiple of 8 up to 128."""
+    try:
+        on_gpu = jax.devices()[0].platform == "gpu"
+    except RuntimeError:
+        on_gpu = False
+    d = q.shape[-1]
+    return (
+        on_gpu
+        and q.dtype in (jnp.bfloat16, jnp.float16)
+        and k.dtype == q.dtype
+        and d % 8 == 0
+        and d <= 128
+    )
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    causal: bool = False,
+    segment_ids: jax.Array | None = None,
+    kv_segment_ids: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    scale: float | None = None,
+    impl: Impl = "auto",
+) -> jax.Array:
+    """Scaled dot-product attention; returns [B, T, H, D] in q's dtype.
+
+    impl: 'reference' (einsum, float32 softmax), 'xla' (`jax.nn.dot_product_attention`),
+    'cudnn' (cuDNN flash attention; GPU, bf16/fp16), 'auto' (cuDNN when it applies, else
+    XLA). cuDNN gets the plain causal flag when no other mask is given, so it skips the
+    masked blocks; segment/padding masks are handed to it as a dense mask.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
+    _check_shapes(q, k, v)
+    b, t, _, d = q.shape
+    s = k.shape[1]
+    scale = float(scale) if scale is not None else d**-0.5
+    if impl == "auto":
+        impl = "cudnn" if _cudnn_ok(q, k) else "xla"
+    if impl == "cudnn" and causal and t == s and segment_ids is None and mask is None:
+        return jax.nn.dot_product_attention(
+            q, k, v, scale=scale, is_causal=True, implementation="cudnn"
+        )
+    full_mask = build_mask(
+        b, t, s, causal=causal, segment_ids=segment_ids, kv_segment_ids=kv_segment_ids, mask=mask
+    )
+    if impl == "reference":
+        return reference_attention(q, k, v, full_mask, scale)
+    return jax.nn.dot_product_attention(q, k, v, mask=full_mask, scale=scale, implementation=impl)
