@@ -129,7 +129,8 @@ class Engine:
         self._apply = apply_fn
         # Built under jit: allocated on device directly and never aliasing two leaves (the
         # cache is donated every call).
-        self._cache = jax.jit(lambda: init_cache_fn(self.max_batch, self.max_seq_len))()
+        self._new_cache = jax.jit(lambda: init_cache_fn(self.max_batch, self.max_seq_len))
+        self._cache = self._new_cache()
         self._batch_axes = _batch_axes(init_cache_fn, self.max_seq_len)
 
         self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
@@ -239,7 +240,6 @@ class Engine:
             seed=seed % (1 << 32),
             tracker=TextTracker(self.tokenizer, params.stop),
         )
-        return req
 
     def pop_result(self, rid: int) -> Completion:
         """The completion of a finished request (each can be collected once)."""
@@ -250,6 +250,14 @@ class Engine:
             finish_reason=req.finish_reason,
             prompt_tokens=len(req.prompt_ids),
         )
+
+    def reset(self) -> None:
+        """Drop every queued, running and uncollected request and start from a fresh cache
+        (used after a failed step, whose donated cache may be gone)."""
+        self._waiting.clear()
+        self._slots = [None] * self.max_batch
+        self._finished.clear()
+        self._cache = self._new_cache()
 
     def has_work(self) -> bool:
         return bool(self._waiting) or any(r is not None for r in self._slots)
