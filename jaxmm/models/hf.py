@@ -1,0 +1,279 @@
+"""Hugging Face safetensors <-> jaxmm LLM params, with one name map per family.
+
+Loading reads one tensor at a time from the (possibly sharded) checkpoint, converts it to the
+jaxmm layout on the host and places it straight into its target sharding with
+`jax.make_array_from_callback` (each device receives only its shard; there is never more than
+one host copy of one tensor, and never a copy per device). Saving writes `config.json` plus
+`model.safetensors` (or `model-0000i-of-0000n.safetensors` + index) that `transformers` loads.
+
+Layouts: a HF linear weight is [out, in]; a jaxmm kernel is [in..., out...] with heads split out
+(q_proj [embed, heads, head_dim], o_proj [heads, head_dim, embed]), so a kernel is
+`W.T.reshape(kernel_shape)` and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.models.llm import LLM, LLMConfig
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Tensors some checkpoints carry that the model recomputes or does not use.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMap:
+    """One HF tensor <-> one jaxmm param leaf. `n_in` = leading kernel dims that form the
+    HF `in` axis (linear weights are transposed); None = same layout up to a reshape."""
+
+    hf_name: str
+    path: tuple[str, ...]
+    n_in: int | None = None
+
+    def to_jax(self, w: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        if self.n_in is not None:
+            w = w.T
+        return w.reshape(shape)
+
+    def to_hf(self, p: np.ndarray) -> np.ndarray:
+        if self.n_in is None:
+            return p.reshape(-1) if p.ndim > 1 and "bias" in self.path else p
+        n_in = math.prod(p.shape[: self.n_in])
+        return np.ascontiguousarray(p.reshape(n_in, -1).T)
+
+
+def name_map(config: LLMConfig) -> list[TensorMap]:
+    """The Llama / Qwen2 name map (both families share the transformers naming)."""
+    maps = [TensorMap("model.embed_tokens.weight", ("embed_tokens", "embedding"))]
+    for i in range(config.num_layers):
+        hf, jx = f"model.layers.{i}", f"layers_{i}"
+        maps += [
+            TensorMap(f"{hf}.input_layernorm.weight", (jx, "input_layernorm", "scale")),
+            TensorMap(
+                f"{hf}.post_attention_layernorm.weight", (jx, "post_attention_layernorm", "scale")
+            ),
+            TensorMap(f"{hf}.self_attn.o_proj.weight", (jx, "self_attn", "o_proj", "kernel"), 2),
+        ]
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            maps.append(
+                TensorMap(f"{hf}.self_attn.{proj}.weight", (jx, "self_attn", proj, "kernel"), 1)
+            )
+            if config.qkv_bias:
+                maps.append(
+                    TensorMap(f"{hf}.self_attn.{proj}.bias", (jx, "self_attn", proj, "bias"))
+                )
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            maps.append(TensorMap(f"{hf}.mlp.{proj}.weight", (jx, "mlp", proj, "kernel"), 1))
+    maps.append(TensorMap("model.norm.weight", ("norm", "scale")))
+    if not config.tie_embeddings:
+        maps.append(TensorMap("lm_head.weight", ("lm_head", "kernel"), 1))
+    return maps
+
+
+def abstract_params(config: LLMConfig) -> Any:
+    """Param shapes/dtypes with their logical-axis boxes, without allocating anything."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    variables = jax.eval_shape(lambda: LLM(config).init(jax.random.key(0), tokens, tokens))
+    return variables["params"]
+
+
+def _weight_files(ckpt_dir: str) -> dict[str, str]:
+    """HF tensor name -> file, from the index (sharded) or the single file."""
+    index = os.path.join(ckpt_dir, INDEX_FILE)
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: no 'weight_map' dict")
+        return {k: os.path.join(ckpt_dir, v) for k, v in weight_map.items()}
+    single = os.path.join(ckpt_dir, SINGLE_FILE)
+    if os.path.isfile(single):
+        from safetensors import safe_open
+
+        with safe_open(single, framework="numpy") as f:
+            return {k: single for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    present = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else "(no such folder)"
+    raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {ckpt_dir!r}; it holds {present}")
+
+
+def _get_leaf(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set_leaf(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def load_hf(
+    ckpt_dir: str | os.PathLike,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    rules: Sequence[tuple[str, Any]] | None = None,
+    **config_overrides,
+) -> tuple[LLMConfig, dict]:
+    """Reads `config.json` + safetensors from a HF folder; returns (config, params).
+
+    With `mesh` and `rules`, each param is created directly in its NamedSharding (from its
+    logical axes); otherwise it lands on the default device. Params take
+    `config.param_dtype` (pass `param_dtype="bfloat16"` to override). All names and shapes
+    are checked against the checkpoint headers before any tensor is read.
+    """
+    from safetensors import safe_open
+
+    ckpt_dir = os.fspath(ckpt_dir)
+    config = LLMConfig.from_hf(ckpt_dir, **config_overrides)
+    boxed = abstract_params(config)
+    shapes = nn.meta.unbox(boxed)
+    shardings = None
+    if mesh is not None:
+        from jaxmm.config import DEFAULT_RULES
+        from jaxmm.sharding import params_shardings
+
+        shardings = params_shardings(boxed, mesh, rules if rules is not None else DEFAULT_RULES)
+    files = _weight_files(ckpt_dir)
+    maps = name_map(config)
+
+    # 1. Names and shapes, from the headers only.
+    missing = [m.hf_name for m in maps if m.hf_name not in files]
+    if missing:
+        raise ValueError(
+            f"{ckpt_dir}: checkpoint is missing {len(missing)} tensors for a "
+            f"{config.model_type} model, e.g. {missing[:5]}"
+        )
+    known = {m.hf_name for m in maps}
+    if config.tie_embeddings:
+        known.add("lm_head.weight")  # some tied checkpoints still store it
+    unexpected = [n for n in files if n not in known and not n.endswith(_IGNORED_SUFFIXES)]
+    if unexpected:
+        raise ValueError(
+            f"{ckpt_dir}: checkpoint has {len(unexpected)} tensors this "
+            f"{config.model_type} config does not use, e.g. {sorted(unexpected)[:5]}"
+        )
+    handles: dict[str, Any] = {}
+
+    def handle(path: str):
+        if path not in handles:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} (named in {INDEX_FILE}) does not exist")
+            handles[path] = safe_open(path, framework="numpy")
+        return handles[path]
+
+    for m in maps:
+        hf_shape = tuple(handle(files[m.hf_name]).get_slice(m.hf_name).get_shape())
+        want = tuple(_get_leaf(shapes, m.path).shape)
+        want_hf = (
+            (math.prod(want[m.n_in :]), math.prod(want[: m.n_in]))
+            if m.n_in is not None
+            else (want if len(want) == 1 or "bias" not in m.path else (math.prod(want),))
+        )
+        if hf_shape != want_hf:
+            raise ValueError(
+                f"{ckpt_dir}: tensor {m.hf_name} has shape {hf_shape}, but the "
+                f"config implies {want_hf} (param {'/'.join(m.path)} {want})"
+            )
+
+    # 2. One tensor at a time: read, convert, place.
+    params: dict = {}
+    for m in maps:
+        target = _get_leaf(shapes, m.path)
+        host = m.to_jax(handle(files[m.hf_name]).get_tensor(m.hf_name), target.shape)
+        host = np.asarray(host).astype(target.dtype)
+        if shardings is None:
+            arr = jnp.asarray(host)
+        else:
+            arr = jax.make_array_from_callback(
+                host.shape, _get_leaf(shardings, m.path), lambda idx, h=host: h[idx]
+            )
+        _set_leaf(params, m.path, arr)
+        del host
+    return config, params
+
+
+def hf_state_dict(params: Any, config: LLMConfig) -> dict[str, np.ndarray]:
+    """Params -> {hf_name: numpy array in the HF layout} (gathered to this host)."""
+    params = nn.meta.unbox(params)
+    for path, _ in jax.tree_util.tree_leaves_with_path(params):
+        if getattr(path[-1], "key", None) in ("lora_a", "lora_b"):
+            raise ValueError(
+                "params hold LoRA factors; merge them first "
+                "(jaxmm.nn.lora.merge_lora) or save them with save_adapters"
+            )
+    out = {}
+    for m in name_map(config):
+        try:
+            leaf = _get_leaf(params, m.path)
+        except (KeyError, TypeError):
+            raise ValueError(f"params have no leaf {'/'.join(m.path)} (for {m.hf_name})") from None
+        out[m.hf_name] = m.to_hf(np.asarray(jax.device_get(leaf)))
+    return out
+
+
+def save_hf(
+    params: Any,
+    config: LLMConfig,
+    out_dir: str | os.PathLike,
+    *,
+    max_shard_bytes: int | None = None,
+) -> list[str]:
+    """Writes config.json + safetensors (sharded with an index past `max_shard_bytes`).
+
+    Files are written under temporary names and renamed, so a crash never leaves a
+    half-written checkpoint under the final names. Returns the files written.
+    """
+    from safetensors.numpy import save_file
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    tensors = hf_state_dict(params, config)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, arr in tensors.items():
+        if max_shard_bytes and shards[-1] and size + arr.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = arr
+        size += arr.nbytes
+    if len(shards) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    written = []
+
+    def commit(name: str, write) -> None:
+        final = os.path.join(out_dir, name)
+        tmp = final + ".tmp"
+        write(tmp)
+        os.replace(tmp, final)
+        written.append(final)
+
+    for name, shard in zip(names, shards, strict=True):
+        commit(name, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))},
+            "weight_map": {t: n for n, s in zip(names, shards, strict=True) for t in s},
+        }
+        commit(INDEX_FILE, lambda p: _write_json(index, p))
+    commit("config.json", lambda p: _write_json(config.to_hf(), p))
+    return written
+
+
+def _write_json(obj: Any, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
