@@ -158,21 +158,32 @@ class Engine:
         *,
         max_seq_len: int | None = None,
         max_batch: int = 8,
-        dtype: Any = jnp.float32,
+        dtype: str = "float32",
+        param_dtype: str | None = None,
         steps_per_call: int = 8,
         model_name: str | None = None,
+        mesh: jax.sharding.Mesh | None = None,
     ) -> Engine:
-        """Load a Hugging Face folder (config.json + safetensors + tokenizer files)."""
+        """Load a Hugging Face folder (config.json + safetensors + tokenizer files).
+
+        `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU); `max_seq_len`
+        defaults to the model's `max_position_embeddings` (mind the cache memory:
+        2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements).
+        """
         from transformers import AutoTokenizer
 
         from jaxmm.models import hf, llm
 
         model_dir = os.fspath(model_dir)
-        config = llm.LLMConfig.from_hf(model_dir)
-        model = llm.LLM(config)
-        params = hf.load_params(model_dir, config)
+        if not os.path.exists(os.path.join(model_dir, "config.json")):
+            raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
+        config, params = hf.load_hf(
+            model_dir, mesh=mesh, dtype=dtype, param_dtype=param_dtype or dtype
+        )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        max_seq_len = max_seq_len or int(getattr(config, "max_position_embeddings", 2048))
+        model = llm.LLM(config)
+        max_seq_len = max_seq_len or config.max_position_embeddings
+        eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
         return cls(
             model.apply,
             params,
@@ -180,7 +191,7 @@ class Engine:
             lambda b, n: llm.init_cache(config, b, n, dtype),
             max_seq_len=max_seq_len,
             max_batch=max_batch,
-            eos_token_ids=_eos_from_folder(model_dir, tokenizer),
+            eos_token_ids=sorted(eos),
             steps_per_call=steps_per_call,
             model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
         )
