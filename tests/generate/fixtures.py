@@ -43,12 +43,13 @@ def build_tokenizer(out_dir) -> str:
 
 def build_jax_llama(out_dir, tokenizer_dir, max_positions: int = 128) -> str:
     """A tiny random jaxmm Llama written with `save_hf` (no torch needed) + the tokenizer."""
+    import flax.linen as nn
     import jax
-    import jax.numpy as jnp
+    import numpy as np
     from transformers import AutoTokenizer
 
-    from jaxmm.models.hf import save_hf
-    from jaxmm.models.llm import LLM, LLMConfig
+    from jaxmm.models.hf import abstract_params, save_hf
+    from jaxmm.models.llm import LLMConfig
 
     vocab = len(AutoTokenizer.from_pretrained(tokenizer_dir))
     config = LLMConfig(
@@ -60,15 +61,20 @@ def build_jax_llama(out_dir, tokenizer_dir, max_positions: int = 128) -> str:
         num_kv_heads=2,
         head_dim=8,
         max_position_embeddings=max_positions,
-        initializer_range=0.1,  # larger than usual: peaked logits, no near-ties in greedy
         bos_token_id=BOS,
         eos_token_ids=(EOS,),
         pad_token_id=PAD,
     )
-    tokens = jnp.zeros((1, 4), jnp.int32)
-    params = LLM(config).init(jax.random.key(0), tokens, tokens)["params"]
-    params = jax.tree.map(
-        lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
+    # Random weights filled on the host from the abstract param tree: no compile needed.
+    rng = np.random.default_rng(0)
+    shapes = nn.meta.unbox(abstract_params(config))
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: (
+            np.ones(x.shape, np.float32)
+            if "norm" in jax.tree_util.keystr(path)
+            else 0.1 * rng.standard_normal(x.shape).astype(np.float32)  # peaked logits
+        ),
+        shapes,
     )
     save_hf(params, config, out_dir)
     for name in os.listdir(tokenizer_dir):
