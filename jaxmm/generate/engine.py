@@ -276,9 +276,10 @@ class Engine:
     def step(self) -> list[StreamEvent]:
         """Admit waiting requests into free slots, run one decode call, return text events."""
         events: list[StreamEvent] = []
-        for slot in range(self.max_batch):
-            if self._slots[slot] is None and self._waiting:
-                self._admit(slot, self._waiting.popleft(), events)
+        free = [i for i, r in enumerate(self._slots) if r is None]
+        admitted = [self._waiting.popleft() for _ in free[: len(self._waiting)]]
+        if admitted:
+            self._admit(free[: len(admitted)], admitted, events)
         active = np.array([r is not None for r in self._slots])
         if not active.any():
             return events
@@ -350,34 +351,46 @@ class Engine:
         return self.generate([self.chat_prompt_ids(c) for c in conversations], params)
 
     # ------------------------------------------------------------------ host bookkeeping
-    def _admit(self, slot: int, req: _Request, events: list[StreamEvent]) -> None:
-        p = req.params
-        n = len(req.prompt_ids)
-        t_pad = _bucket(n, self.max_seq_len)
-        tokens = np.zeros((1, t_pad), np.int32)
-        tokens[0, :n] = req.prompt_ids
+    def _admit(self, slots: list[int], reqs: list[_Request], events: list[StreamEvent]) -> None:
+        """Prefill `reqs` into `slots` with one call.
+
+        The row count is padded to a power of two (capped at max_batch) by repeating the
+        first request into its own slot: duplicate scatters write identical rows, so the pad
+        costs compute but never corrupts the cache. Lengths are bucketed the same way.
+        """
+        k = len(reqs)
+        k_pad = _bucket(k, self.max_batch, minimum=1)
+        t_pad = _bucket(max(len(r.prompt_ids) for r in reqs), self.max_seq_len)
+        rows = reqs + [reqs[0]] * (k_pad - k)
+        row_slots = np.array(slots + [slots[0]] * (k_pad - k), np.int32)
+        tokens = np.zeros((k_pad, t_pad), np.int32)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r.prompt_ids)] = r.prompt_ids
         first, self._cache = self._prefill(
             self.params,
             self._cache,
-            np.int32(slot),
+            row_slots,
             tokens,
-            np.int32(n),
-            np.uint32(req.seed),
-            np.float32(p.temperature),
-            np.int32(p.top_k),
-            np.float32(p.top_p),
+            np.array([len(r.prompt_ids) for r in rows], np.int32),
+            np.array([r.seed for r in rows], np.uint32),
+            np.array([r.params.temperature for r in rows], np.float32),
+            np.array([r.params.top_k for r in rows], np.int32),
+            np.array([r.params.top_p for r in rows], np.float32),
         )
-        self._slots[slot] = req
-        self._n_gen[slot] = 1
-        self._last[slot] = int(first)
-        self._max_new[slot] = req.max_new
-        self._seed[slot] = req.seed
-        self._temp[slot] = p.temperature
-        self._top_k[slot] = p.top_k
-        self._top_p[slot] = p.top_p
-        self._consume(req, int(first), events)
-        if req.finish_reason is not None:
-            self._slots[slot] = None
+        first = np.asarray(first)
+        for i, (slot, req) in enumerate(zip(slots, reqs, strict=True)):
+            p = req.params
+            self._slots[slot] = req
+            self._n_gen[slot] = 1
+            self._last[slot] = first[i]
+            self._max_new[slot] = req.max_new
+            self._seed[slot] = req.seed
+            self._temp[slot] = p.temperature
+            self._top_k[slot] = p.top_k
+            self._top_p[slot] = p.top_p
+            self._consume(req, int(first[i]), events)
+            if req.finish_reason is not None:
+                self._slots[slot] = None
 
     def _consume(self, req: _Request, token: int, events: list[StreamEvent]) -> None:
         """Account one generated token of `req`; set its finish_reason when it ends."""
@@ -399,28 +412,25 @@ class Engine:
             events.append(StreamEvent(req.rid, delta))
 
     # ------------------------------------------------------------------ device functions
-    def _prefill_impl(self, params, cache, slot, tokens, prompt_len, seed, temp, top_k, top_p):
+    def _prefill_impl(self, params, cache, slots, tokens, prompt_lens, seeds, temp, top_k, top_p):
+        """Prefill rows `slots` [K] with right-padded `tokens` [K, T]; sample each first token."""
         axes = self._batch_axes
-        row = jax.tree.map(
-            lambda x, a: jax.lax.dynamic_slice_in_dim(x, slot, 1, axis=a), cache, axes
-        )
-        row = _replace_lengths(row, jnp.zeros((1,), jnp.int32))
-        positions = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
-        logits, row = self._apply({"params": params}, tokens, positions, cache=row)
-        # Pad tokens beyond the prompt were written but become "unwritten" again.
-        row = _replace_lengths(row, jnp.reshape(prompt_len, (1,)).astype(jnp.int32))
-        last = jax.lax.dynamic_index_in_dim(logits[0], prompt_len - 1, axis=0, keepdims=True)
-        key = sampling.step_keys(jax.random.key(seed)[None], jnp.zeros((1,), jnp.int32))
-        first = sampling.sample(last, key, temp[None], top_k[None], top_p[None])[0]
-        cache = jax.tree.map(
-            lambda big, r, a: jax.lax.dynamic_update_slice_in_dim(
-                big, r.astype(big.dtype), slot, a
-            ),
-            cache,
-            row,
-            axes,
-        )
-        return first, cache
+        k, t = tokens.shape
+        rows = jax.tree.map(lambda x, a: jnp.take(x, slots, axis=a), cache, axes)
+        rows = _replace_lengths(rows, jnp.zeros((k,), jnp.int32))
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (k, t))
+        logits, rows = self._apply({"params": params}, tokens, positions, cache=rows)
+        # Pad tokens beyond each prompt were written but become "unwritten" again.
+        rows = _replace_lengths(rows, prompt_lens)
+        last = jnp.take_along_axis(logits, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
+        keys = sampling.step_keys(jax.vmap(jax.random.key)(seeds), jnp.zeros((k,), jnp.int32))
+        first = sampling.sample(last, keys, temp, top_k, top_p)
+
+        def scatter(big, r, a):
+            index = (slice(None),) * a + (slots,)
+            return big.at[index].set(r.astype(big.dtype))
+
+        return first, jax.tree.map(scatter, cache, rows, axes)
 
     def _decode_impl(
         self, params, cache, last, n_gen, max_new, done, seed, temp, top_k, top_p, eos, *, n_steps

@@ -35,7 +35,7 @@ def toy(hf_tokenizer):
 
 def make_engine(toy, tok, **kw):
     model, params = toy
-    kw.setdefault("max_batch", 3)
+    kw.setdefault("max_batch", 4)  # 3 requests admitted together pad to 4 rows
     kw.setdefault("steps_per_call", 3)  # small, so requests cross many call boundaries
     return Engine(
         model.apply, params, tok, lambda b, n: init_toy_cache(b, n), max_seq_len=MAX_LEN, **kw
@@ -71,7 +71,7 @@ def naive_greedy(toy, prompt_ids, max_new, eos):
 
 
 def test_greedy_matches_naive_recompute(engine, toy, hf_tokenizer):
-    """5 prompts of different lengths through 3 slots: continuous batching with refills."""
+    """5 prompts of different lengths through 4 slots: continuous batching with refills."""
     params = GenerationParams(max_tokens=20)
     got = engine.generate(PROMPTS, params)
     for prompt, c in zip(PROMPTS, got, strict=True):
