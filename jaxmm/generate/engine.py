@@ -262,6 +262,20 @@ class Engine:
             prompt_tokens=len(req.prompt_ids),
         )
 
+    def cancel(self, rid: int) -> bool:
+        """Drop a queued or running request (e.g. its client went away); frees its slot.
+        Returns whether it was still pending."""
+        for req in self._waiting:
+            if req.rid == rid:
+                self._waiting.remove(req)
+                return True
+        for slot, req in enumerate(self._slots):
+            if req is not None and req.rid == rid:
+                self._slots[slot] = None
+                return True
+        self._finished.pop(rid, None)
+        return False
+
     def reset(self) -> None:
         """Drop every queued, running and uncollected request and start from a fresh cache
         (used after a failed step, whose donated cache may be gone)."""

@@ -65,6 +65,13 @@ class EngineWorker:
             self._wake.notify()
         return rids, out
 
+    def cancel(self, rids: Sequence[int]) -> None:
+        """Stop generating for requests nobody will read (client gone, timeout)."""
+        with self._lock:
+            for rid in rids:
+                self.engine.cancel(rid)
+                self._queues.pop(rid, None)
+
     def close(self) -> None:
         with self._lock:
             self._stop = True
@@ -350,6 +357,10 @@ class _Handler(BaseHTTPRequestHandler):
             for i, _, completion in self._events(index, events):
                 if completion is not None:
                     done[i] = completion
+        except queue.Empty:
+            self.app.worker.cancel(list(index))
+            self._error(504, f"generation took longer than {self.app.request_timeout_s} s")
+            return
         except Exception as e:  # noqa: BLE001
             self._error(500, f"generation failed: {type(e).__name__}: {e}")
             return
@@ -404,8 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
                 send(_chunk_choice(kind, i, ev))
             self.wfile.write(b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError):
-            return  # the client went away; its request finishes in the engine unread
+            self.app.worker.cancel(list(index))  # the client went away
+            return
         except Exception as e:  # noqa: BLE001 - headers are sent: report in-band
+            self.app.worker.cancel(list(index))
             err = {"error": {"message": f"generation failed: {e}", "type": "server_error"}}
             self.wfile.write(b"data: " + json.dumps(err).encode() + b"\n\n")
         self.wfile.flush()

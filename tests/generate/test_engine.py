@@ -150,3 +150,20 @@ def test_prompt_too_long_is_rejected_before_device_work(engine):
     with pytest.raises(PromptTooLongError, match="max_seq_len is 64"):
         engine.submit(list(range(64)), GenerationParams(max_tokens=1))
     assert not engine.has_work()
+
+
+def test_cancel_frees_the_slot_and_spares_the_others(engine):
+    params = GenerationParams(max_tokens=20)
+    want = engine.generate([PROMPTS[0]], params)[0]
+    # 5 requests, 4 slots: after one step, `drop` is running and `queued` still waits.
+    keep, drop, *others, queued = engine.submit_many([PROMPTS[0]] + PROMPTS[1:], params)
+    engine.step()
+    assert engine.cancel(drop) and engine.cancel(queued)
+    assert engine.cancel(drop) is False
+    while engine.has_work():
+        engine.step()
+    assert engine.pop_result(keep).token_ids == want.token_ids
+    for rid in others:
+        engine.pop_result(rid)
+    with pytest.raises(KeyError):
+        engine.pop_result(drop)

@@ -73,14 +73,17 @@ def test_greedy_rows_take_argmax_and_keys_are_deterministic(case):
     logits, _, top_k, top_p = case
     temperature = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0], np.float32)
     keys = jax.random.split(jax.random.key(7), logits.shape[0])
-    a = np.asarray(sampling.sample(logits, keys, temperature, top_k, top_p))
-    b = np.asarray(sampling.sample(logits, keys, temperature, top_k, top_p))
+    sample = jax.jit(sampling.sample)
+    a = np.asarray(sample(logits, keys, temperature, top_k, top_p))
+    b = np.asarray(sample(logits, keys, temperature, top_k, top_p))
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a[::2], logits[::2].argmax(-1))
+    all_greedy = np.asarray(sample(logits, keys, 0 * temperature, top_k, top_p))
+    np.testing.assert_array_equal(all_greedy, logits.argmax(-1))  # the no-sort branch
     draws = set()
     for seed in range(5):
         row_keys = jax.random.split(jax.random.key(100 + seed), logits.shape[0])
-        draws.add(tuple(np.asarray(sampling.sample(logits, row_keys, temperature, top_k, top_p))))
+        draws.add(tuple(np.asarray(sample(logits, row_keys, temperature, top_k, top_p))))
     assert len(draws) > 1  # different keys give different samples on the sampled rows
 
 
