@@ -50,7 +50,7 @@ LLAMA3_SCALING = {
 @pytest.fixture(scope="module")
 def params():
     tokens = jnp.zeros((1, 4), jnp.int32)
-    variables = jax.jit(LLM(TINY).init)(jax.random.key(0), tokens, tokens)
+    variables = jax.jit(LLM(TINY).init)(jax.random.key(0, impl="rbg"), tokens, tokens)
     return nn.meta.unbox(variables["params"])
 
 
