@@ -65,6 +65,12 @@ class EngineWorker:
             self._wake.notify()
         return rids, out
 
+    def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Render a chat prompt. Under the lock: the worker detokenises with the same HF
+        tokenizer, and fast tokenizers are not safe to use from two threads at once."""
+        with self._lock:
+            return self.engine.chat_prompt_ids(messages)
+
     def cancel(self, rids: Sequence[int]) -> None:
         """Stop generating for requests nobody will read (client gone, timeout)."""
         with self._lock:
@@ -252,7 +258,7 @@ class OpenAIServer:
             conv = parse_messages(body)
             params = parse_params(body, default_max_tokens=None)
             try:
-                prompts = [self.engine.chat_prompt_ids(conv)]
+                prompts = [self.worker.chat_prompt_ids(conv)]
             except Exception as e:  # template errors (e.g. role order) are client errors
                 raise RequestError(f"'messages': chat template failed: {e}", "messages") from e
         else:

@@ -176,24 +176,37 @@ def test_oversize_prompt_is_400_naming_the_limit(served):
 
 
 def test_four_concurrent_clients(served):
+    """Two completion clients, a chat client and a streaming chat client at the same time."""
     server, expected = served
     results = [None] * 4
     barrier = threading.Barrier(4)
+    greedy = {"max_tokens": 10, "temperature": 0}
 
     def client(i):
         barrier.wait()
-        status, body, _ = post(
-            server.url + "/completions",
-            {"prompt": PROMPTS[i], "max_tokens": 10, "temperature": 0},
-        )
-        results[i] = (status, json.loads(body)["choices"][0]["text"])
+        if i < 2:
+            status, body, _ = post(server.url + "/completions", {"prompt": PROMPTS[i], **greedy})
+            results[i] = (status, json.loads(body)["choices"][0]["text"])
+        elif i == 2:
+            status, body, _ = post(server.url + "/chat/completions", {"messages": CHAT, **greedy})
+            results[i] = (status, json.loads(body)["choices"][0]["message"]["content"])
+        else:
+            status, body, _ = post(
+                server.url + "/chat/completions", {"messages": CHAT, "stream": True, **greedy}
+            )
+            chunks = sse_events(body)
+            results[i] = (
+                status,
+                "".join(e["choices"][0]["delta"].get("content", "") for e in chunks),
+            )
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(TIMEOUT)
-    assert results == [(200, text) for text in expected["greedy"]]
+    want = [*expected["greedy"][:2], expected["chat"], expected["chat"]]
+    assert results == [(200, text) for text in want]
 
 
 def test_openai_backend_end_to_end(served):
