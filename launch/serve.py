@@ -32,6 +32,9 @@ _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "bfloat16", "float16"], "Weights, compute and KV cache."
 )
 _STEPS = flags.DEFINE_integer("steps_per_call", 8, "Decode steps per jitted call.")
+_TP = flags.DEFINE_integer(
+    "tensor_parallel", 1, "Shard weights and KV cache over this many devices (heads axis)."
+)
 _MODEL_NAME = flags.DEFINE_string("model_name", None, "Name in /v1/models (default: folder).")
 flags.mark_flag_as_required("model_dir")
 
@@ -45,6 +48,17 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--model_dir {_MODEL_DIR.value!r} has no config.json")
     if _MAX_BATCH.value < 1:
         raise app.UsageError(f"--max_batch must be >= 1, got {_MAX_BATCH.value}")
+    mesh = None
+    if _TP.value > 1:
+        import jax
+
+        from jaxmm.sharding import make_mesh
+
+        if _TP.value > jax.device_count():
+            raise app.UsageError(
+                f"--tensor_parallel {_TP.value} exceeds the {jax.device_count()} devices"
+            )
+        mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": _TP.value}, jax.devices()[: _TP.value])
     logging.info("loading %s", _MODEL_DIR.value)
     engine = Engine.from_pretrained(
         _MODEL_DIR.value,
@@ -53,6 +67,7 @@ def main(argv: list[str]) -> None:
         dtype=_DTYPE.value,
         steps_per_call=_STEPS.value,
         model_name=_MODEL_NAME.value,
+        mesh=mesh,
     )
     server = OpenAIServer(engine, host=_HOST.value, port=_PORT.value)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

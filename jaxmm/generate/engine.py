@@ -18,6 +18,7 @@ The model is anything with the `jaxmm.models.llm` contract:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -96,6 +97,9 @@ class Engine:
       max_batch: number of cache slots decoded together.
       eos_token_ids: tokens that end a request (not part of the text).
       steps_per_call: decode steps per jitted call; more is faster, fewer streams sooner.
+      mesh, rules, cache_logical_axes: for a model sharded over a device mesh (params already
+        placed, e.g. by `hf.load_hf(mesh=...)`): the cache is created sharded by its logical
+        axes and every call runs under the mesh and the logical-axis rules.
     """
 
     def __init__(
@@ -110,6 +114,9 @@ class Engine:
         eos_token_ids: Iterable[int] = (),
         steps_per_call: int = 8,
         model_name: str = "jaxmm",
+        mesh: jax.sharding.Mesh | None = None,
+        rules: Sequence[tuple[str, Any]] | None = None,
+        cache_logical_axes: Any = None,
     ):
         if max_seq_len < 2:
             raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
@@ -129,8 +136,26 @@ class Engine:
         self._apply = apply_fn
         # Built under jit: allocated on device directly and never aliasing two leaves (the
         # cache is donated every call).
-        self._new_cache = jax.jit(lambda: init_cache_fn(self.max_batch, self.max_seq_len))
-        self._cache = self._new_cache()
+        self._mesh = mesh
+        self._rules = tuple(rules) if rules is not None else None
+        cache_shardings = None
+        if mesh is not None:
+            from jaxmm.config import DEFAULT_RULES
+            from jaxmm.sharding import logical_sharding
+
+            self._rules = self._rules or DEFAULT_RULES
+            if cache_logical_axes is None:
+                raise ValueError("cache_logical_axes is required with a mesh")
+            cache_shardings = jax.tree.map(
+                lambda axes: logical_sharding(mesh, axes, self._rules),
+                cache_logical_axes,
+                is_leaf=lambda x: isinstance(x, tuple),
+            )
+        self._new_cache = jax.jit(
+            lambda: init_cache_fn(self.max_batch, self.max_seq_len), out_shardings=cache_shardings
+        )
+        with self._context():
+            self._cache = self._new_cache()
         self._batch_axes = _batch_axes(init_cache_fn, self.max_seq_len)
 
         self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
@@ -163,6 +188,7 @@ class Engine:
         steps_per_call: int = 8,
         model_name: str | None = None,
         mesh: jax.sharding.Mesh | None = None,
+        rules: Sequence[tuple[str, Any]] | None = None,
     ) -> Engine:
         """Load a Hugging Face folder (config.json + safetensors + tokenizer files).
 
@@ -178,7 +204,7 @@ class Engine:
         if not os.path.exists(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
         config, params = hf.load_hf(
-            model_dir, mesh=mesh, dtype=dtype, param_dtype=param_dtype or dtype
+            model_dir, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype or dtype
         )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = llm.LLM(config)
@@ -194,7 +220,21 @@ class Engine:
             eos_token_ids=sorted(eos),
             steps_per_call=steps_per_call,
             model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
+            mesh=mesh,
+            rules=rules,
+            cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
         )
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        """Mesh + logical-axis rules for sharded models (flax's logical constraints)."""
+        stack = contextlib.ExitStack()
+        if self._mesh is not None:
+            import flax.linen as nn
+
+            set_mesh = getattr(jax, "set_mesh", None)  # `with mesh:` is deprecated
+            stack.enter_context(set_mesh(self._mesh) if set_mesh else self._mesh)
+            stack.enter_context(nn.logical_axis_rules(self._rules))
+        return stack
 
     # ------------------------------------------------------------------ prompts
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
@@ -282,7 +322,8 @@ class Engine:
         self._waiting.clear()
         self._slots = [None] * self.max_batch
         self._finished.clear()
-        self._cache = self._new_cache()
+        with self._context():
+            self._cache = self._new_cache()
 
     def has_work(self) -> bool:
         return bool(self._waiting) or any(r is not None for r in self._slots)
@@ -297,20 +338,21 @@ class Engine:
         active = np.array([r is not None for r in self._slots])
         if not active.any():
             return events
-        tokens, self._cache = self._decode(
-            self.params,
-            self._cache,
-            self._last,
-            self._n_gen,
-            self._max_new,
-            ~active,
-            self._seed,
-            self._temp,
-            self._top_k,
-            self._top_p,
-            self._eos,
-            n_steps=self.steps_per_call,
-        )
+        with self._context():
+            tokens, self._cache = self._decode(
+                self.params,
+                self._cache,
+                self._last,
+                self._n_gen,
+                self._max_new,
+                ~active,
+                self._seed,
+                self._temp,
+                self._top_k,
+                self._top_p,
+                self._eos,
+                n_steps=self.steps_per_call,
+            )
         tokens = np.asarray(tokens)
         for slot in np.flatnonzero(active):
             req = self._slots[slot]
@@ -380,17 +422,18 @@ class Engine:
         tokens = np.zeros((k_pad, t_pad), np.int32)
         for i, r in enumerate(rows):
             tokens[i, : len(r.prompt_ids)] = r.prompt_ids
-        first, self._cache = self._prefill(
-            self.params,
-            self._cache,
-            row_slots,
-            tokens,
-            np.array([len(r.prompt_ids) for r in rows], np.int32),
-            np.array([r.seed for r in rows], np.uint32),
-            np.array([r.params.temperature for r in rows], np.float32),
-            np.array([r.params.top_k for r in rows], np.int32),
-            np.array([r.params.top_p for r in rows], np.float32),
-        )
+        with self._context():
+            first, self._cache = self._prefill(
+                self.params,
+                self._cache,
+                row_slots,
+                tokens,
+                np.array([len(r.prompt_ids) for r in rows], np.int32),
+                np.array([r.seed for r in rows], np.uint32),
+                np.array([r.params.temperature for r in rows], np.float32),
+                np.array([r.params.top_k for r in rows], np.int32),
+                np.array([r.params.top_p for r in rows], np.float32),
+            )
         first = np.asarray(first)
         for i, (slot, req) in enumerate(zip(slots, reqs, strict=True)):
             p = req.params

@@ -21,12 +21,18 @@ PROMPTS = [
 MAX_NEW = 12
 
 
-def test_engine_matches_no_cache_greedy_loop(llama_dir):
+@pytest.fixture(scope="module")
+def single(llama_dir):
+    """Single-device engine and its greedy outputs for PROMPTS."""
+    engine = Engine.from_pretrained(llama_dir, max_seq_len=64, max_batch=3, steps_per_call=4)
+    return engine, engine.generate(PROMPTS, GenerationParams(max_tokens=MAX_NEW))
+
+
+def test_engine_matches_no_cache_greedy_loop(llama_dir, single):
     from jaxmm.models.hf import load_hf
     from jaxmm.models.llm import LLM
 
-    engine = Engine.from_pretrained(llama_dir, max_seq_len=64, max_batch=3, steps_per_call=4)
-    got = engine.generate(PROMPTS, GenerationParams(max_tokens=MAX_NEW))
+    engine, got = single
 
     config, params = load_hf(llama_dir)
     model = LLM(config)
@@ -106,3 +112,16 @@ def test_engine_greedy_matches_transformers_generate(torch_llama_dir):
         if EOS in out:
             out = out[: out.index(EOS)]
         assert c.token_ids == out, prompt
+
+
+def test_tensor_parallel_engine_matches_single_device(llama_dir, single):
+    """Params and KV cache sharded over 2 of the 8 fake CPU devices (kv_heads on `tensor`)."""
+    from jaxmm.sharding import make_mesh
+
+    mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 2}, jax.devices()[:2])
+    sharded = Engine.from_pretrained(
+        llama_dir, max_seq_len=64, max_batch=3, steps_per_call=4, mesh=mesh
+    )
+    assert sharded._cache.k.sharding.spec[3] == "tensor"  # [L, B, S, kv_heads, D]
+    got = sharded.generate(PROMPTS, GenerationParams(max_tokens=MAX_NEW))
+    assert [c.token_ids for c in got] == [c.token_ids for c in single[1]]
