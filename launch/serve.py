@@ -26,7 +26,9 @@ _HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind (0.0.0.0 exp
 _PORT = flags.DEFINE_integer("port", 8000, "Port (0 picks a free one; the URL is printed).")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 8, "Requests decoded together (cache slots).")
 _MAX_SEQ_LEN = flags.DEFINE_integer(
-    "max_seq_len", 0, "Prompt + completion tokens per request; 0 = max_position_embeddings."
+    "max_seq_len",
+    0,
+    "Prompt + completion tokens per request; 0 = min(max_position_embeddings, 8192).",
 )
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "bfloat16", "float16"], "Weights, compute and KV cache."

@@ -35,6 +35,7 @@ from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.text import TextTracker
 
 Message = Mapping[str, Any]
+DEFAULT_MAX_SEQ_LEN = 8192
 
 
 @dataclasses.dataclass
@@ -192,9 +193,10 @@ class Engine:
     ) -> Engine:
         """Load a Hugging Face folder (config.json + safetensors + tokenizer files).
 
-        `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU); `max_seq_len`
-        defaults to the model's `max_position_embeddings` (mind the cache memory:
-        2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements).
+        `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
+        defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
+        cache holds 2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements,
+        which at Llama 3.1's 128K context would not fit next to the weights.
         """
         from transformers import AutoTokenizer
 
@@ -208,7 +210,7 @@ class Engine:
         )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = llm.LLM(config)
-        max_seq_len = max_seq_len or config.max_position_embeddings
+        max_seq_len = max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN)
         eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
         return cls(
             model.apply,
