@@ -98,6 +98,7 @@ class Engine:
       max_batch: number of cache slots decoded together.
       eos_token_ids: tokens that end a request (not part of the text).
       steps_per_call: decode steps per jitted call; more is faster, fewer streams sooner.
+      prefill_chunk: prompt tokens per model call in prefill (bounds logits/activations).
       mesh, rules, cache_logical_axes: for a model sharded over a device mesh (params already
         placed, e.g. by `hf.load_hf(mesh=...)`): the cache is created sharded by its logical
         axes and every call runs under the mesh and the logical-axis rules.
@@ -114,6 +115,7 @@ class Engine:
         max_batch: int = 8,
         eos_token_ids: Iterable[int] = (),
         steps_per_call: int = 8,
+        prefill_chunk: int = 512,
         model_name: str = "jaxmm",
         mesh: jax.sharding.Mesh | None = None,
         rules: Sequence[tuple[str, Any]] | None = None,
@@ -128,6 +130,9 @@ class Engine:
         self.max_seq_len = int(max_seq_len)
         self.max_batch = int(max_batch)
         self.steps_per_call = int(steps_per_call)
+        if prefill_chunk < 1 or prefill_chunk & (prefill_chunk - 1):
+            raise ValueError(f"prefill_chunk must be a power of two, got {prefill_chunk}")
+        self.prefill_chunk = int(prefill_chunk)
         self.model_name = model_name
         eos = sorted({int(t) for t in eos_token_ids})
         if getattr(tokenizer, "eos_token_id", None) is not None and not eos:
@@ -187,6 +192,7 @@ class Engine:
         dtype: str = "float32",
         param_dtype: str | None = None,
         steps_per_call: int = 8,
+        prefill_chunk: int = 512,
         model_name: str | None = None,
         mesh: jax.sharding.Mesh | None = None,
         rules: Sequence[tuple[str, Any]] | None = None,
@@ -221,6 +227,7 @@ class Engine:
             max_batch=max_batch,
             eos_token_ids=sorted(eos),
             steps_per_call=steps_per_call,
+            prefill_chunk=prefill_chunk,
             model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
             mesh=mesh,
             rules=rules,
@@ -419,6 +426,8 @@ class Engine:
         k = len(reqs)
         k_pad = _bucket(k, self.max_batch, minimum=1)
         t_pad = _bucket(max(len(r.prompt_ids) for r in reqs), self.max_seq_len)
+        if t_pad > self.prefill_chunk:  # whole chunks; writes past the cache end are dropped
+            t_pad = -(-t_pad // self.prefill_chunk) * self.prefill_chunk
         rows = reqs + [reqs[0]] * (k_pad - k)
         row_slots = np.array(slots + [slots[0]] * (k_pad - k), np.int32)
         tokens = np.zeros((k_pad, t_pad), np.int32)
@@ -472,16 +481,40 @@ class Engine:
 
     # ------------------------------------------------------------------ device functions
     def _prefill_impl(self, params, cache, slots, tokens, prompt_lens, seeds, temp, top_k, top_p):
-        """Prefill rows `slots` [K] with right-padded `tokens` [K, T]; sample each first token."""
+        """Prefill rows `slots` [K] with right-padded `tokens` [K, T]; sample each first token.
+
+        Long prompts go through the model in chunks of `prefill_chunk` tokens (a scan), so
+        the [K, chunk, vocab] logits and the attention scores stay bounded; only the logits
+        at each row's last prompt token are kept.
+        """
         axes = self._batch_axes
         k, t = tokens.shape
+        chunk = min(t, self.prefill_chunk)
         rows = jax.tree.map(lambda x, a: jnp.take(x, slots, axis=a), cache, axes)
         rows = _replace_lengths(rows, jnp.zeros((k,), jnp.int32))
-        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (k, t))
-        logits, rows = self._apply({"params": params}, tokens, positions, cache=rows)
+
+        def run_chunk(carry, xs):
+            rows, last = carry
+            tok_c, start = xs  # [K, chunk], scalar
+            positions = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (k, chunk))
+            logits, rows = self._apply({"params": params}, tok_c, positions, cache=rows)
+            idx = prompt_lens - 1 - start  # the row's last prompt token, within this chunk
+            here = (idx >= 0) & (idx < chunk)
+            picked = jnp.take_along_axis(
+                logits, jnp.clip(idx, 0, chunk - 1)[:, None, None], axis=1
+            )[:, 0]
+            return (rows, jnp.where(here[:, None], picked.astype(last.dtype), last)), None
+
+        n_chunks = t // chunk
+        chunks = tokens.reshape(k, n_chunks, chunk).transpose(1, 0, 2)
+        starts = jnp.arange(n_chunks, dtype=jnp.int32) * chunk
+        vocab = jax.eval_shape(
+            lambda: self._apply({"params": params}, tokens[:, :1], tokens[:, :1], cache=rows)
+        )[0].shape[-1]
+        last0 = jnp.zeros((k, vocab), jnp.float32)
+        (rows, last), _ = jax.lax.scan(run_chunk, (rows, last0), (chunks, starts))
         # Pad tokens beyond each prompt were written but become "unwritten" again.
         rows = _replace_lengths(rows, prompt_lens)
-        last = jnp.take_along_axis(logits, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
         keys = sampling.step_keys(jax.vmap(jax.random.key)(seeds), jnp.zeros((k,), jnp.int32))
         first = sampling.sample(last, keys, temp, top_k, top_p)
 

@@ -37,6 +37,7 @@ def make_engine(toy, tok, **kw):
     model, params = toy
     kw.setdefault("max_batch", 4)  # 3 requests admitted together pad to 4 rows
     kw.setdefault("steps_per_call", 3)  # small, so requests cross many call boundaries
+    kw.setdefault("prefill_chunk", 16)  # the 40-token prompt is prefilled in 4 chunks
     return Engine(
         model.apply, params, tok, lambda b, n: init_toy_cache(b, n), max_seq_len=MAX_LEN, **kw
     )

@@ -24,7 +24,10 @@ MAX_NEW = 12
 @pytest.fixture(scope="module")
 def single(llama_dir):
     """Single-device engine and its greedy outputs for PROMPTS."""
-    engine = Engine.from_pretrained(llama_dir, max_seq_len=64, max_batch=3, steps_per_call=4)
+    # prefill_chunk=8: every prompt is prefilled in >= 2 chunks (the TP engine uses 1).
+    engine = Engine.from_pretrained(
+        llama_dir, max_seq_len=64, max_batch=3, steps_per_call=4, prefill_chunk=8
+    )
     return engine, engine.generate(PROMPTS, GenerationParams(max_tokens=MAX_NEW))
 
 
