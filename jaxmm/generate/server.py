@@ -136,8 +136,28 @@ def _names(types: tuple[type, ...]) -> str:
     )
 
 
+# Fields whose non-default values this server cannot honour: refused rather than ignored, so
+# a client never silently gets something other than what it asked for.
+_UNSUPPORTED = {
+    "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "tools": (None, []),
+    "functions": (None, []),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "logit_bias": (None, {}),
+}
+
+
 def parse_params(body: Mapping[str, Any], default_max_tokens: int | None) -> GenerationParams:
     """GenerationParams from an OpenAI request body; RequestError names the bad field."""
+    for name, defaults in _UNSUPPORTED.items():
+        value = body.get(name)
+        if not any(value == d and type(value) is type(d) for d in defaults):
+            raise RequestError(f"'{name}' is not supported by this server", name)
     max_tokens = _get(body, "max_completion_tokens", (int,), None)
     max_tokens = _get(body, "max_tokens", (int,), max_tokens or default_max_tokens)
     temperature = float(_get(body, "temperature", (int, float), 1.0))

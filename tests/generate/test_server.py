@@ -147,6 +147,9 @@ def test_completion_streaming_several_prompts(served):
         ("/completions", {"prompt": 5}, "prompt"),
         ("/completions", {"prompt": "x", "stop": [1]}, "stop"),
         ("/completions", {"prompt": "x", "stream": "yes"}, "stream"),
+        ("/completions", {"prompt": "x", "logprobs": 5}, "logprobs"),
+        ("/chat/completions", {"messages": CHAT, "presence_penalty": 0.5}, "presence_penalty"),
+        ("/chat/completions", {"messages": CHAT, "n": 2}, "n"),
     ],
 )
 def test_bad_requests_name_the_field(served, route, body, field):
