@@ -1,16 +1,17 @@
 """Generation engine: prefill + decode over a preallocated KV cache with continuous batching.
 
-The cache has `max_batch` slots of `max_seq_len` tokens. A request is prefilled alone into a
-free slot (prompt padded to a power-of-two bucket so few shapes compile); then all slots
-decode together in one jitted `lax.while_loop` of up to `steps_per_call` steps that exits
-early when every slot is done. Between calls the host turns tokens into text, applies stop
-strings, streams deltas, frees finished slots and admits waiting requests, so a new request
-never waits for a whole batch to finish.
+The cache has `max_batch` slots of `max_seq_len` tokens. Waiting requests are prefilled
+together into free slots (one call; prompts right-padded to a power-of-two bucket, rows padded
+to a power of two, so few shapes compile); then all slots decode together in one jitted
+`lax.while_loop` of up to `steps_per_call` steps that exits early when every slot is done.
+Between calls the host turns tokens into text, applies stop strings, streams deltas, frees
+finished slots and admits waiting requests, so a new request never waits for a whole batch.
 
 Rows of different lengths need no padding masks: each slot keeps its own `lengths`, the
-model writes new tokens at `lengths` and masks slots past it. Prefill pads the prompt on the
-right and then resets `lengths` to the true prompt length, so the pad keys are "unwritten"
-and the first decode step overwrites them.
+model writes new tokens at `lengths` and masks slots past it. Prefill pads prompts on the
+right and then resets `lengths` to the true prompt lengths, so the pad keys are "unwritten"
+and the first decode step overwrites them. The device functions are in `steps.py`; this
+module is the host-side scheduler.
 
 The model is anything with the `jaxmm.models.llm` contract:
 `logits, cache = apply(params, tokens [B,T], positions [B,T], cache=cache)`.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 from collections import deque
@@ -30,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmm.generate import sampling
+from jaxmm.generate import steps
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.text import TextTracker
 
@@ -71,18 +73,6 @@ class _Request:
     tracker: TextTracker
     token_ids: list[int] = dataclasses.field(default_factory=list)
     finish_reason: str | None = None
-
-
-def _replace_lengths(cache: Any, lengths: jax.Array) -> Any:
-    if hasattr(cache, "replace"):  # flax.struct.dataclass
-        return cache.replace(lengths=lengths)
-    if hasattr(cache, "_replace"):  # NamedTuple
-        return cache._replace(lengths=lengths)
-    return dataclasses.replace(cache, lengths=lengths)
-
-
-def _bucket(n: int, cap: int, minimum: int = 16) -> int:
-    return min(cap, max(minimum, 1 << (n - 1).bit_length()))
 
 
 class Engine:
@@ -139,7 +129,6 @@ class Engine:
             eos = [int(tokenizer.eos_token_id)]
         self.eos_token_ids = eos
         self._eos = jnp.asarray(eos or [-1], jnp.int32)
-        self._apply = apply_fn
         # Built under jit: allocated on device directly and never aliasing two leaves (the
         # cache is donated every call).
         self._mesh = mesh
@@ -162,10 +151,16 @@ class Engine:
         )
         with self._context():
             self._cache = self._new_cache()
-        self._batch_axes = _batch_axes(init_cache_fn, self.max_seq_len)
-
-        self._prefill = jax.jit(self._prefill_impl, donate_argnums=(1,))
-        self._decode = jax.jit(self._decode_impl, donate_argnums=(1,), static_argnames=("n_steps",))
+        batch_axes = steps.cache_batch_axes(init_cache_fn, self.max_seq_len)
+        self._prefill = jax.jit(
+            functools.partial(steps.prefill, apply_fn, batch_axes, self.prefill_chunk),
+            donate_argnums=(1,),
+        )
+        self._decode = jax.jit(
+            functools.partial(steps.decode, apply_fn),
+            donate_argnums=(1,),
+            static_argnames=("n_steps",),
+        )
 
         # Host-side per-slot state; the device sees it as small arrays each call.
         s = self.max_batch
@@ -424,8 +419,8 @@ class Engine:
         costs compute but never corrupts the cache. Lengths are bucketed the same way.
         """
         k = len(reqs)
-        k_pad = _bucket(k, self.max_batch, minimum=1)
-        t_pad = _bucket(max(len(r.prompt_ids) for r in reqs), self.max_seq_len)
+        k_pad = steps.bucket(k, self.max_batch, minimum=1)
+        t_pad = steps.bucket(max(len(r.prompt_ids) for r in reqs), self.max_seq_len)
         if t_pad > self.prefill_chunk:  # whole chunks; writes past the cache end are dropped
             t_pad = -(-t_pad // self.prefill_chunk) * self.prefill_chunk
         rows = reqs + [reqs[0]] * (k_pad - k)
@@ -478,97 +473,6 @@ class Engine:
             self._finished[req.rid] = req
         elif delta:
             events.append(StreamEvent(req.rid, delta))
-
-    # ------------------------------------------------------------------ device functions
-    def _prefill_impl(self, params, cache, slots, tokens, prompt_lens, seeds, temp, top_k, top_p):
-        """Prefill rows `slots` [K] with right-padded `tokens` [K, T]; sample each first token.
-
-        Long prompts go through the model in chunks of `prefill_chunk` tokens (a scan), so
-        the [K, chunk, vocab] logits and the attention scores stay bounded; only the logits
-        at each row's last prompt token are kept.
-        """
-        axes = self._batch_axes
-        k, t = tokens.shape
-        chunk = min(t, self.prefill_chunk)
-        rows = jax.tree.map(lambda x, a: jnp.take(x, slots, axis=a), cache, axes)
-        rows = _replace_lengths(rows, jnp.zeros((k,), jnp.int32))
-
-        def run_chunk(carry, xs):
-            rows, last = carry
-            tok_c, start = xs  # [K, chunk], scalar
-            positions = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (k, chunk))
-            logits, rows = self._apply({"params": params}, tok_c, positions, cache=rows)
-            idx = prompt_lens - 1 - start  # the row's last prompt token, within this chunk
-            here = (idx >= 0) & (idx < chunk)
-            picked = jnp.take_along_axis(
-                logits, jnp.clip(idx, 0, chunk - 1)[:, None, None], axis=1
-            )[:, 0]
-            return (rows, jnp.where(here[:, None], picked.astype(last.dtype), last)), None
-
-        n_chunks = t // chunk
-        chunks = tokens.reshape(k, n_chunks, chunk).transpose(1, 0, 2)
-        starts = jnp.arange(n_chunks, dtype=jnp.int32) * chunk
-        vocab = jax.eval_shape(
-            lambda: self._apply({"params": params}, tokens[:, :1], tokens[:, :1], cache=rows)
-        )[0].shape[-1]
-        last0 = jnp.zeros((k, vocab), jnp.float32)
-        (rows, last), _ = jax.lax.scan(run_chunk, (rows, last0), (chunks, starts))
-        # Pad tokens beyond each prompt were written but become "unwritten" again.
-        rows = _replace_lengths(rows, prompt_lens)
-        keys = sampling.step_keys(jax.vmap(jax.random.key)(seeds), jnp.zeros((k,), jnp.int32))
-        first = sampling.sample(last, keys, temp, top_k, top_p)
-
-        def scatter(big, r, a):
-            index = (slice(None),) * a + (slots,)
-            return big.at[index].set(r.astype(big.dtype))
-
-        return first, jax.tree.map(scatter, cache, rows, axes)
-
-    def _decode_impl(
-        self, params, cache, last, n_gen, max_new, done, seed, temp, top_k, top_p, eos, *, n_steps
-    ):
-        """Up to `n_steps` decode steps; returns tokens [S, n_steps] (-1 where not decoded)."""
-        keys = jax.vmap(jax.random.key)(seed)
-        out = jnp.full((last.shape[0], n_steps), -1, jnp.int32)
-
-        def cond(carry):
-            i, _, _, _, done, _ = carry
-            return (i < n_steps) & ~jnp.all(done)
-
-        def body(carry):
-            i, cache, tok, n_gen, done, out = carry
-            lengths = cache.lengths
-            logits, cache = self._apply(
-                {"params": params}, tok[:, None], lengths[:, None], cache=cache
-            )
-            # Finished rows keep their length: nothing they write is ever read.
-            cache = _replace_lengths(cache, jnp.where(done, lengths, cache.lengths))
-            nxt = sampling.sample(
-                logits[:, -1], sampling.step_keys(keys, n_gen), temp, top_k, top_p
-            )
-            nxt = jnp.where(done, -1, nxt)
-            out = out.at[:, i].set(nxt)
-            n_gen = n_gen + (~done).astype(jnp.int32)
-            done = done | jnp.isin(nxt, eos) | (n_gen >= max_new)
-            return i + 1, cache, jnp.where(nxt < 0, tok, nxt), n_gen, done, out
-
-        carry = (jnp.int32(0), cache, last, n_gen, done, out)
-        _, cache, _, _, _, out = jax.lax.while_loop(cond, body, carry)
-        return out, cache
-
-
-def _batch_axes(init_cache_fn: Callable[[int, int], Any], max_len: int) -> Any:
-    """Per-leaf batch axis of the cache, found by comparing batch-1 and batch-2 shapes."""
-    one = jax.eval_shape(lambda: init_cache_fn(1, max_len))
-    two = jax.eval_shape(lambda: init_cache_fn(2, max_len))
-
-    def axis(a, b):
-        diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
-        if len(diff) != 1:
-            raise ValueError(f"cannot find the batch axis of a cache leaf {a.shape}")
-        return diff[0]
-
-    return jax.tree.map(axis, one, two)
 
 
 def _per_prompt(
