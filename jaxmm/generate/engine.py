@@ -382,13 +382,17 @@ class Engine:
         rids = self.submit_many(prompts, params)
         index = {rid: i for i, rid in enumerate(rids)}
         pending = set(rids)
-        while pending:
-            for ev in self.step():
-                if ev.request_id in index:
-                    if ev.finish_reason is not None:
-                        pending.discard(ev.request_id)
-                        self._finished.pop(ev.request_id, None)
-                    yield dataclasses.replace(ev, request_id=index[ev.request_id])
+        try:
+            while pending:
+                for ev in self.step():
+                    if ev.request_id in index:
+                        if ev.finish_reason is not None:
+                            pending.discard(ev.request_id)
+                            self._finished.pop(ev.request_id, None)
+                        yield dataclasses.replace(ev, request_id=index[ev.request_id])
+        finally:  # the consumer stopped early: do not keep decoding for nobody
+            for rid in pending:
+                self.cancel(rid)
 
     def generate(
         self,

@@ -168,3 +168,23 @@ def test_cancel_frees_the_slot_and_spares_the_others(engine):
         engine.pop_result(rid)
     with pytest.raises(KeyError):
         engine.pop_result(drop)
+
+
+def test_edges_full_window_and_single_token(engine, toy):
+    """prompt + max_tokens == max_seq_len uses the last cache slot; max_tokens=1 ends in
+    prefill. Both must still equal the naive loop."""
+    ids = engine.encode(PROMPTS[3])
+    full, one = engine.generate(
+        [PROMPTS[3], PROMPTS[0]],
+        [GenerationParams(max_tokens=MAX_LEN - len(ids)), GenerationParams(max_tokens=1)],
+    )
+    assert full.token_ids == naive_greedy(toy, ids, MAX_LEN - len(ids), engine.eos_token_ids)
+    assert one.token_ids == naive_greedy(toy, engine.encode(PROMPTS[0]), 1, engine.eos_token_ids)
+    assert not engine.has_work()
+
+
+def test_abandoned_stream_cancels_its_requests(engine):
+    stream = engine.stream(PROMPTS[:2], GenerationParams(max_tokens=20))
+    next(stream)
+    stream.close()
+    assert not engine.has_work() and not engine._finished
