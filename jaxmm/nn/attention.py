@@ -89,11 +89,12 @@ def reference_attention(
     qg = q.reshape(b, t, hkv, h // hkv, d)
     logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
     logits = logits * scale
-    if mask is not None:
-        # [B, 1|H, T, S] -> [B, Hkv|1, G|1, T, S]
-        m = mask if mask.shape[1] == 1 else mask.reshape(b, hkv, h // hkv, t, -1)
-        m = m[:, :, None] if mask.shape[1] == 1 else m
-        logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
+    if mask is not None:  # [B|1, 1|H, T|1, S] -> [B|1, 1|Hkv, 1|G, T|1, S]
+        if mask.shape[1] == 1:
+            mask = mask[:, :, None]
+        else:
+            mask = mask.reshape(mask.shape[0], hkv, h // hkv, *mask.shape[2:])
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum(
         "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32

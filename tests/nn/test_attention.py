@@ -166,3 +166,19 @@ def test_pallas_flash_with_segments_matches_reference_values_and_gradients():
         np.testing.assert_allclose(a, b, atol=GRAD_TOL, rtol=GRAD_TOL)
     with pytest.raises(ValueError, match="multiples of 16"):
         attention(q[:, :20], k[:, :20], v[:, :20], causal=True, impl="pallas")
+
+
+@pytest.mark.parametrize("impl", ["reference", "xla"])
+def test_per_head_mask(impl):
+    q, k, v = _qkv(seed=6)
+    head_mask = np.random.default_rng(0).random((2, 4, 7, 7)) < 0.7
+    head_mask[..., 0] = True  # every query sees at least one key
+    out = np.asarray(attention(q, k, v, mask=jnp.asarray(head_mask), impl=impl))
+    for h in range(4):
+        want = _numpy_attention(
+            q[:, :, h : h + 1],
+            k[:, :, h // 2 : h // 2 + 1],
+            v[:, :, h // 2 : h // 2 + 1],
+            head_mask[:, h],
+        )
+        np.testing.assert_allclose(out[:, :, h : h + 1], want, atol=VAL_TOL, rtol=VAL_TOL)
