@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.profile_steps = ()  # (first_step, num_steps): trace that window into workdir/profile
     c.max_consecutive_nonfinite = 5
     c.progress_bar = True
+    c.init_from = ""  # workdir or checkpoint dir whose params initialise this run (curricula)
 
     c.model = ml_collections.ConfigDict()
     c.data = ml_collections.ConfigDict()
