@@ -15,8 +15,13 @@ from typing import Any
 class JsonlSource:
     """`grain` RandomAccessDataSource over one or more .jsonl files."""
 
-    def __init__(self, paths: str | Sequence[str], *, required_keys: Sequence[str] = (),
-                 validate: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        paths: str | Sequence[str],
+        *,
+        required_keys: Sequence[str] = (),
+        validate: Callable[[dict], None] | None = None,
+    ):
         self.paths = [paths] if isinstance(paths, str) else list(paths)
         self.required_keys = tuple(required_keys)
         self.validate = validate

@@ -14,8 +14,14 @@ import numpy as np
 from jaxmm.train.task import DataShard
 
 
-def batched(source: grain.MapDataset | Any, shard: DataShard, *, shuffle: bool = True,
-            drop_remainder: bool = True, num_epochs: int | None = None) -> grain.IterDataset:
+def batched(
+    source: grain.MapDataset | Any,
+    shard: DataShard,
+    *,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+    num_epochs: int | None = None,
+) -> grain.IterDataset:
     """Standard training pipeline over a MapDataset (or any random-access source).
 
     Each process reads a disjoint slice (`index::count`), shuffles it with a seed that

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def tfds_source(name: str, split: str, *, data_dir: str | None = None,
-                decoders: Any | None = None) -> Any:
+def tfds_source(
+    name: str, split: str, *, data_dir: str | None = None, decoders: Any | None = None
+) -> Any:
     """Random-access source for `name`/`split` (the dataset must already be prepared)."""
     try:
         import tensorflow_datasets as tfds
@@ -21,4 +22,5 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None,
     except Exception as e:  # tfds raises several types for an unprepared dataset
         raise FileNotFoundError(
             f"tfds dataset {name!r} split {split!r} is not prepared"
-            f"{' in ' + data_dir if data_dir else ''}: {type(e).__name__}: {e}") from e
+            f"{' in ' + data_dir if data_dir else ''}: {type(e).__name__}: {e}"
+        ) from e

@@ -29,14 +29,20 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dense = lambda n, axes, name: nn.Dense(
-            n, dtype=self.dtype, name=name,
+            n,
+            dtype=self.dtype,
+            name=name,
             kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+        )
         h = dense(self.features, (None, "embed"), "embed_in")(x)
         for i in range(self.depth):
             h = nn.with_logical_constraint(h, ("batch", "embed"))
-            u = nn.gelu(dense(self.hidden, ("embed", "mlp"), f"up_{i}")(nn.LayerNorm(
-                dtype=self.dtype, name=f"norm_{i}")(h)))
+            u = nn.gelu(
+                dense(self.hidden, ("embed", "mlp"), f"up_{i}")(
+                    nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(h)
+                )
+            )
             u = nn.with_logical_constraint(u, ("batch", "mlp"))
             h = h + dense(self.features, ("mlp", "embed"), f"down_{i}")(u)
         return dense(self.out, ("embed", None), "head")(h).astype(jnp.float32)
@@ -63,7 +69,11 @@ class ToySource:
         return self.size
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        x = np.random.default_rng([self.seed, self.stream, i]).normal(size=(self.d_in,)).astype(np.float32)
+        x = (
+            np.random.default_rng([self.seed, self.stream, i])
+            .normal(size=(self.d_in,))
+            .astype(np.float32)
+        )
         return {"x": x, "y": self.teacher(x).astype(np.float32)}
 
 
@@ -71,8 +81,13 @@ class ToyTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         m = config.model
-        self.model = MLP(m.features, m.hidden, m.depth, config.data.d_out,
-                         dtype=jnp.dtype(config.precision.compute_dtype))
+        self.model = MLP(
+            m.features,
+            m.hidden,
+            m.depth,
+            config.data.d_out,
+            dtype=jnp.dtype(config.precision.compute_dtype),
+        )
 
     def init(self, rng):
         return self.model.init(rng, jnp.zeros((1, self.config.data.d_in)))["params"]

@@ -78,8 +78,10 @@ class Checkpointer:
     def _move_aside(self, step: int, error: Exception) -> None:
         src = os.path.join(self.directory, str(step))
         dst = os.path.join(self.directory, f"corrupt_{step}_{int(time.time())}")
-        msg = (f"checkpoint step {step} in {self.directory} failed to restore "
-               f"({type(error).__name__}: {str(error)[:300]}); falling back to the previous one")
+        msg = (
+            f"checkpoint step {step} in {self.directory} failed to restore "
+            f"({type(error).__name__}: {str(error)[:300]}); falling back to the previous one"
+        )
         log.warning(msg)
         import warnings
 

@@ -38,14 +38,18 @@ def make_optimizer(
     schedule = make_schedule(opt_cfg, num_steps)
     mask_fn = lambda p: decay_mask(p, opt_cfg.weight_decay_min_ndim)
     if opt_cfg.name == "adamw":
-        opt = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2,
-                          weight_decay=opt_cfg.weight_decay, mask=mask_fn)
+        opt = optax.adamw(
+            schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay, mask=mask_fn
+        )
     elif opt_cfg.name == "lion":
-        opt = optax.lion(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2,
-                         weight_decay=opt_cfg.weight_decay, mask=mask_fn)
+        opt = optax.lion(
+            schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay, mask=mask_fn
+        )
     elif opt_cfg.name == "sgd":
-        opt = optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay, mask_fn),
-                          optax.sgd(schedule, momentum=opt_cfg.b1 or None))
+        opt = optax.chain(
+            optax.add_decayed_weights(opt_cfg.weight_decay, mask_fn),
+            optax.sgd(schedule, momentum=opt_cfg.b1 or None),
+        )
     else:
         raise ValueError(f"config.optimizer.name: unknown optimizer {opt_cfg.name!r}")
     if opt_cfg.clip_norm > 0:

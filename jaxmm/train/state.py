@@ -21,5 +21,11 @@ class TrainState:
 
 def create(params: Any, opt_state: Any, rng: jax.Array) -> TrainState:
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=opt_state, rng=rng,
-                      nonfinite_consecutive=zero, nonfinite_total=zero)
+    return TrainState(
+        step=zero,
+        params=params,
+        opt_state=opt_state,
+        rng=rng,
+        nonfinite_consecutive=zero,
+        nonfinite_total=zero,
+    )

@@ -94,8 +94,13 @@ class _StopFlag:
 class Trainer:
     """Builds everything from a config; `run()` trains. Split out so tests can inspect it."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-                 devices: Sequence[jax.Device] | None = None, task: Task | None = None):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        devices: Sequence[jax.Device] | None = None,
+        task: Task | None = None,
+    ):
         devices = list(devices) if devices is not None else jax.devices()
         config_lib.validate(config, num_devices=len(devices))
         check_workdir(workdir)
@@ -130,21 +135,33 @@ class Trainer:
             params = sharding.unbox(self.task.init(params_rng))
             params = jax.tree.map(
                 lambda p: p.astype(param_dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-                params)
+                params,
+            )
             return state_lib.create(params, self.tx.init(params), jax.random.key_data(state_rng))
 
         abstract_state = jax.eval_shape(init_state, init_rng)
         opt_shardings = optax.tree_map_params(
-            self.tx, lambda _, s: s, abstract_state.opt_state, self.param_shardings,
-            transform_non_params=lambda _: self._repl)
+            self.tx,
+            lambda _, s: s,
+            abstract_state.opt_state,
+            self.param_shardings,
+            transform_non_params=lambda _: self._repl,
+        )
         self.state_shardings = state_lib.TrainState(
-            step=self._repl, params=self.param_shardings, opt_state=opt_shardings,
-            rng=self._repl, nonfinite_consecutive=self._repl, nonfinite_total=self._repl)
+            step=self._repl,
+            params=self.param_shardings,
+            opt_state=opt_shardings,
+            rng=self._repl,
+            nonfinite_consecutive=self._repl,
+            nonfinite_total=self._repl,
+        )
         self._init_fn = jax.jit(init_state, out_shardings=self.state_shardings)
         self._init_rng = init_rng
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract_state, self.state_shardings)
+            abstract_state,
+            self.state_shardings,
+        )
 
     def init_state(self) -> state_lib.TrainState:
         with self._context():
@@ -170,21 +187,28 @@ class Trainer:
             acc = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
             return acc, None
 
-        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-            lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng)))
+        zeros = jax.tree.map(
+            jnp.zeros_like,
+            jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng)),
+        )
         (loss, metrics), grads = zeros
         (loss, metrics, grads), _ = jax.lax.scan(
-            body, (loss, metrics, grads), (micro, jnp.arange(accum)))
+            body, (loss, metrics, grads), (micro, jnp.arange(accum))
+        )
         scale = 1.0 / accum
-        return loss * scale, jax.tree.map(lambda m: m * scale, metrics), jax.tree.map(
-            lambda g: g * scale, grads)
+        return (
+            loss * scale,
+            jax.tree.map(lambda m: m * scale, metrics),
+            jax.tree.map(lambda g: g * scale, grads),
+        )
 
     def _train_step(self, state: state_lib.TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         loss, metrics, grads = self._loss_and_grads(state.params, batch, rng)
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-            [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        )
         updates, new_opt = self.tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -210,28 +234,39 @@ class Trainer:
         """jit of the train step with explicit shardings; returns (jitted, batch_shardings)."""
         axes = self.task.batch_logical_axes(example_batch)
         batch_shardings = jax.tree.map(
-            lambda a: sharding.logical_sharding(self.mesh, a, self.rules), axes,
-            is_leaf=lambda x: isinstance(x, tuple))
-        step = jax.jit(self._train_step,
-                       in_shardings=(self.state_shardings, batch_shardings),
-                       out_shardings=(self.state_shardings, self._repl),
-                       donate_argnums=0)
+            lambda a: sharding.logical_sharding(self.mesh, a, self.rules),
+            axes,
+            is_leaf=lambda x: isinstance(x, tuple),
+        )
+        step = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_shardings, batch_shardings),
+            out_shardings=(self.state_shardings, self._repl),
+            donate_argnums=0,
+        )
         return step, axes
 
     # ---- data ---------------------------------------------------------------------------------
     def data_iterator(self):
         cfg = self.config
         per_process = cfg.batch_size // jax.process_count()
-        shard = DataShard(index=jax.process_index(), count=jax.process_count(),
-                          per_process_batch=per_process, seed=cfg.seed)
+        shard = DataShard(
+            index=jax.process_index(),
+            count=jax.process_count(),
+            per_process_batch=per_process,
+            seed=cfg.seed,
+        )
         return iter(self.task.train_dataset(shard))
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg = self.config
-        ckpt = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                                     keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
-                                     every_steps=cfg.checkpoint.every_steps)
+        ckpt = ckpt_lib.Checkpointer(
+            os.path.join(self.workdir, "checkpoints"),
+            keep=cfg.checkpoint.keep,
+            async_save=cfg.checkpoint.async_save,
+            every_steps=cfg.checkpoint.every_steps,
+        )
         writer = MetricWriter(self.workdir)
         if jax.process_index() == 0:
             with open(os.path.join(self.workdir, "config.json"), "w") as f:
@@ -247,8 +282,9 @@ class Trainer:
             else:
                 state = self.init_state()
                 if cfg.init_from:
-                    src_step, params = ckpt_lib.load_params(cfg.init_from,
-                                                            self.abstract_state.params)
+                    src_step, params = ckpt_lib.load_params(
+                        cfg.init_from, self.abstract_state.params
+                    )
                     state = state.replace(params=params)
                     log.info("initialised params from %s (step %d)", cfg.init_from, src_step)
             try:
@@ -300,9 +336,14 @@ class Trainer:
                         bar.set_postfix(loss=f"{train_metrics['loss']:.4g}", refresh=False)
                 if ckpt.should_save(done):
                     ckpt.save(done, state, data_iter.get_state())
-                if cfg.eval_every_steps and done % cfg.eval_every_steps == 0 and done < cfg.num_steps:
-                    eval_metrics = writer.write(done, self.task.evaluate(state.params, done,
-                                                                         self.workdir), "eval/")
+                if (
+                    cfg.eval_every_steps
+                    and done % cfg.eval_every_steps == 0
+                    and done < cfg.num_steps
+                ):
+                    eval_metrics = writer.write(
+                        done, self.task.evaluate(state.params, done, self.workdir), "eval/"
+                    )
                 if bar is not None:
                     bar.update(1)
                 if stop.raised:
@@ -316,13 +357,19 @@ class Trainer:
         final = int(jax.device_get(state.step))
         if not stopped:
             ckpt.save(final, state, data_iter.get_state())
-            eval_metrics = writer.write(final, self.task.evaluate(state.params, final,
-                                                                  self.workdir), "eval/")
+            eval_metrics = writer.write(
+                final, self.task.evaluate(state.params, final, self.workdir), "eval/"
+            )
         ckpt.wait()
         if bar is not None:
             bar.close()
-        return TrainResult(state=state, train_metrics=train_metrics, eval_metrics=eval_metrics,
-                           resumed_from=None, stopped_early=stopped)
+        return TrainResult(
+            state=state,
+            train_metrics=train_metrics,
+            eval_metrics=eval_metrics,
+            resumed_from=None,
+            stopped_early=stopped,
+        )
 
     def _check_finite(self, metrics, step: int) -> None:
         k = int(metrics["nonfinite_consecutive"])
@@ -331,7 +378,8 @@ class Trainer:
                 f"{k} consecutive steps ending at step {step} had a non-finite loss or gradient "
                 f"(each was skipped; limit config.max_consecutive_nonfinite="
                 f"{self.config.max_consecutive_nonfinite}). Lower the learning rate or check the "
-                f"data; the last checkpoint in {self.workdir}/checkpoints is intact.")
+                f"data; the last checkpoint in {self.workdir}/checkpoints is intact."
+            )
 
     def _log_window(self, writer, window, step, t0) -> dict[str, float]:
         window = jax.device_get(window)
@@ -353,12 +401,20 @@ def _progress(cfg, start: int):
     return tqdm(total=cfg.num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
-          devices: Sequence[jax.Device] | None = None) -> TrainResult:
+def train(
+    config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
+) -> TrainResult:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
     return Trainer(config, workdir, devices=devices).run()
 
 
 def describe(result: TrainResult) -> str:
-    return json.dumps({"train": result.train_metrics, "eval": result.eval_metrics,
-                       "resumed_from": result.resumed_from}, indent=2, sort_keys=True)
+    return json.dumps(
+        {
+            "train": result.train_metrics,
+            "eval": result.eval_metrics,
+            "resumed_from": result.resumed_from,
+        },
+        indent=2,
+        sort_keys=True,
+    )
