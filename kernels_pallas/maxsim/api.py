@@ -1,0 +1,346 @@
+"""Public MaxSim ops: validation, padding to the kernel contract, dispatch and gradients.
+
+Dispatch: on GPU the Pallas kernels run; on CPU the pure-jnp reference runs, unless
+`interpret=True` asks for the Pallas kernel in interpret mode (how the tests check it).
+`impl="reference"` / `impl="pallas"` force a path.
+
+Gradients (so the kernel can be used in training): a custom_vjp whose forward pass also
+records the argmax document token of every (query, doc, modality, query token); the
+backward pass routes the cotangent only through those tokens (gather for dQ, scatter-add
+for dD). This is exactly the derivative of max away from ties. The backward is plain XLA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from kernels_pallas.maxsim import pallas_gpu, reference
+
+Impl = Literal["auto", "pallas", "reference"]
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Static kernel choices (hashable: used as a custom_vjp non-diff argument)."""
+
+    block_q: int = 1
+    block_d: int = 16
+    block_t: int = 32
+    num_warps: int = 4
+    num_stages: int = 2
+    interpret: bool = False
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
+    if x.shape[axis] == size:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, pad, constant_values=value)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _use_pallas(impl: Impl, interpret: bool) -> bool:
+    if impl == "reference":
+        return False
+    if impl == "pallas" or interpret:
+        if not interpret and jax.default_backend() != "gpu":
+            raise ValueError(
+                "impl='pallas' needs a GPU backend; pass interpret=True to run it on "
+                f"{jax.default_backend()!r}"
+            )
+        return True
+    if impl != "auto":
+        raise ValueError(f"impl must be 'auto', 'pallas' or 'reference', got {impl!r}")
+    return jax.default_backend() == "gpu"
+
+
+def _check_inputs(queries, q_mask, docs, doc_side_name, doc_side) -> None:
+    if queries.ndim != 3:
+        raise ValueError(f"queries must be [n_q, q_len, dim], got shape {queries.shape}")
+    if q_mask.shape != queries.shape[:2]:
+        raise ValueError(f"q_mask shape {q_mask.shape} != queries[:2] {queries.shape[:2]}")
+    if docs.ndim != 3:
+        raise ValueError(f"docs must be [n_d, d_len, dim], got shape {docs.shape}")
+    if docs.shape[-1] != queries.shape[-1]:
+        raise ValueError(
+            f"dim mismatch: queries dim {queries.shape[-1]} vs docs dim {docs.shape[-1]}"
+        )
+    if doc_side.shape != docs.shape[:2]:
+        raise ValueError(f"{doc_side_name} shape {doc_side.shape} != docs[:2] {docs.shape[:2]}")
+
+
+def default_config(n_q: int, interpret: bool = False, **overrides) -> KernelConfig:
+    """Single queries: 1 query x 16 docs per program (memory-bound scan). Batches: 4 queries
+    per program so each document tile read from HBM serves 4x more FLOPs."""
+    base = KernelConfig(interpret=interpret)
+    if n_q >= 4:
+        base = dataclasses.replace(base, block_q=4, block_d=8, num_warps=8)
+    return dataclasses.replace(base, **overrides)
+
+
+# --------------------------------------------------------------------------- padded kernel
+
+
+def _aligned_call(queries, q_weights, docs, d_modality, num_modalities, track_argmax, cfg):
+    """Pads to the kernel contract, runs it, unpads. Returns [n_q, n_d, M] (+ argmax)."""
+    n_q, q_len, dim = queries.shape
+    n_d, d_len, _ = docs.shape
+    q_len_p = max(_next_pow2(q_len), 16 if cfg.block_q == 1 else 1)
+    dim_p = max(_next_pow2(dim), 16)
+    block_t = min(cfg.block_t, _next_pow2(d_len))
+    n_q_p, n_d_p = _round_up(n_q, cfg.block_q), _round_up(n_d, cfg.block_d)
+    d_len_p = _round_up(d_len, block_t)
+    q = _pad_axis(_pad_axis(_pad_axis(queries, 1, q_len_p), 2, dim_p), 0, n_q_p)
+    w = _pad_axis(_pad_axis(q_weights, 1, q_len_p), 0, n_q_p)
+    d = _pad_axis(_pad_axis(_pad_axis(docs, 1, d_len_p), 2, dim_p), 0, n_d_p)
+    mod = _pad_axis(_pad_axis(d_modality.astype(jnp.int32), 1, d_len_p), 0, n_d_p)
+    out = pallas_gpu.maxsim_padded_pallas(
+        q, w, d, mod, num_modalities,
+        track_argmax=track_argmax,
+        block_q=cfg.block_q, block_d=cfg.block_d, block_t=block_t,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
+    )  # fmt: skip
+    if not track_argmax:
+        return jnp.transpose(out, (1, 2, 0))[:n_q, :n_d]
+    scores, arg = out
+    scores = jnp.transpose(scores, (1, 2, 0))[:n_q, :n_d]
+    arg = jnp.transpose(arg, (1, 3, 0, 2))[:n_q, :n_d, :, :q_len]
+    # Padding query tokens (weight 0) have no argmax, as in the reference.
+    arg = jnp.where(q_weights[:, None, None, :] > 0, arg, -1)
+    return scores, arg
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _modality_scores(queries, q_weights, docs, d_modality, num_modalities, cfg):
+    return _aligned_call(queries, q_weights, docs, d_modality, num_modalities, False, cfg)
+
+
+def _modality_scores_fwd(queries, q_weights, docs, d_modality, num_modalities, cfg):
+    scores, arg = _aligned_call(queries, q_weights, docs, d_modality, num_modalities, True, cfg)
+    return scores, (queries, q_weights, docs, d_modality, arg)
+
+
+def _argmax_vjp(res, g):
+    """Cotangents for queries and docs through the argmax tokens only."""
+    queries, q_weights, docs, d_modality, arg = res
+    n_d, d_len, dim = docs.shape
+    coeff = g[..., None] * q_weights[:, None, None, :] * (arg >= 0)  # [Q, N, M, I]
+    flat = jnp.arange(n_d)[None, :, None, None] * d_len + jnp.maximum(arg, 0)
+    docs_flat = docs.reshape(n_d * d_len, dim).astype(jnp.float32)
+    picked = docs_flat[flat]  # [Q, N, M, I, dim]
+    d_queries = jnp.einsum("qnmi,qnmid->qid", coeff, picked).astype(queries.dtype)
+    contrib = coeff[..., None] * queries.astype(jnp.float32)[:, None, None, :, :]
+    d_docs = jnp.zeros((n_d * d_len, dim), jnp.float32).at[flat.reshape(-1)].add(
+        contrib.reshape(-1, dim)
+    )
+    d_docs = d_docs.reshape(docs.shape).astype(docs.dtype)
+    return d_queries, None, d_docs, None
+
+
+def _modality_scores_bwd(num_modalities, cfg, res, g):
+    return _argmax_vjp(res, g)
+
+
+_modality_scores.defvjp(_modality_scores_fwd, _modality_scores_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _modality_scores_and_argmax(queries, q_weights, docs, d_modality, num_modalities, cfg):
+    return _aligned_call(queries, q_weights, docs, d_modality, num_modalities, True, cfg)
+
+
+def _with_argmax_fwd(queries, q_weights, docs, d_modality, num_modalities, cfg):
+    scores, arg = _aligned_call(queries, q_weights, docs, d_modality, num_modalities, True, cfg)
+    return (scores, arg), (queries, q_weights, docs, d_modality, arg)
+
+
+def _with_argmax_bwd(num_modalities, cfg, res, g):
+    return _argmax_vjp(res, g[0])
+
+
+_modality_scores_and_argmax.defvjp(_with_argmax_fwd, _with_argmax_bwd)
+
+
+# --------------------------------------------------------------------------- public ops
+
+
+def maxsim(
+    queries: jax.Array,
+    q_mask: jax.Array,
+    docs: jax.Array,
+    d_mask: jax.Array,
+    normalize: bool = False,
+    *,
+    impl: Impl = "auto",
+    interpret: bool = False,
+    **block_overrides,
+) -> jax.Array:
+    """MaxSim scores [n_q, n_d] (fp32). queries [n_q, q_len, dim] + q_mask [n_q, q_len];
+    docs [n_d, d_len, dim] + d_mask [n_d, d_len]; fp32 or bf16 inputs, fp32 accumulation."""
+    _check_inputs(queries, q_mask, docs, "d_mask", d_mask)
+    if not _use_pallas(impl, interpret):
+        return reference.maxsim(queries, q_mask, docs, d_mask, normalize)
+    cfg = default_config(queries.shape[0], interpret, **block_overrides)
+    w = reference.query_weights(q_mask, normalize)
+    return _modality_scores(queries, w, docs, d_mask.astype(jnp.int32), 1, cfg)[..., 0]
+
+
+def maxsim_modality(
+    queries: jax.Array,
+    q_mask: jax.Array,
+    docs: jax.Array,
+    d_modality: jax.Array,
+    num_modalities: int,
+    normalize: bool = False,
+    return_argmax: bool = False,
+    *,
+    impl: Impl = "auto",
+    interpret: bool = False,
+    **block_overrides,
+):
+    """CLaMR modality-max: per-modality scores [n_q, n_d, M] (score = `.max(-1)`).
+
+    d_modality [n_d, d_len] int: 0 = padding, 1..M = modality. With `return_argmax`, also
+    int32 [n_q, n_d, M, q_len] argmax doc-token positions (-1 = none), e.g. for CLaMR's
+    modality-selection accuracy.
+    """
+    _check_inputs(queries, q_mask, docs, "d_modality", d_modality)
+    if not jnp.issubdtype(d_modality.dtype, jnp.integer):
+        raise ValueError(f"d_modality must be an integer array, got {d_modality.dtype}")
+    if not _use_pallas(impl, interpret):
+        return reference.maxsim_modality(
+            queries, q_mask, docs, d_modality, num_modalities, normalize, return_argmax
+        )
+    cfg = default_config(queries.shape[0], interpret, **block_overrides)
+    w = reference.query_weights(q_mask, normalize)
+    fn = _modality_scores_and_argmax if return_argmax else _modality_scores
+    return fn(queries, w, docs, d_modality.astype(jnp.int32), num_modalities, cfg)
+
+
+def maxsim_packed(
+    queries: jax.Array,
+    q_mask: jax.Array,
+    doc_tokens: jax.Array,
+    doc_offsets: jax.Array,
+    normalize: bool = False,
+    doc_modality: jax.Array | None = None,
+    num_modalities: int | None = None,
+    *,
+    impl: Impl = "auto",
+    interpret: bool = False,
+    block_q: int = 1,
+    block_d: int = 8,
+    block_t: int = 32,
+) -> jax.Array:
+    """MaxSim over variable-length packed documents (inference only, no gradient).
+
+    doc_tokens [T, dim]; doc d owns rows doc_offsets[d]:doc_offsets[d+1] (offsets [n_d+1],
+    non-decreasing, offsets[-1] <= T). Returns [n_q, n_d], or [n_q, n_d, M] with
+    `doc_modality` [T] (0 = ignore, 1..M).
+    """
+    if doc_tokens.ndim != 2 or doc_tokens.shape[-1] != queries.shape[-1]:
+        raise ValueError(
+            f"doc_tokens must be [T, {queries.shape[-1]}], got shape {doc_tokens.shape}"
+        )
+    if doc_offsets.ndim != 1 or doc_offsets.shape[0] < 1:
+        raise ValueError(f"doc_offsets must be [n_d + 1], got shape {doc_offsets.shape}")
+    if (doc_modality is None) != (num_modalities is None):
+        raise ValueError("doc_modality and num_modalities must be given together")
+    if not _use_pallas(impl, interpret):
+        return reference.maxsim_packed(
+            queries, q_mask, doc_tokens, doc_offsets, normalize, doc_modality, num_modalities
+        )
+    n_q, q_len, dim = queries.shape
+    n_d = doc_offsets.shape[0] - 1
+    m = 1 if num_modalities is None else num_modalities
+    mod = jnp.ones(doc_tokens.shape[:1], jnp.int32) if doc_modality is None else doc_modality
+    q_len_p = max(_next_pow2(q_len), 16 if block_q == 1 else 1)
+    dim_p = max(_next_pow2(dim), 16)
+    n_q_p, n_d_p = _round_up(n_q, block_q), _round_up(n_d, block_d)
+    total_p = max(doc_tokens.shape[0], block_t)
+    q = _pad_axis(_pad_axis(_pad_axis(queries, 1, q_len_p), 2, dim_p), 0, n_q_p)
+    w = _pad_axis(_pad_axis(reference.query_weights(q_mask, normalize), 1, q_len_p), 0, n_q_p)
+    tokens = _pad_axis(_pad_axis(doc_tokens, 1, dim_p), 0, total_p)
+    mod = _pad_axis(mod.astype(jnp.int32), 0, total_p)
+    offsets = doc_offsets.astype(jnp.int32)
+    offsets = jnp.concatenate([offsets, jnp.full((n_d_p - n_d,), offsets[-1], jnp.int32)])
+    out = pallas_gpu.maxsim_packed_pallas(
+        q, w, tokens, offsets, mod, m,
+        block_q=block_q, block_d=block_d, block_t=block_t, interpret=interpret,
+    )  # fmt: skip
+    out = jnp.transpose(out, (1, 2, 0))[:n_q, :n_d]
+    return out[..., 0] if num_modalities is None else out
+
+
+def maxsim_topk(
+    queries: jax.Array,
+    q_mask: jax.Array,
+    docs: jax.Array,
+    d_mask: jax.Array,
+    k: int,
+    normalize: bool = False,
+    *,
+    d_modality: jax.Array | None = None,
+    num_modalities: int | None = None,
+    doc_valid: jax.Array | None = None,
+    chunk_docs: int = 8192,
+    impl: Impl = "auto",
+    interpret: bool = False,
+    **block_overrides,
+):
+    """Fused search: streams documents in chunks of `chunk_docs`, scores each chunk with the
+    MaxSim kernel and merges it into a running top-k per query, so only [n_q, chunk_docs]
+    scores ever exist. With `d_modality`, the score is CLaMR's modality-max.
+    `doc_valid` [n_d] bool masks documents out (score -inf). Returns (scores, doc_index) [n_q, k].
+    """
+    _check_inputs(queries, q_mask, docs, "d_mask", d_mask)
+    n_q = queries.shape[0]
+    n_d = docs.shape[0]
+    if not 1 <= k <= n_d:
+        raise ValueError(f"k must be in [1, n_d={n_d}], got {k}")
+    chunk = min(chunk_docs, n_d)
+    n_chunks = -(-n_d // chunk)
+    n_d_p = n_chunks * chunk
+    valid = jnp.ones((n_d,), bool) if doc_valid is None else doc_valid.astype(bool)
+    valid = _pad_axis(valid, 0, n_d_p, False).reshape(n_chunks, chunk)
+    docs_c = _pad_axis(docs, 0, n_d_p).reshape(n_chunks, chunk, *docs.shape[1:])
+    side = d_mask if d_modality is None else d_modality
+    side_c = _pad_axis(side, 0, n_d_p).reshape(n_chunks, chunk, -1)
+
+    def score(d, s):
+        if d_modality is None:
+            return maxsim(
+                queries, q_mask, d, s, normalize, impl=impl, interpret=interpret, **block_overrides
+            )
+        return maxsim_modality(
+            queries, q_mask, d, s, num_modalities, normalize,
+            impl=impl, interpret=interpret, **block_overrides,
+        ).max(-1)  # fmt: skip
+
+    def step(carry, xs):
+        top_s, top_i = carry
+        c, d, s, v = xs
+        chunk_scores = jnp.where(v[None, :], score(d, s), reference.NEG_INF)
+        chunk_ids = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
+        cand_s = jnp.concatenate([top_s, chunk_scores], axis=1)
+        cand_i = jnp.concatenate([top_i, jnp.broadcast_to(chunk_ids, (n_q, chunk))], axis=1)
+        new_s, pos = jax.lax.top_k(cand_s, k)
+        return (new_s, jnp.take_along_axis(cand_i, pos, axis=1)), None
+
+    init = (jnp.full((n_q, k), reference.NEG_INF, jnp.float32), jnp.full((n_q, k), -1, jnp.int32))
+    xs = (jnp.arange(n_chunks, dtype=jnp.int32), docs_c, side_c, valid)
+    (top_s, top_i), _ = jax.lax.scan(step, init, xs)
+    return top_s, top_i
