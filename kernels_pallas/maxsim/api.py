@@ -143,8 +143,10 @@ def _argmax_vjp(res, g):
     picked = docs_flat[flat]  # [Q, N, M, I, dim]
     d_queries = jnp.einsum("qnmi,qnmid->qid", coeff, picked).astype(queries.dtype)
     contrib = coeff[..., None] * queries.astype(jnp.float32)[:, None, None, :, :]
-    d_docs = jnp.zeros((n_d * d_len, dim), jnp.float32).at[flat.reshape(-1)].add(
-        contrib.reshape(-1, dim)
+    d_docs = (
+        jnp.zeros((n_d * d_len, dim), jnp.float32)
+        .at[flat.reshape(-1)]
+        .add(contrib.reshape(-1, dim))
     )
     d_docs = d_docs.reshape(docs.shape).astype(docs.dtype)
     return d_queries, None, d_docs, None

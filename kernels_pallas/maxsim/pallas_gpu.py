@@ -95,7 +95,8 @@ def _padded_kernel(
 
     init_max = tuple(jnp.full((rows, block_d), NEG_INF, jnp.float32) for _ in range(num_modalities))
     init_arg = tuple(
-        jnp.full((rows, block_d), _NO_ARG, jnp.int32) for _ in range(num_modalities if track_argmax else 0)
+        jnp.full((rows, block_d), _NO_ARG, jnp.int32)
+        for _ in range(num_modalities if track_argmax else 0)
     )
     maxes, args = jax.lax.fori_loop(0, d_len // block_t, body, (init_max, init_arg))
     _finish(maxes, args, qw, out_ref, arg_ref, block_q, q_len)
@@ -210,9 +211,7 @@ def maxsim_packed_pallas(
     n_q, q_len, dim = queries.shape
     n_d = doc_offsets.shape[0] - 1
     m = num_modalities
-    kernel = functools.partial(
-        _packed_kernel, num_modalities=m, block_d=block_d, block_t=block_t
-    )
+    kernel = functools.partial(_packed_kernel, num_modalities=m, block_d=block_d, block_t=block_t)
     whole = pl.no_block_spec  # whole-array refs: docs are sliced by dynamic offsets inside
     return pl.pallas_call(
         kernel,

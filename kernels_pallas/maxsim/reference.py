@@ -28,7 +28,7 @@ def query_weights(q_mask: jax.Array, normalize: bool) -> jax.Array:
 
 
 def token_scores(queries: jax.Array, docs: jax.Array) -> jax.Array:
-    """<q_i, d_j> for every pair: [n_q, q_len, dim] x [n_d, d_len, dim] -> [n_q, n_d, q_len, d_len]."""
+    """<q_i, d_j>: [n_q, q_len, dim] x [n_d, d_len, dim] -> [n_q, n_d, q_len, d_len]."""
     return jnp.einsum("qid,njd->qnij", queries, docs, preferred_element_type=jnp.float32)
 
 
@@ -123,7 +123,7 @@ def maxsim_topk(
     normalize: bool = False,
     doc_valid: jax.Array | None = None,
 ):
-    """Exhaustive top-k: full score matrix then `lax.top_k`. Returns (scores, doc_index) [n_q, k]."""
+    """Exhaustive top-k: full score matrix, then `lax.top_k` -> (scores, doc_index) [n_q, k]."""
     scores = maxsim(queries, q_mask, docs, d_mask, normalize)
     if doc_valid is not None:
         scores = jnp.where(doc_valid[None, :], scores, NEG_INF)
