@@ -237,18 +237,20 @@ class MultiVectorIndex:
         )
 
     # ------------------------------------------------------------------ search
-    def padded(self, multiple: int = 8, num_shards: int = 1):
-        """Padded device layout: docs [n_d', L, dim], side [n_d', L] (mask, or modality ids),
-        valid [n_d'], with L a multiple of `multiple` and n_d' of `num_shards`."""
+    def padded(self, multiple: int = 32, doc_multiple: int = 1, dim: int | None = None):
+        """Padded device layout: docs [n_d', L, dim'], side [n_d', L] (mask, or modality ids),
+        valid [n_d'], with L a multiple of `multiple`, n_d' of `doc_multiple`, and the
+        embedding dim zero-padded to `dim` (zeros leave every dot product unchanged)."""
         lens = self.doc_lengths
         d_len = max(multiple, -(-int(lens.max(initial=1)) // multiple) * multiple)
-        n_d = -(-self.num_docs // num_shards) * num_shards
-        docs = np.zeros((n_d, d_len, self.dim), self.tokens.dtype)
-        side_dtype = np.int8 if self.modality is not None else bool
-        side = np.zeros((n_d, d_len), side_dtype)
-        for i, (lo, hi) in enumerate(zip(self.offsets[:-1], self.offsets[1:], strict=True)):
-            docs[i, : hi - lo] = self.tokens[lo:hi]
-            side[i, : hi - lo] = True if self.modality is None else self.modality[lo:hi]
+        n_d = -(-self.num_docs // doc_multiple) * doc_multiple
+        dim = dim or self.dim
+        docs = np.zeros((n_d, d_len, dim), self.tokens.dtype)
+        side = np.zeros((n_d, d_len), np.int8 if self.modality is not None else bool)
+        doc_of_token = np.repeat(np.arange(self.num_docs), lens)
+        pos_in_doc = np.arange(len(self.tokens)) - self.offsets[:-1][doc_of_token]
+        docs[doc_of_token, pos_in_doc, : self.dim] = self.tokens
+        side[doc_of_token, pos_in_doc] = True if self.modality is None else self.modality
         valid = np.arange(n_d) < self.num_docs
         return docs, side, valid
 
@@ -283,9 +285,10 @@ class MultiVectorIndex:
             raise ValueError(f"q_mask shape {q_mask.shape} != queries[:2] {q.shape[:2]}")
         mesh = mesh or search_lib.default_mesh()
         doc_axes = tuple(mesh.axis_names)
-        docs, side, valid = self._on_device(mesh, doc_axes)
+        docs, side, valid = self._on_device(mesh, doc_axes, chunk_docs)
+        q = jnp.pad(q, ((0, 0), (0, 0), (0, docs.shape[-1] - self.dim))).astype(docs.dtype)
         scores, idx = search_lib.sharded_search(
-            q.astype(docs.dtype), q_mask, docs, side, valid,
+            q, q_mask, docs, side, valid,
             k=k, mesh=mesh, doc_axes=doc_axes, num_modalities=self.num_modalities
             if self.modality is not None else None,
             normalize=normalize, impl=impl, interpret=interpret, chunk_docs=chunk_docs,
@@ -293,14 +296,20 @@ class MultiVectorIndex:
         idx = np.asarray(idx)
         return np.asarray(scores), [[self.doc_ids[i] for i in row] for row in idx]
 
-    def _on_device(self, mesh: Mesh, doc_axes: tuple[str, ...]):
-        key = (id(mesh), doc_axes)
+    def _on_device(self, mesh: Mesh, doc_axes: tuple[str, ...], chunk_docs: int):
+        """Padded, sharded device copy (cached): every shard gets the same number of docs,
+        a multiple of the search chunk, and on GPU the dim is padded to the power of two the
+        Triton kernel needs, so no search call re-pads the corpus."""
+        key = (id(mesh), doc_axes, chunk_docs)
         if key not in self._device_cache:
             n_shards = search_lib.num_doc_shards(mesh, doc_axes)
+            per_shard = -(-self.num_docs // n_shards)
+            doc_multiple = n_shards * (chunk_docs if per_shard > chunk_docs else 1)
+            on_gpu = mesh.devices.flat[0].platform == "gpu"
+            dim = max(16, 1 << (self.dim - 1).bit_length()) if on_gpu else self.dim
             sharding = search_lib.doc_sharding(mesh, doc_axes)
-            self._device_cache = {
-                key: tuple(jax.device_put(a, sharding) for a in self.padded(num_shards=n_shards))
-            }
+            arrays = self.padded(doc_multiple=doc_multiple, dim=dim)
+            self._device_cache = {key: tuple(jax.device_put(a, sharding) for a in arrays)}
         return self._device_cache[key]
 
 

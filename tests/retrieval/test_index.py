@@ -31,10 +31,11 @@ def test_build_from_list_and_padded_agree():
     np.testing.assert_array_equal(a.offsets, b.offsets)
     assert a.offsets[-1] == sum(len(d) for d in docs) and a.num_docs == 6 and a.dim == 8
     # Round trip back to the padded layout used by search.
-    docs_p, side, valid = a.padded(multiple=4, num_shards=4)
-    assert docs_p.shape[0] == 8 and docs_p.shape[1] % 4 == 0 and valid.sum() == 6
-    np.testing.assert_array_equal(docs_p[:6, :L][mask], padded[mask])
-    assert not side[6:].any()
+    docs_p, side, valid = a.padded(multiple=4, doc_multiple=4, dim=16)
+    assert docs_p.shape == (8, -(-L // 4) * 4, 16) and valid.sum() == 6
+    np.testing.assert_array_equal(docs_p[:6, :L, :8][mask], padded[mask])
+    np.testing.assert_array_equal(side[:6, :L], mask)
+    assert not side[6:].any() and not docs_p[..., 8:].any()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
