@@ -8,15 +8,20 @@ prints nDCG@10, Recall@10/100, MRR@10 and MAP (trec_eval conventions).
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
-import numpy as np
-from absl import app, flags, logging
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxmm.data.retrieval import load_beir
-from jaxmm.eval.retrieval_metrics import evaluate
-from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir
-from jaxmm.retrieval import MultiVectorIndex, write_run
+
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from jaxmm.data.retrieval import load_beir  # noqa: E402
+from jaxmm.eval.retrieval_metrics import evaluate  # noqa: E402
+from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir  # noqa: E402
+from jaxmm.retrieval import MultiVectorIndex, write_run  # noqa: E402
 
 _BEIR_DIR = flags.DEFINE_string("beir_dir", None, "BEIR folder.", required=True)
 _INDEX_DIR = flags.DEFINE_string(
@@ -44,6 +49,14 @@ def encode_queries(encoder: TextEncoder, texts: list[str], max_len: int, batch: 
 
 def main(argv):
     del argv
+    try:
+        run()
+    except (FileNotFoundError, ValueError) as e:  # bad folder / file / shape: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run() -> None:
     t0 = time.time()
     data = load_beir(_BEIR_DIR.value, _SPLIT.value)
     index = MultiVectorIndex.load(_INDEX_DIR.value)

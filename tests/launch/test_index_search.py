@@ -30,15 +30,16 @@ QUERIES = {
 QRELS = {"q1": {"volcano": 1}, "q2": {"pasta": 1}, "q3": {"rocket": 2, "glacier": 0}}
 
 
-def _run(script, *args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+def _run(script, *args, expect_rc=0):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user would run it
+    env.pop("PYTHONPATH", None)  # the scripts find the repo themselves
     out = subprocess.run(
         [sys.executable, str(ROOT / "launch" / script), *args],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT.parent,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+    assert out.returncode == expect_rc, out.stderr[-3000:]
+    return out.stdout if expect_rc == 0 else out.stderr
 
 
 def test_index_then_search_end_to_end(tmp_path):
@@ -68,3 +69,13 @@ def test_index_then_search_end_to_end(tmp_path):
     for qid, judged in QRELS.items():
         best = max(run[qid], key=run[qid].get)
         assert judged.get(best, 0) > 0, (qid, run[qid])
+
+
+def test_search_reports_missing_index_without_traceback(tmp_path):
+    corpus = {k: {"title": "", "text": v} for k, v in CORPUS.items()}
+    beir = write_beir(tmp_path / "beir", BeirDataset(corpus, QUERIES, QRELS))
+    stderr = _run(
+        "search.py", f"--beir_dir={beir}", f"--index_dir={tmp_path / 'missing'}",
+        f"--run_out={tmp_path / 'run.trec'}", expect_rc=1,
+    )  # fmt: skip
+    assert "error: no index at" in stderr and "Traceback" not in stderr
