@@ -246,11 +246,11 @@ class MultiVectorIndex:
         n_d = -(-self.num_docs // doc_multiple) * doc_multiple
         dim = dim or self.dim
         docs = np.zeros((n_d, d_len, dim), self.tokens.dtype)
-        side = np.zeros((n_d, d_len), np.int8 if self.modality is not None else bool)
+        side = np.zeros((n_d, d_len), np.int8)  # doc mask (0/1) or modality ids, int8
         doc_of_token = np.repeat(np.arange(self.num_docs), lens)
         pos_in_doc = np.arange(len(self.tokens)) - self.offsets[:-1][doc_of_token]
         docs[doc_of_token, pos_in_doc, : self.dim] = self.tokens
-        side[doc_of_token, pos_in_doc] = True if self.modality is None else self.modality
+        side[doc_of_token, pos_in_doc] = 1 if self.modality is None else self.modality
         valid = np.arange(n_d) < self.num_docs
         return docs, side, valid
 

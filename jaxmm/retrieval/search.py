@@ -59,7 +59,7 @@ def sharded_search(
 ):
     """Top-k (scores, doc_index) [n_q, k] over docs [n_d, d_len, dim] split along n_d.
 
-    `doc_side` is the doc mask [n_d, d_len] (bool) or, with `num_modalities`, modality ids
+    `doc_side` is the doc mask [n_d, d_len] (0/1) or, with `num_modalities`, modality ids
     (0 = pad); `doc_valid` [n_d] marks real documents (padding docs score -inf). n_d must be
     a multiple of the number of shards.
     """

@@ -107,7 +107,7 @@ def _aligned_call(queries, q_weights, docs, d_modality, num_modalities, track_ar
     q = _pad_axis(_pad_axis(_pad_axis(queries, 1, q_len_p), 2, dim_p), 0, n_q_p)
     w = _pad_axis(_pad_axis(q_weights, 1, q_len_p), 0, n_q_p)
     d = _pad_axis(_pad_axis(_pad_axis(docs, 1, d_len_p), 2, dim_p), 0, n_d_p)
-    mod = _pad_axis(_pad_axis(d_modality.astype(jnp.int32), 1, d_len_p), 0, n_d_p)
+    mod = _pad_axis(_pad_axis(d_modality.astype(jnp.int8), 1, d_len_p), 0, n_d_p)
     out = pallas_gpu.maxsim_padded_pallas(
         q, w, d, mod, num_modalities,
         track_argmax=track_argmax,
@@ -198,7 +198,7 @@ def maxsim(
         return reference.maxsim(queries, q_mask, docs, d_mask, normalize)
     cfg = default_config(queries.shape[0], interpret, **block_overrides)
     w = reference.query_weights(q_mask, normalize)
-    return _modality_scores(queries, w, docs, d_mask.astype(jnp.int32), 1, cfg)[..., 0]
+    return _modality_scores(queries, w, docs, d_mask.astype(jnp.int8), 1, cfg)[..., 0]
 
 
 def maxsim_modality(
@@ -223,6 +223,8 @@ def maxsim_modality(
     _check_inputs(queries, q_mask, docs, "d_modality", d_modality)
     if not jnp.issubdtype(d_modality.dtype, jnp.integer):
         raise ValueError(f"d_modality must be an integer array, got {d_modality.dtype}")
+    if not 1 <= num_modalities <= 127:
+        raise ValueError(f"num_modalities must be in [1, 127] (int8 ids), got {num_modalities}")
     if not _use_pallas(impl, interpret):
         return reference.maxsim_modality(
             queries, q_mask, docs, d_modality, num_modalities, normalize, return_argmax
@@ -230,7 +232,7 @@ def maxsim_modality(
     cfg = default_config(queries.shape[0], interpret, **block_overrides)
     w = reference.query_weights(q_mask, normalize)
     fn = _modality_scores_and_argmax if return_argmax else _modality_scores
-    return fn(queries, w, docs, d_modality.astype(jnp.int32), num_modalities, cfg)
+    return fn(queries, w, docs, d_modality.astype(jnp.int8), num_modalities, cfg)
 
 
 def maxsim_packed(
@@ -269,7 +271,7 @@ def maxsim_packed(
     n_q, q_len, dim = queries.shape
     n_d = doc_offsets.shape[0] - 1
     m = 1 if num_modalities is None else num_modalities
-    mod = jnp.ones(doc_tokens.shape[:1], jnp.int32) if doc_modality is None else doc_modality
+    mod = jnp.ones(doc_tokens.shape[:1], jnp.int8) if doc_modality is None else doc_modality
     q_len_p = max(_next_pow2(q_len), 16 if block_q == 1 else 1)
     dim_p = max(_next_pow2(dim), 16)
     n_q_p, n_d_p = _round_up(n_q, block_q), _round_up(n_d, block_d)
@@ -277,7 +279,7 @@ def maxsim_packed(
     q = _pad_axis(_pad_axis(_pad_axis(queries, 1, q_len_p), 2, dim_p), 0, n_q_p)
     w = _pad_axis(_pad_axis(reference.query_weights(q_mask, normalize), 1, q_len_p), 0, n_q_p)
     tokens = _pad_axis(_pad_axis(doc_tokens, 1, dim_p), 0, total_p)
-    mod = _pad_axis(mod.astype(jnp.int32), 0, total_p)
+    mod = _pad_axis(mod.astype(jnp.int8), 0, total_p)
     offsets = doc_offsets.astype(jnp.int32)
     offsets = jnp.concatenate([offsets, jnp.full((n_d_p - n_d,), offsets[-1], jnp.int32)])
     out = pallas_gpu.maxsim_packed_pallas(

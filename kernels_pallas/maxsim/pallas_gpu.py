@@ -16,6 +16,7 @@ tokens. Documents are read from HBM exactly once per query block, the [Q, D, q_l
 tensor never exists, and the modality-max variant only adds M masked max-reductions per chunk
 (no extra memory traffic), which is why it should cost little more than plain MaxSim.
 
+Modality ids / masks travel as int8 (a quarter of the bytes of int32 next to the documents).
 Kernel contract (the wrapper in api.py pads to it): all block dims are powers of two, q_len is
 a power of two >= 16 when block_q == 1 (tl.dot needs M >= 16), d_len is a multiple of block_t,
 n_q and n_d are multiples of block_q and block_d.
@@ -88,7 +89,7 @@ def _padded_kernel(
         maxes, args = carry
         start = pl.multiple_of(t * block_t, block_t)
         d = d_ref[:, pl.ds(start, block_t), :].reshape(block_d * block_t, dim)
-        mod = mod_ref[:, pl.ds(start, block_t)]
+        mod = mod_ref[:, pl.ds(start, block_t)].astype(jnp.int32)
         s = jax.lax.dot_general(
             q, d, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
         ).reshape(rows, block_d, block_t)
@@ -172,7 +173,7 @@ def _packed_kernel(
             # token seen twice is harmless because max is idempotent.
             start = jnp.minimum(lo + c * block_t, total - block_t)
             d = tok_ref[pl.ds(start, block_t), :]
-            mod = mod_ref[pl.ds(start, block_t)]
+            mod = mod_ref[pl.ds(start, block_t)].astype(jnp.int32)
             pos = start + jax.lax.broadcasted_iota(jnp.int32, (block_t,), 0)
             mod = jnp.where((pos >= lo) & (pos < hi), mod, 0)
             s = jax.lax.dot_general(

@@ -55,3 +55,12 @@ def test_packed_and_topk_lower():
         lambda *a: api.maxsim_topk(*a, 10, chunk_docs=64, impl="pallas"),
         q, qm, d, dm,
     )  # fmt: skip
+
+
+def test_unaligned_shapes_and_three_modalities_lower():
+    """Non-power-of-two q_len / d_len / dim / n_d and M=3 go through the wrapper's padding."""
+    q, qm = S((3, 20, 96), jnp.bfloat16), S((3, 20), jnp.bool_)
+    d, mod = S((33, 100, 96), jnp.bfloat16), S((33, 100), jnp.int32)
+    _lower_for_cuda(
+        lambda *a: api.maxsim_modality(*a, 3, return_argmax=True, impl="pallas"), q, qm, d, mod
+    )
