@@ -58,7 +58,7 @@ def _use_pallas(impl: Impl, interpret: bool) -> bool:
         return False
     if impl == "pallas" or interpret:
         # No backend check here: impl="pallas" on a CPU host is how the kernels are lowered
-        # for CUDA with jax.export (tests/.../test_triton_lowering.py); running it on CPU
+        # for CUDA with jax.export (tests/.../test_maxsim_triton_lowering.py); running it on CPU
         # without interpret=True fails inside pallas_call.
         return True
     if impl != "auto":

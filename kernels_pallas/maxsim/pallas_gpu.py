@@ -4,7 +4,7 @@ Written against JAX 0.10.2 for the Pallas *Triton* lowering (A100 / H100; `num_w
 `num_stages` via `plgpu.CompilerParams`). So far these kernels have only run in
 `interpret=True` mode on CPU (the tests check them against `reference.py`), and their
 Pallas -> Triton-IR lowering for CUDA is checked on CPU with `jax.export`
-(tests/kernels_pallas/maxsim/test_triton_lowering.py). They have not yet been compiled to
+(tests/kernels_pallas/maxsim/test_maxsim_triton_lowering.py). They have not yet been compiled to
 PTX or run on a GPU; that run and its benchmark are still owed (benchmarks/maxsim.py).
 
 Design (the spec's memory-bound argument): one program owns `block_q` queries x `block_d`
