@@ -81,14 +81,20 @@ def _check_inputs(queries, q_mask, docs, doc_side_name, doc_side) -> None:
         raise ValueError(f"{doc_side_name} shape {doc_side.shape} != docs[:2] {docs.shape[:2]}")
 
 
-def default_config(n_q: int, interpret: bool = False, **overrides) -> KernelConfig:
-    """Single queries: 1 query x 8 docs per program, 16-token chunks (a [32, 128] fp32 score
-    tile per step keeps registers free for deep load pipelining in the memory-bound scan).
-    Batches: 4 queries per program so each document tile read from HBM serves 4x more FLOPs.
-    These are starting points; benchmarks/maxsim.py --sweep times alternatives on a GPU."""
+def default_config(n_q: int, q_len: int, interpret: bool = False, **overrides) -> KernelConfig:
+    """Block sizes: each program keeps ~128 query-token rows resident.
+
+    One query (memory-bound scan): 1 query x 8 docs per program, 16-token chunks, i.e. a
+    [32, 128] fp32 score tile per step, leaving registers for deep load pipelining. Several
+    queries: block_q = 128 // q_len queries per program, so each document tile fetched serves
+    more FLOPs; the query-block axis is grid axis 0 (CUDA's fastest-varying), so the programs
+    sharing a document tile run back to back and re-read it from L2, not HBM.
+    These are starting points; `benchmarks/maxsim.py --sweep` times alternatives on a GPU.
+    """
     base = KernelConfig(interpret=interpret)
-    if n_q >= 4:
-        base = dataclasses.replace(base, block_q=4, block_d=8, num_warps=8)
+    block_q = max(1, min(8, 128 // max(_next_pow2(q_len), 16)))
+    if n_q >= 2 and block_q > 1:
+        base = dataclasses.replace(base, block_q=min(block_q, _next_pow2(n_q)), num_warps=8)
     return dataclasses.replace(base, **overrides)
 
 
@@ -99,7 +105,7 @@ def _aligned_call(queries, q_weights, docs, d_modality, num_modalities, track_ar
     """Pads to the kernel contract, runs it, unpads. Returns [n_q, n_d, M] (+ argmax)."""
     n_q, q_len, dim = queries.shape
     n_d, d_len, _ = docs.shape
-    q_len_p = max(_next_pow2(q_len), 16 if cfg.block_q == 1 else 1)
+    q_len_p = max(_next_pow2(q_len), 16 // cfg.block_q)  # tl.dot needs >= 16 rows
     dim_p = max(_next_pow2(dim), 16)
     block_t = min(cfg.block_t, _next_pow2(d_len))
     n_q_p, n_d_p = _round_up(n_q, cfg.block_q), _round_up(n_d, cfg.block_d)
@@ -196,7 +202,7 @@ def maxsim(
     _check_inputs(queries, q_mask, docs, "d_mask", d_mask)
     if not _use_pallas(impl, interpret):
         return reference.maxsim(queries, q_mask, docs, d_mask, normalize)
-    cfg = default_config(queries.shape[0], interpret, **block_overrides)
+    cfg = default_config(*queries.shape[:2], interpret, **block_overrides)
     w = reference.query_weights(q_mask, normalize)
     return _modality_scores(queries, w, docs, d_mask.astype(jnp.int8), 1, cfg)[..., 0]
 
@@ -229,7 +235,7 @@ def maxsim_modality(
         return reference.maxsim_modality(
             queries, q_mask, docs, d_modality, num_modalities, normalize, return_argmax
         )
-    cfg = default_config(queries.shape[0], interpret, **block_overrides)
+    cfg = default_config(*queries.shape[:2], interpret, **block_overrides)
     w = reference.query_weights(q_mask, normalize)
     fn = _modality_scores_and_argmax if return_argmax else _modality_scores
     return fn(queries, w, docs, d_modality.astype(jnp.int8), num_modalities, cfg)
@@ -272,7 +278,7 @@ def maxsim_packed(
     n_d = doc_offsets.shape[0] - 1
     m = 1 if num_modalities is None else num_modalities
     mod = jnp.ones(doc_tokens.shape[:1], jnp.int8) if doc_modality is None else doc_modality
-    q_len_p = max(_next_pow2(q_len), 16 if block_q == 1 else 1)
+    q_len_p = max(_next_pow2(q_len), 16 // block_q)  # tl.dot needs >= 16 rows
     dim_p = max(_next_pow2(dim), 16)
     n_q_p, n_d_p = _round_up(n_q, block_q), _round_up(n_d, block_d)
     total_p = max(doc_tokens.shape[0], block_t)

@@ -17,9 +17,9 @@ tensor never exists, and the modality-max variant only adds M masked max-reducti
 (no extra memory traffic), which is why it should cost little more than plain MaxSim.
 
 Modality ids / masks travel as int8 (a quarter of the bytes of int32 next to the documents).
-Kernel contract (the wrapper in api.py pads to it): all block dims are powers of two, q_len is
-a power of two >= 16 when block_q == 1 (tl.dot needs M >= 16), d_len is a multiple of block_t,
-n_q and n_d are multiples of block_q and block_d.
+Kernel contract (the wrapper in api.py pads to it): all block dims are powers of two,
+block_q * q_len >= 16 (tl.dot needs M >= 16), d_len is a multiple of block_t, n_q and n_d are
+multiples of block_q and block_d.
 """
 
 from __future__ import annotations

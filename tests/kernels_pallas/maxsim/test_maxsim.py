@@ -26,11 +26,15 @@ def _inputs(seed=0, n_q=3, q_len=5, n_d=7, d_len=20, dim=24, num_modalities=3):
     return jnp.asarray(q), jnp.asarray(q_mask), jnp.asarray(d), jnp.asarray(d_mod)
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_maxsim_matches_reference(normalize):
+@pytest.mark.parametrize(
+    "normalize,blocks",
+    [(False, {}), (True, {}), (False, dict(block_q=1)), (True, dict(block_q=1, block_d=4))],
+)
+def test_maxsim_matches_reference(normalize, blocks):
+    """Default blocks (several queries per program) and the single-query layout."""
     q, q_mask, d, d_mod = _inputs()
     d_mask = d_mod > 0
-    got = api.maxsim(q, q_mask, d, d_mask, normalize, interpret=True)
+    got = api.maxsim(q, q_mask, d, d_mask, normalize, interpret=True, **blocks)
     want = ref.maxsim(q, q_mask, d, d_mask, normalize)
     assert got.shape == (3, 7) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, **VALUE_TOL)
@@ -38,9 +42,9 @@ def test_maxsim_matches_reference(normalize):
 
 
 def test_maxsim_batched_query_blocks():
-    """block_q > 1 (several queries per program, the batched-search layout)."""
-    q, q_mask, d, d_mod = _inputs(seed=1, n_q=6, q_len=8)
-    got = api.maxsim(q, q_mask, d, d_mod > 0, interpret=True, block_q=4, block_d=4, block_t=8)
+    """block_q = 8 with 2-token queries (q_len padded so a program has 16 rows)."""
+    q, q_mask, d, d_mod = _inputs(seed=1, n_q=6, q_len=2)
+    got = api.maxsim(q, q_mask, d, d_mod > 0, interpret=True, block_q=8, block_d=4, block_t=8)
     np.testing.assert_allclose(got, ref.maxsim(q, q_mask, d, d_mod > 0), **VALUE_TOL)
 
 
@@ -82,7 +86,7 @@ def test_maxsim_gradients_match_reference(normalize):
     def loss(fn, q, d):
         return jnp.sum(fn(q, q_mask, d, d_mod > 0, normalize) * g)
 
-    kernel = lambda *a: api.maxsim(*a, interpret=True)
+    kernel = lambda *a: api.maxsim(*a, interpret=True, block_q=1)
     got = jax.grad(lambda q, d: loss(kernel, q, d), (0, 1))(q, d)
     want = jax.grad(lambda q, d: loss(ref.maxsim, q, d), (0, 1))(q, d)
     for a, b in zip(got, want, strict=True):
