@@ -4,7 +4,8 @@
   python benchmarks/maxsim.py --sweep    # also time alternative block sizes
   python benchmarks/maxsim.py --smoke    # tiny shapes; on CPU the kernel runs in interpret mode
 
-Cases: (a) one 32-token query vs N docs x 128 tokens x 128 dim (N = 100K and 1M);
+Cases: (a) one 32-token query vs N docs x 128 tokens x 128 dim (N = 100K and 1M; also the
+fused top-10 search over 1M);
 (b) 64 queries batched; (c) CLaMR shapes: 64-token queries, 2048-token docs, 4 modalities
 (modality-max vs plain kernel); (d) training: in-batch [B, B] scores, forward + backward.
 Reported per row: ms (median), ratio reference/kernel, achieved GB/s (document bytes read once)
@@ -54,12 +55,14 @@ class Case:
     dim: int = 128
     modalities: int = 0  # 0: plain MaxSim
     train: bool = False  # forward + backward, in-batch
+    topk: int = 0  # > 0: fused search (streaming top-k) instead of the score matrix
 
 
 def cases(smoke: bool) -> list[Case]:
     if smoke:
         return [
             Case("a: 1 query", 1, 16, 64, 32, 32),
+            Case("a: 1 query top-10 search", 1, 16, 64, 32, 32, topk=10),
             Case("b: batched queries", 8, 16, 64, 32, 32),
             Case("c: CLaMR plain", 4, 16, 16, 64, 32),
             Case("c: CLaMR modality-max", 4, 16, 16, 64, 32, modalities=4),
@@ -68,6 +71,7 @@ def cases(smoke: bool) -> list[Case]:
     return [
         Case("a: 1 query", 1, 32, 100_000, 128),
         Case("a: 1 query", 1, 32, 1_000_000, 128),
+        Case("a: 1 query top-10 search", 1, 32, 1_000_000, 128, topk=10),
         Case("b: 64 queries", 64, 32, 100_000, 128),
         Case("c: CLaMR plain", 16, 64, 4096, 2048),
         Case("c: CLaMR modality-max", 16, 64, 4096, 2048, modalities=4),
@@ -152,6 +156,12 @@ def build_fns(c: Case, interpret: bool, blocks: dict):
 
         kernel = loss(lambda q, qm, d, mod: api.maxsim_modality(q, qm, d, mod, m, **kw))
         reference = loss(lambda q, qm, d, mod: ref.maxsim_modality(q, qm, d, mod, m))
+        return kernel, reference
+    if c.topk:  # streaming top-k vs full reference scores + lax.top_k
+        kernel = jax.jit(lambda q, qm, d, mask: api.maxsim_topk(q, qm, d, mask, c.topk, **kw)[0])
+        per_doc = c.n_q * c.q_len * c.d_len
+        full = chunked_reference(ref.maxsim, c.n_d, 2**30, per_doc)
+        reference = jax.jit(lambda *a: jax.lax.top_k(full(*a), c.topk)[0])
         return kernel, reference
     if m:
         kernel = jax.jit(lambda q, qm, d, mod: api.maxsim_modality(q, qm, d, mod, m, **kw))

@@ -63,19 +63,20 @@ def maxsim_modality(
     The CLaMR score is `scores.max(-1)`.
     """
     s = token_scores(queries, docs)  # [Q, N, I, J]
-    modality_ids = jnp.arange(1, num_modalities + 1, dtype=d_modality.dtype)
-    in_modality = d_modality[:, None, :] == modality_ids[None, :, None]  # [N, M, J]
-    s = jnp.where(in_modality[None, :, :, None, :], s[:, :, None], NEG_INF)  # [Q, N, M, I, J]
-    tok_max = s.max(-1)
-    empty = jnp.isneginf(tok_max)
-    tok_max = jnp.where(empty, 0.0, tok_max)
-    scores = jnp.einsum("qnmi,qi->qnm", tok_max, query_weights(q_mask, normalize))
+    w = query_weights(q_mask, normalize)
+    scores, args = [], []
+    for m in range(1, num_modalities + 1):  # one modality at a time: peak memory of plain MaxSim
+        sm = jnp.where((d_modality == m)[None, :, None, :], s, NEG_INF)
+        tok_max = sm.max(-1)  # [Q, N, I]
+        empty = jnp.isneginf(tok_max)
+        scores.append(jnp.einsum("qni,qi->qn", jnp.where(empty, 0.0, tok_max), w))
+        if return_argmax:
+            arg = jnp.argmax(sm, axis=-1).astype(jnp.int32)
+            args.append(jnp.where(empty | ~q_mask.astype(bool)[:, None, :], -1, arg))
+    scores = jnp.stack(scores, axis=-1)
     if not return_argmax:
         return scores
-    arg = jnp.argmax(s, axis=-1).astype(jnp.int32)
-    q_valid = q_mask.astype(bool)[:, None, None, :]
-    arg = jnp.where(empty | ~q_valid, -1, arg)
-    return scores, arg
+    return scores, jnp.stack(args, axis=2)
 
 
 def segment_ids_from_offsets(doc_offsets: jax.Array, total_tokens: int) -> jax.Array:
