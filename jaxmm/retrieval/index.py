@@ -304,7 +304,8 @@ class MultiVectorIndex:
         if key not in self._device_cache:
             n_shards = search_lib.num_doc_shards(mesh, doc_axes)
             per_shard = -(-self.num_docs // n_shards)
-            doc_multiple = n_shards * (chunk_docs if per_shard > chunk_docs else 1)
+            # Per shard: a multiple of the scan chunk (CPU) or of the kernel's doc block (8).
+            doc_multiple = n_shards * (chunk_docs if per_shard > chunk_docs else 8)
             on_gpu = mesh.devices.flat[0].platform == "gpu"
             dim = max(16, 1 << (self.dim - 1).bit_length()) if on_gpu else self.dim
             sharding = search_lib.doc_sharding(mesh, doc_axes)

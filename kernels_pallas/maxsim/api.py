@@ -296,6 +296,9 @@ def maxsim_packed(
     return out[..., 0] if num_modalities is None else out
 
 
+MAX_FUSED_K = 128  # the fused kernel keeps next_pow2(k) candidates per query in registers
+
+
 def maxsim_topk(
     queries: jax.Array,
     q_mask: jax.Array,
@@ -308,24 +311,37 @@ def maxsim_topk(
     num_modalities: int | None = None,
     doc_valid: jax.Array | None = None,
     chunk_docs: int = 8192,
+    num_splits: int | None = None,
     impl: Impl = "auto",
     interpret: bool = False,
     **block_overrides,
 ):
-    """Fused search: streams documents in chunks of `chunk_docs`, scores each chunk with the
-    MaxSim kernel and merges it into a running top-k per query, so only [n_q, chunk_docs]
-    scores ever exist. With `d_modality`, the score is CLaMR's modality-max.
-    `doc_valid` [n_d] bool masks documents out (score -inf). Returns (scores, doc_index) [n_q, k].
+    """Search: top-k documents per query without materialising all scores.
+
+    Pallas path (k <= MAX_FUSED_K): one fused kernel; the documents are cut into `num_splits`
+    contiguous ranges, each program streams its range block by block and keeps a running
+    top-k per query on chip; the split candidates are merged with `lax.top_k`.
+    Reference path (CPU) and large k: a `lax.scan` over chunks of `chunk_docs` documents,
+    merging each chunk's scores into a running top-k, so only [n_q, chunk_docs] scores exist.
+    With `d_modality`, the score is CLaMR's modality-max. `doc_valid` [n_d] bool masks
+    documents out (score -inf). Returns (scores, doc_index) [n_q, k], best first.
     """
     _check_inputs(queries, q_mask, docs, "d_mask", d_mask)
     n_q = queries.shape[0]
     n_d = docs.shape[0]
     if not 1 <= k <= n_d:
         raise ValueError(f"k must be in [1, n_d={n_d}], got {k}")
+    if (d_modality is None) != (num_modalities is None):
+        raise ValueError("d_modality and num_modalities must be given together")
+    valid = jnp.ones((n_d,), bool) if doc_valid is None else doc_valid.astype(bool)
+    if _use_pallas(impl, interpret) and k <= MAX_FUSED_K:
+        cfg = default_config(*queries.shape[:2], interpret, **block_overrides)
+        side = d_mask if d_modality is None else d_modality
+        m = 1 if num_modalities is None else num_modalities
+        return _fused_topk(queries, q_mask, docs, side, valid, m, k, normalize, num_splits, cfg)
     chunk = min(chunk_docs, n_d)
     n_chunks = -(-n_d // chunk)
     n_d_p = n_chunks * chunk
-    valid = jnp.ones((n_d,), bool) if doc_valid is None else doc_valid.astype(bool)
     valid = _pad_axis(valid, 0, n_d_p, False).reshape(n_chunks, chunk)
     docs_c = _pad_axis(docs, 0, n_d_p).reshape(n_chunks, chunk, *docs.shape[1:])
     side = d_mask if d_modality is None else d_modality
@@ -355,3 +371,31 @@ def maxsim_topk(
     xs = (jnp.arange(n_chunks, dtype=jnp.int32), docs_c, side_c, valid)
     (top_s, top_i), _ = jax.lax.scan(step, init, xs)
     return top_s, top_i
+
+
+def _fused_topk(queries, q_mask, docs, side, valid, num_modalities, k, normalize, splits, cfg):
+    """Pads to the fused kernel's contract (no copy when the corpus is already aligned, as
+    MultiVectorIndex makes it), runs it and merges the per-split candidates."""
+    n_q, q_len, dim = queries.shape
+    n_d, d_len, _ = docs.shape
+    q_len_p = max(_next_pow2(q_len), 16 // cfg.block_q)
+    dim_p = max(_next_pow2(dim), 16)
+    block_t = min(cfg.block_t, _next_pow2(d_len))
+    n_q_p, n_d_p = _round_up(n_q, cfg.block_q), _round_up(n_d, cfg.block_d)
+    d_len_p = _round_up(d_len, block_t)
+    q = _pad_axis(_pad_axis(_pad_axis(queries, 1, q_len_p), 2, dim_p), 0, n_q_p)
+    w = reference.query_weights(q_mask, normalize)
+    w = _pad_axis(_pad_axis(w, 1, q_len_p), 0, n_q_p)
+    d = _pad_axis(_pad_axis(_pad_axis(docs, 1, d_len_p), 2, dim_p), 0, n_d_p)
+    mod = _pad_axis(_pad_axis(side.astype(jnp.int8), 1, d_len_p), 0, n_d_p)
+    v = _pad_axis(valid.astype(jnp.int8), 0, n_d_p)
+    if splits is None:  # ~1024 programs in flight over the whole grid
+        splits = max(1, min(n_d_p // cfg.block_d, 1024 // (n_q_p // cfg.block_q)))
+    cand_s, cand_i = pallas_gpu.maxsim_topk_pallas(
+        q, w, d, mod, v, num_modalities,
+        topk_width=max(_next_pow2(k), 2), num_splits=splits,
+        block_q=cfg.block_q, block_d=cfg.block_d, block_t=block_t,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
+    )  # fmt: skip
+    top_s, pos = jax.lax.top_k(cand_s[:n_q], k)
+    return top_s, jnp.take_along_axis(cand_i[:n_q], pos, axis=1)

@@ -232,3 +232,119 @@ def maxsim_packed_pallas(
         interpret=interpret,
         name=f"maxsim_packed_m{m}",
     )(doc_offsets, queries, q_weights, doc_tokens, doc_modality)
+
+
+def _topk_kernel(
+    q_ref, qw_ref, d_ref, mod_ref, valid_ref, top_s_ref, top_i_ref,
+    *, num_modalities, block_d, block_t, docs_per_split, topk_width,
+):  # fmt: skip
+    """Fused search: one program scans `docs_per_split` documents in blocks of `block_d` and
+    keeps a running top-`topk_width` per query in registers (replace-the-minimum insertion),
+    so no score ever leaves the chip. The candidate lists of all splits are merged outside.
+    """
+    block_q, q_len, dim = q_ref.shape
+    n_d, d_len, _ = d_ref.shape
+    rows = block_q * q_len
+    q = q_ref[...].reshape(rows, dim)
+    qw = qw_ref[...].astype(jnp.float32)
+    lo = pl.program_id(1) * docs_per_split
+    n_blocks = jnp.maximum(jnp.minimum(docs_per_split, n_d - lo), 0) // block_d
+    lane_d = jax.lax.broadcasted_iota(jnp.int32, (block_q, block_d), 1)
+    lane_k = jax.lax.broadcasted_iota(jnp.int32, (block_q, topk_width), 1)
+
+    def block_body(b, top):
+        d0 = lo + b * block_d
+
+        def chunk_body(t, maxes):
+            start = pl.multiple_of(t * block_t, block_t)
+            d = d_ref[pl.ds(d0, block_d), pl.ds(start, block_t), :]
+            mod = mod_ref[pl.ds(d0, block_d), pl.ds(start, block_t)].astype(jnp.int32)
+            s = jax.lax.dot_general(
+                q, d.reshape(block_d * block_t, dim), (((1,), (1,)), ((), ())),
+                preferred_element_type=jnp.float32,
+            ).reshape(rows, block_d, block_t)  # fmt: skip
+            pos = start + jax.lax.broadcasted_iota(jnp.int32, (block_d, block_t), 1)
+            return _fold_chunk(s, mod, pos, maxes, (), num_modalities, False)[0]
+
+        init = tuple(jnp.full((rows, block_d), NEG_INF, jnp.float32) for _ in range(num_modalities))
+        maxes = jax.lax.fori_loop(0, d_len // block_t, chunk_body, init)
+        scores = None
+        for tok_max in maxes:  # modality-max over per-modality MaxSim scores
+            tok_max = jnp.where(jnp.isneginf(tok_max), 0.0, tok_max).reshape(block_q, q_len, -1)
+            sm = jnp.sum(tok_max * qw[:, :, None], axis=1)  # [block_q, block_d]
+            scores = sm if scores is None else jnp.maximum(scores, sm)
+        valid = valid_ref[pl.ds(d0, block_d)].astype(jnp.int32)
+        scores = jnp.where(valid[None, :] > 0, scores, NEG_INF)
+        top_s, top_i = top
+        for j in range(block_d):  # insert each document of the block
+            cand = jnp.where(lane_d == j, scores, NEG_INF).max(axis=1)  # [block_q]
+            cur_min = top_s.min(axis=1)
+            slot = jnp.where(top_s == cur_min[:, None], lane_k, topk_width).min(axis=1)
+            hit = (lane_k == slot[:, None]) & (cand > cur_min)[:, None]
+            top_s = jnp.where(hit, cand[:, None], top_s)
+            top_i = jnp.where(hit, d0 + j, top_i)
+        return top_s, top_i
+
+    init_top = (
+        jnp.full((block_q, topk_width), NEG_INF, jnp.float32),
+        jnp.full((block_q, topk_width), -1, jnp.int32),
+    )
+    top_s, top_i = jax.lax.fori_loop(0, n_blocks, block_body, init_top)
+    top_s_ref[...] = top_s
+    top_i_ref[...] = top_i
+
+
+def maxsim_topk_pallas(
+    queries: jax.Array,
+    q_weights: jax.Array,
+    docs: jax.Array,
+    d_modality: jax.Array,
+    doc_valid: jax.Array,
+    num_modalities: int,
+    *,
+    topk_width: int,
+    num_splits: int,
+    block_q: int = 1,
+    block_d: int = 8,
+    block_t: int = 16,
+    num_warps: int = 4,
+    num_stages: int = 3,
+    interpret: bool = False,
+):
+    """Raw fused-search call (aligned shapes; n_d a multiple of block_d). Returns unsorted
+    candidates (scores, doc index) [n_q, num_splits * topk_width]; index -1 = empty slot."""
+    n_q, q_len, dim = queries.shape
+    n_d = docs.shape[0]
+    n_blocks = n_d // block_d
+    docs_per_split = -(-n_blocks // num_splits) * block_d
+    num_splits = -(-n_d // docs_per_split)
+    kernel = functools.partial(
+        _topk_kernel,
+        num_modalities=num_modalities,
+        block_d=block_d,
+        block_t=block_t,
+        docs_per_split=docs_per_split,
+        topk_width=topk_width,
+    )
+    whole = pl.no_block_spec  # docs are addressed by dynamic block offsets inside
+    out_block = pl.BlockSpec((block_q, topk_width), lambda i, j: (i, j))
+    width = num_splits * topk_width
+    return pl.pallas_call(
+        kernel,
+        grid=(n_q // block_q, num_splits),
+        in_specs=[
+            pl.BlockSpec((block_q, q_len, dim), lambda i, j: (i, 0, 0)),
+            pl.BlockSpec((block_q, q_len), lambda i, j: (i, 0)),
+            whole,
+            whole,
+            whole,
+        ],
+        out_specs=[out_block, out_block],
+        out_shape=[
+            jax.ShapeDtypeStruct((n_q, width), jnp.float32),
+            jax.ShapeDtypeStruct((n_q, width), jnp.int32),
+        ],
+        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
+        interpret=interpret,
+        name=f"maxsim_topk_m{num_modalities}",
+    )(queries, q_weights, docs, d_modality, doc_valid)

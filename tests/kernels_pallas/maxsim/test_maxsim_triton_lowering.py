@@ -51,9 +51,14 @@ def test_packed_and_topk_lower():
     tokens, offsets = S((5000, 128), jnp.bfloat16), S((65,), jnp.int32)
     _lower_for_cuda(lambda *a: api.maxsim_packed(*a, impl="pallas"), q, qm, tokens, offsets)
     d, dm = S((256, 128, 128), jnp.bfloat16), S((256, 128), jnp.bool_)
+    _lower_for_cuda(lambda *a: api.maxsim_topk(*a, 10, impl="pallas"), q, qm, d, dm)
+    q8, qm8 = S((8, 64, 128), jnp.bfloat16), S((8, 64), jnp.bool_)
+    mod = S((256, 128), jnp.int8)
     _lower_for_cuda(
-        lambda *a: api.maxsim_topk(*a, 10, chunk_docs=64, impl="pallas"),
-        q, qm, d, dm,
+        lambda q, qm, d, m: api.maxsim_topk(
+            q, qm, d, m > 0, 10, d_modality=m, num_modalities=4, impl="pallas"
+        ),
+        q8, qm8, d, mod,
     )  # fmt: skip
 
 
