@@ -285,7 +285,7 @@ class MultiVectorIndex:
             raise ValueError(f"q_mask shape {q_mask.shape} != queries[:2] {q.shape[:2]}")
         mesh = mesh or search_lib.default_mesh()
         doc_axes = tuple(mesh.axis_names)
-        docs, side, valid = self._on_device(mesh, doc_axes, chunk_docs)
+        docs, side, valid = self.device_arrays(mesh, chunk_docs)
         q = jnp.pad(q, ((0, 0), (0, 0), (0, docs.shape[-1] - self.dim))).astype(docs.dtype)
         scores, idx = search_lib.sharded_search(
             q, q_mask, docs, side, valid,
@@ -296,11 +296,13 @@ class MultiVectorIndex:
         idx = np.asarray(idx)
         return np.asarray(scores), [[self.doc_ids[i] for i in row] for row in idx]
 
-    def _on_device(self, mesh: Mesh, doc_axes: tuple[str, ...], chunk_docs: int):
-        """Padded, sharded device copy (cached): every shard gets the same number of docs,
-        a multiple of the search chunk, and on GPU the dim is padded to the power of two the
-        Triton kernel needs, so no search call re-pads the corpus."""
-        key = (id(mesh), doc_axes, chunk_docs)
+    def device_arrays(self, mesh: Mesh, chunk_docs: int = 8192):
+        """(docs, side, valid) padded and sharded along documents over every mesh axis
+        (cached). Every shard gets the same number of docs, a multiple of the search chunk
+        or kernel block, and on GPU the dim is padded to the power of two the Triton kernel
+        needs, so no search call re-pads the corpus."""
+        doc_axes = tuple(mesh.axis_names)
+        key = (mesh, chunk_docs)
         if key not in self._device_cache:
             n_shards = search_lib.num_doc_shards(mesh, doc_axes)
             per_shard = -(-self.num_docs // n_shards)

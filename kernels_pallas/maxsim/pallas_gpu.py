@@ -16,6 +16,11 @@ tokens. Documents are read from HBM exactly once per query block, the [Q, D, q_l
 tensor never exists, and the modality-max variant only adds M masked max-reductions per chunk
 (no extra memory traffic), which is why it should cost little more than plain MaxSim.
 
+Three kernels share that inner loop: `maxsim_padded_pallas` (padded docs; plain, modality-max
+and argmax variants), `maxsim_packed_pallas` (variable-length docs addressed by offsets, a
+data-dependent loop per document) and `maxsim_topk_pallas` (fused search: a running top-k per
+query kept on chip while a program streams its split of the corpus).
+
 Modality ids / masks travel as int8 (a quarter of the bytes of int32 next to the documents).
 Kernel contract (the wrapper in api.py pads to it): all block dims are powers of two,
 block_q * q_len >= 16 (tl.dot needs M >= 16), d_len is a multiple of block_t, n_q and n_d are

@@ -44,6 +44,12 @@ def test_sharded_equals_single_device_equals_reference(with_modality):
     np.testing.assert_allclose(s8, s_ref, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(s1, s_ref, atol=1e-5, rtol=1e-5)
     assert ids8 == ids_ref and ids1 == ids_ref
+    # The documents really are split over the 8 devices (21 docs padded to 32: 4 each).
+    docs, side, valid = idx.device_arrays(default_mesh(), chunk_docs=2)
+    shards = docs.addressable_shards
+    assert len({s.device for s in shards}) == 8
+    assert all(s.data.shape[0] == docs.shape[0] // 8 for s in shards)
+    assert int(valid.sum()) == 21
 
 
 def test_sharded_search_with_pallas_interpret():
