@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.profile_steps = ()  # (first_step, num_steps): trace that window into workdir/profile
     c.max_consecutive_nonfinite = 5
     c.progress_bar = True
+    c.init_from = ""  # workdir or checkpoint dir whose params initialise this run (curricula)
 
     c.model = ml_collections.ConfigDict()
     c.data = ml_collections.ConfigDict()
@@ -133,8 +134,14 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value) -> None:
         value = float(value)
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
-    with node.unlocked():
-        node[parts[-1]] = value
+    try:
+        with node.unlocked():
+            node[parts[-1]] = value
+    except TypeError as e:
+        raise TypeError(
+            f"config.{dotted}: cannot set {value!r} ({type(value).__name__}) on a field of type "
+            f"{type(current).__name__}"
+        ) from e
 
 
 def unknown_key_message(config: ml_collections.ConfigDict, dotted: str) -> str:

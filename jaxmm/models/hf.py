@@ -35,23 +35,31 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 @dataclasses.dataclass(frozen=True)
 class TensorMap:
-    """One HF tensor <-> one jaxmm param leaf. `n_in` = leading kernel dims that form the
-    HF `in` axis (linear weights are transposed); None = same layout up to a reshape."""
+    """One HF tensor <-> one jaxmm param leaf.
+
+    kind: "linear" (HF [out, in] weight; the kernel's first `n_in` dims form `in`),
+    "flat" (HF 1-D bias of a kernel with split heads), "same" (identical layout).
+    """
 
     hf_name: str
     path: tuple[str, ...]
-    n_in: int | None = None
+    kind: str = "same"
+    n_in: int = 1
+
+    def hf_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        if self.kind == "linear":
+            return (math.prod(shape[self.n_in :]), math.prod(shape[: self.n_in]))
+        if self.kind == "flat":
+            return (math.prod(shape),)
+        return tuple(shape)
 
     def to_jax(self, w: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-        if self.n_in is not None:
-            w = w.T
-        return w.reshape(shape)
+        return (w.T if self.kind == "linear" else w).reshape(shape)
 
     def to_hf(self, p: np.ndarray) -> np.ndarray:
-        if self.n_in is None:
-            return p.reshape(-1) if p.ndim > 1 and "bias" in self.path else p
-        n_in = math.prod(p.shape[: self.n_in])
-        return np.ascontiguousarray(p.reshape(n_in, -1).T)
+        if self.kind == "linear":
+            return np.ascontiguousarray(p.reshape(self.hf_shape(p.shape)[::-1]).T)
+        return p.reshape(self.hf_shape(p.shape))
 
 
 def name_map(config: LLMConfig) -> list[TensorMap]:
@@ -64,21 +72,30 @@ def name_map(config: LLMConfig) -> list[TensorMap]:
             TensorMap(
                 f"{hf}.post_attention_layernorm.weight", (jx, "post_attention_layernorm", "scale")
             ),
-            TensorMap(f"{hf}.self_attn.o_proj.weight", (jx, "self_attn", "o_proj", "kernel"), 2),
+            TensorMap(
+                f"{hf}.self_attn.o_proj.weight",
+                (jx, "self_attn", "o_proj", "kernel"),
+                "linear",
+                n_in=2,
+            ),
         ]
         for proj in ("q_proj", "k_proj", "v_proj"):
             maps.append(
-                TensorMap(f"{hf}.self_attn.{proj}.weight", (jx, "self_attn", proj, "kernel"), 1)
+                TensorMap(
+                    f"{hf}.self_attn.{proj}.weight", (jx, "self_attn", proj, "kernel"), "linear"
+                )
             )
             if config.qkv_bias:
                 maps.append(
-                    TensorMap(f"{hf}.self_attn.{proj}.bias", (jx, "self_attn", proj, "bias"))
+                    TensorMap(
+                        f"{hf}.self_attn.{proj}.bias", (jx, "self_attn", proj, "bias"), "flat"
+                    )
                 )
         for proj in ("gate_proj", "up_proj", "down_proj"):
-            maps.append(TensorMap(f"{hf}.mlp.{proj}.weight", (jx, "mlp", proj, "kernel"), 1))
+            maps.append(TensorMap(f"{hf}.mlp.{proj}.weight", (jx, "mlp", proj, "kernel"), "linear"))
     maps.append(TensorMap("model.norm.weight", ("norm", "scale")))
     if not config.tie_embeddings:
-        maps.append(TensorMap("lm_head.weight", ("lm_head", "kernel"), 1))
+        maps.append(TensorMap("lm_head.weight", ("lm_head", "kernel"), "linear"))
     return maps
 
 
@@ -177,11 +194,7 @@ def load_hf(
     for m in maps:
         hf_shape = tuple(handle(files[m.hf_name]).get_slice(m.hf_name).get_shape())
         want = tuple(_get_leaf(shapes, m.path).shape)
-        want_hf = (
-            (math.prod(want[m.n_in :]), math.prod(want[: m.n_in]))
-            if m.n_in is not None
-            else (want if len(want) == 1 or "bias" not in m.path else (math.prod(want),))
-        )
+        want_hf = m.hf_shape(want)
         if hf_shape != want_hf:
             raise ValueError(
                 f"{ckpt_dir}: tensor {m.hf_name} has shape {hf_shape}, but the "

@@ -18,8 +18,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-Impl = Literal["auto", "reference", "xla", "cudnn"]
-IMPLS = ("auto", "reference", "xla", "cudnn")
+Impl = Literal["auto", "reference", "xla", "cudnn", "pallas"]
+IMPLS = ("auto", "reference", "xla", "cudnn", "pallas")
 
 
 def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
@@ -89,11 +89,12 @@ def reference_attention(
     qg = q.reshape(b, t, hkv, h // hkv, d)
     logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
     logits = logits * scale
-    if mask is not None:
-        # [B, 1|H, T, S] -> [B, Hkv|1, G|1, T, S]
-        m = mask if mask.shape[1] == 1 else mask.reshape(b, hkv, h // hkv, t, -1)
-        m = m[:, :, None] if mask.shape[1] == 1 else m
-        logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
+    if mask is not None:  # [B|1, 1|H, T|1, S] -> [B|1, 1|Hkv, 1|G, T|1, S]
+        if mask.shape[1] == 1:
+            mask = mask[:, :, None]
+        else:
+            mask = mask.reshape(mask.shape[0], hkv, h // hkv, *mask.shape[2:])
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum(
         "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
@@ -101,15 +102,71 @@ def reference_attention(
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
+def _on_gpu() -> bool:
+    try:
+        return jax.devices()[0].platform == "gpu"
+    except RuntimeError:
+        return False
+
+
+def _pallas_block(t: int, s: int) -> int | None:
+    """The largest flash block (<= 128) dividing both sequence lengths, or None."""
+    return next((b for b in (128, 64, 32, 16) if t % b == 0 and s % b == 0), None)
+
+
+def pallas_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    causal: bool,
+    segment_ids: jax.Array | None,
+    scale: float,
+    interpret: bool | None = None,
+) -> jax.Array:
+    """Flash attention with packed-segment support: jax's Pallas (Triton) kernel
+    `jax.experimental.pallas.ops.gpu.attention.mha` (fused forward and backward). GQA repeats
+    the kv heads. Runs in interpret mode off GPU (tests)."""
+    from jax.experimental.pallas.ops.gpu import attention as pallas_mha
+
+    t, h = q.shape[1], q.shape[2]
+    s, hkv = k.shape[1], k.shape[2]
+    block = _pallas_block(t, s)
+    if block is None or (causal and t != s):
+        raise ValueError(
+            f"pallas attention needs T={t} and S={s} to be multiples of 16 (and equal when causal)"
+        )
+    if segment_ids is not None and t != s:
+        raise ValueError("pallas attention: segment_ids need T == S (self-attention)")
+    if hkv != h:
+        k = jnp.repeat(k, h // hkv, axis=2)
+        v = jnp.repeat(v, h // hkv, axis=2)
+    bwd = min(block, 32)
+    sizes = pallas_mha.BlockSizes(
+        block_q=block,
+        block_k=block,
+        block_q_dkv=bwd,
+        block_kv_dkv=bwd,
+        block_q_dq=bwd,
+        block_kv_dq=bwd,
+    )
+    return pallas_mha.mha(
+        q,
+        k,
+        v,
+        segment_ids,
+        sm_scale=scale,
+        causal=causal,
+        block_sizes=sizes,
+        interpret=(not _on_gpu()) if interpret is None else interpret,
+    )
+
+
 def _cudnn_ok(q: jax.Array, k: jax.Array) -> bool:
     """cuDNN flash attention: GPU, half precision, head_dim a multiple of 8 up to 128."""
-    try:
-        on_gpu = jax.devices()[0].platform == "gpu"
-    except RuntimeError:
-        on_gpu = False
     d = q.shape[-1]
     return (
-        on_gpu
+        _on_gpu()
         and q.dtype in (jnp.bfloat16, jnp.float16)
         and k.dtype == q.dtype
         and d % 8 == 0
@@ -132,9 +189,11 @@ def attention(
     """Scaled dot-product attention; returns [B, T, H, D] in q's dtype.
 
     impl: 'reference' (einsum, float32 softmax), 'xla' (`jax.nn.dot_product_attention`),
-    'cudnn' (cuDNN flash attention; GPU, bf16/fp16), 'auto' (cuDNN when it applies, else
-    XLA). cuDNN gets the plain causal flag when no other mask is given, so it skips the
-    masked blocks; segment/padding masks are handed to it as a dense mask.
+    'cudnn' (cuDNN flash attention; GPU, bf16/fp16), 'pallas' (flash attention with segment
+    ids, jax's Triton kernel; interpret mode off GPU), 'auto': on GPU in half precision,
+    packed segments -> pallas, plain causal -> cuDNN; everything else -> XLA. cuDNN gets the
+    causal flag alone when no other mask is given, so it skips the masked blocks; other masks
+    reach it (and XLA) as a dense [B, 1, T, S] mask.
     """
     if impl not in IMPLS:
         raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
@@ -143,7 +202,16 @@ def attention(
     s = k.shape[1]
     scale = float(scale) if scale is not None else d**-0.5
     if impl == "auto":
-        impl = "cudnn" if _cudnn_ok(q, k) else "xla"
+        impl = "xla"
+        if _cudnn_ok(q, k) and mask is None and kv_segment_ids is None:
+            if segment_ids is not None and t == s and _pallas_block(t, s):
+                impl = "pallas"
+            elif segment_ids is None:
+                impl = "cudnn"
+    if impl == "pallas":
+        if mask is not None or kv_segment_ids is not None:
+            raise ValueError("pallas attention supports causal + segment_ids only, not mask")
+        return pallas_attention(q, k, v, causal=causal, segment_ids=segment_ids, scale=scale)
     if impl == "cudnn" and causal and t == s and segment_ids is None and mask is None:
         return jax.nn.dot_product_attention(
             q, k, v, scale=scale, is_causal=True, implementation="cudnn"

@@ -215,3 +215,38 @@ def load_adapters(params: Any, adapter_dir: str) -> tuple[Any, LoRAConfig]:
         return jnp.asarray(new)
 
     return jax.tree_util.tree_map_with_path(replace, params), lora
+
+
+def add_lora(base_params: Any, abstract_params: Any, rng: jax.Array) -> Any:
+    """Base params (e.g. from `load_hf`) + fresh LoRA factors, without re-initialising the base.
+
+    `abstract_params`: `jax.eval_shape` of the LoRA model's init (shapes only). lora_a gets
+    N(0, 1/fan_in), lora_b zeros (so the model starts equal to the base); every other leaf is
+    taken from `base_params`, whose structure must match.
+    """
+    abstract_params = nn.meta.unbox(abstract_params)
+    base = nn.meta.unbox(base_params)
+    leaves = jax.tree_util.tree_leaves_with_path(abstract_params)
+    keys = iter(jax.random.split(rng, max(1, len(leaves))))
+
+    def build(path, shape):
+        name = "/".join(str(k.key) for k in path)
+        if _is_lora_leaf(path):
+            if path[-1].key == "lora_b":
+                return jnp.zeros(shape.shape, shape.dtype)
+            fan_in = int(np.prod(shape.shape[:-1]))
+            return (jax.random.normal(next(keys), shape.shape) * fan_in**-0.5).astype(shape.dtype)
+        node = base
+        try:
+            for k in path:
+                node = node[k.key]
+        except (KeyError, TypeError):
+            raise ValueError(f"add_lora: base params have no leaf {name}") from None
+        if tuple(node.shape) != tuple(shape.shape):
+            raise ValueError(
+                f"add_lora: base leaf {name} has shape {node.shape}, the LoRA "
+                f"model expects {shape.shape}"
+            )
+        return node
+
+    return jax.tree_util.tree_map_with_path(build, abstract_params)

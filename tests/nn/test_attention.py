@@ -134,10 +134,51 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.gpu
-def test_cudnn_bf16_close_to_fp32_reference():
+@pytest.mark.parametrize("impl", ["cudnn", "pallas", "auto"])
+def test_gpu_flash_bf16_close_to_fp32_reference(impl):
     q, k, v = _qkv(b=2, t=256, s=256, h=8, hkv=2, d=64, seed=4)
-    want = attention(q, k, v, causal=True, impl="reference")
+    seg = None if impl == "cudnn" else jnp.repeat(jnp.array([[1, 2], [1, 1]]), 128, axis=1)
+    want = attention(q, k, v, causal=True, segment_ids=seg, impl="reference")
     bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
-    got = attention(*bf, causal=True, impl="cudnn")
+    got = jax.jit(lambda q, k, v: attention(q, k, v, causal=True, segment_ids=seg, impl=impl))(*bf)
     # bf16 inputs vs fp32 reference: DESIGN.md's bf16 tolerance.
     np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=2e-2)
+
+
+def test_pallas_flash_with_segments_matches_reference_values_and_gradients():
+    """jax's Pallas flash kernel (interpret mode on CPU) with packed segments + GQA."""
+    q, k, v = _qkv(b=1, t=32, s=32, h=4, hkv=2, d=16, seed=5)
+    seg = jnp.array([[1] * 10 + [2] * 15 + [3] * 7])
+
+    def loss(impl):
+        def f(q, k, v):
+            out = attention(q, k, v, causal=True, segment_ids=seg, impl=impl)
+            return jnp.sum(jnp.sin(out)), out
+
+        return f
+
+    (_, got), g_got = jax.value_and_grad(loss("pallas"), argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    (_, want), g_want = jax.value_and_grad(loss("reference"), argnums=(0, 1, 2), has_aux=True)(
+        q, k, v
+    )
+    np.testing.assert_allclose(got, want, atol=VAL_TOL, rtol=VAL_TOL)
+    for a, b in zip(g_got, g_want, strict=True):
+        np.testing.assert_allclose(a, b, atol=GRAD_TOL, rtol=GRAD_TOL)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        attention(q[:, :20], k[:, :20], v[:, :20], causal=True, impl="pallas")
+
+
+@pytest.mark.parametrize("impl", ["reference", "xla"])
+def test_per_head_mask(impl):
+    q, k, v = _qkv(seed=6)
+    head_mask = np.random.default_rng(0).random((2, 4, 7, 7)) < 0.7
+    head_mask[..., 0] = True  # every query sees at least one key
+    out = np.asarray(attention(q, k, v, mask=jnp.asarray(head_mask), impl=impl))
+    for h in range(4):
+        want = _numpy_attention(
+            q[:, :, h : h + 1],
+            k[:, :, h // 2 : h // 2 + 1],
+            v[:, :, h // 2 : h // 2 + 1],
+            head_mask[:, h],
+        )
+        np.testing.assert_allclose(out[:, :, h : h + 1], want, atol=VAL_TOL, rtol=VAL_TOL)

@@ -11,7 +11,14 @@ import optax
 import pytest
 
 from jaxmm.models.llm import LLM, LLMConfig
-from jaxmm.nn.lora import LoRAConfig, load_adapters, merge_lora, save_adapters, trainable_mask
+from jaxmm.nn.lora import (
+    LoRAConfig,
+    add_lora,
+    load_adapters,
+    merge_lora,
+    save_adapters,
+    trainable_mask,
+)
 
 # fp32 on CPU: merged W + sAB vs x W + s (x A) B differ by float32 reassociation only.
 ATOL = 1e-5
@@ -196,3 +203,17 @@ def test_bad_lora_config():
         LoRAConfig(rank=0)
     with pytest.raises(ValueError, match="targets"):
         LoRAConfig(targets="q_proj")
+
+
+def test_add_lora_to_loaded_base_params(lora_params):
+    base = merge_lora(lora_params, LORA)  # stands in for params loaded with load_hf
+    config = BASE.replace(lora=LORA)
+    shapes = jax.eval_shape(LLM(config).init, jax.random.key(0), TOKENS, POSITIONS)["params"]
+    params = add_lora(base, shapes, jax.random.key(3))
+    assert _lora_paths(params) == _lora_paths(lora_params)
+    np.testing.assert_array_equal(
+        params["layers_0"]["mlp"]["up_proj"]["kernel"], base["layers_0"]["mlp"]["up_proj"]["kernel"]
+    )
+    np.testing.assert_allclose(_logits(config, params), _logits(BASE, base), atol=ATOL)
+    with pytest.raises(ValueError, match="no leaf"):
+        add_lora({"layers_0": {}}, shapes, jax.random.key(3))
