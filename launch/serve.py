@@ -17,7 +17,11 @@ import sys
 from absl import app, flags, logging
 
 if __package__ in (None, ""):  # `python launch/serve.py` from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _LAUNCH_DIR = os.path.dirname(os.path.abspath(__file__))
+    # launch/profile.py would shadow the standard library's `profile` (imported by torch via
+    # cProfile when transformers loads), so the script folder leaves sys.path.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _LAUNCH_DIR]
+    sys.path.insert(0, os.path.dirname(_LAUNCH_DIR))
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "HF folder: config.json, safetensors, tokenizer."
