@@ -14,6 +14,7 @@ This module imports no JAX: a pipeline pointed at a remote server never loads it
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import http.client
 import json
@@ -311,8 +312,15 @@ class CachedBackend(Backend):
         self.hits = 0
         self.misses = 0
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """One short-lived connection per use: committed on success, always closed."""
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def key(self, kind: str, prompt: Any, params: GenerationParams) -> tuple[str, str]:
         request = json.dumps(
