@@ -82,6 +82,9 @@ class EngineWorker:
         with self._lock:
             self._stop = True
             self._wake.notify()
+            for q in self._queues.values():  # nobody is left to answer them
+                q.put(RuntimeError("server shutting down"))
+            self._queues.clear()
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
