@@ -228,3 +228,40 @@ def test_bad_shapes_raise_clear_errors(params):
         _apply(params, tokens, None, cache=init_cache(TINY, 3, 8))
     with pytest.raises(ValueError, match="segment_ids"):
         _apply(params, tokens, None, cache=init_cache(TINY, 2, 8), segment_ids=tokens)
+
+
+def test_remat_policies_keep_gradients(params):
+    tokens = _tokens((2, 6), seed=7)
+    positions = np.broadcast_to(np.arange(6), (2, 6))
+
+    def grads(remat):
+        model = LLM(TINY.replace(remat=remat))
+
+        def loss(p):
+            logits, _ = model.apply({"params": p}, tokens, positions)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+        return jax.jit(jax.grad(loss))(params)
+
+    base = grads("none")
+    for remat in ("full", "dots"):
+        for a, b in zip(jax.tree.leaves(grads(remat)), jax.tree.leaves(base), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)  # recomputation is bit-identical math
+
+
+def test_bfloat16_compute_tracks_float32(params):
+    tokens = _tokens((2, 6), seed=8)
+    positions = np.broadcast_to(np.arange(6), (2, 6))
+    # Weights x5 so logits are O(1) and the comparison means something.
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: x if p[-1].key == "scale" else 5 * x, params
+    )
+    want, _ = _apply(params, tokens, positions)
+    bf16 = TINY.replace(dtype="bfloat16")  # fp32 params, bf16 compute (mixed precision)
+    got, _ = jax.jit(LLM(bf16).apply)({"params": params}, tokens, positions)
+    assert got.dtype == jnp.float32  # logits_dtype
+    # bf16 keeps 8 mantissa bits (4e-3 relative per rounding); through two layers and the
+    # head the logits drift by ~1-2% of their scale, so allow 3% of the largest logit. The
+    # error must also be non-zero: the compute really ran in bf16.
+    err, scale = np.abs(got - want).max(), np.abs(want).max()
+    assert 1e-4 < err < 0.03 * scale, (err, scale)
