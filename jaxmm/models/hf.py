@@ -233,8 +233,17 @@ def hf_state_dict(params: Any, config: LLMConfig) -> dict[str, np.ndarray]:
             leaf = _get_leaf(params, m.path)
         except (KeyError, TypeError):
             raise ValueError(f"params have no leaf {'/'.join(m.path)} (for {m.hf_name})") from None
-        out[m.hf_name] = m.to_hf(np.asarray(jax.device_get(leaf)))
+        out[m.hf_name] = m.to_hf(_to_host(leaf))
     return out
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """The full value on this host, also for arrays sharded across processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
 
 
 def save_hf(
@@ -247,13 +256,16 @@ def save_hf(
     """Writes config.json + safetensors (sharded with an index past `max_shard_bytes`).
 
     Files are written under temporary names and renamed, so a crash never leaves a
-    half-written checkpoint under the final names. Returns the files written.
+    half-written checkpoint under the final names. Multi-host: every process gathers, only
+    process 0 writes. Returns the files written (empty on other processes).
     """
     from safetensors.numpy import save_file
 
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     tensors = hf_state_dict(params, config)
+    if jax.process_index() != 0:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
     for name, arr in tensors.items():

@@ -68,7 +68,7 @@ def test_roundtrip_single_and_sharded_files(params, ckpt, tmp_path):
     _assert_trees_equal(load_hf(tmp_path, attention_impl="xla")[1], params)
 
 
-def test_load_into_mesh_gives_expected_specs_and_logits(params, ckpt):
+def test_load_into_mesh_gives_expected_specs_and_logits(params, ckpt, tmp_path):
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     config, sharded = load_hf(ckpt, mesh=mesh, rules=DEFAULT_RULES, attention_impl="xla")
     attn = sharded["layers_0"]["self_attn"]
@@ -94,6 +94,9 @@ def test_load_into_mesh_gives_expected_specs_and_logits(params, ckpt):
     want, _ = jax.jit(LLM(config).apply)({"params": params}, tokens, positions)
     with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
         got, _ = jax.jit(LLM(config).apply)({"params": sharded}, tokens, positions)
+    # Sharded params export to the same checkpoint.
+    save_hf(sharded, config, tmp_path)
+    _assert_trees_equal(load_hf(tmp_path, attention_impl="xla")[1], params)
     # The activation annotations took effect: logits are split over batch and vocab.
     assert got.sharding.spec == P(("data", "fsdp"), None, "tensor")
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
