@@ -149,3 +149,14 @@ def test_save_refuses_unmerged_lora(params, tmp_path):
     with_lora["layers_0"]["self_attn"]["q_proj"]["lora_a"] = jnp.zeros((32, 2))
     with pytest.raises(ValueError, match="merge_lora"):
         save_hf(with_lora, CONFIG, tmp_path)
+
+
+def test_bfloat16_checkpoint_loads_in_either_dtype(params, tmp_path):
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    save_hf(half, CONFIG.replace(param_dtype="bfloat16"), tmp_path)
+    # Params default to float32 (training); inference asks for bfloat16 explicitly.
+    _, as_fp32 = load_hf(tmp_path, attention_impl="xla")
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(as_fp32))
+    _assert_trees_equal(as_fp32, jax.tree.map(lambda x: x.astype(jnp.float32), half))
+    _, as_bf16 = load_hf(tmp_path, attention_impl="xla", param_dtype="bfloat16")
+    _assert_trees_equal(as_bf16, half)
