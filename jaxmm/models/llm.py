@@ -464,7 +464,14 @@ class LLM(nn.Module):
         *,
         inputs_embeds: jax.Array | None = None,
         deterministic: bool = True,
+        last_logits_only: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
+        """Returns (logits [B, T, vocab], updated cache or None).
+
+        `last_logits_only=True` returns logits [B, 1, vocab] of each row's last real token
+        (the last position with attention_mask == 1, else T - 1): a prefill then never builds
+        the [B, T, vocab] tensor.
+        """
         cfg = self.config
         x = self.embed(tokens) if inputs_embeds is None else inputs_embeds.astype(cfg.dtype)
         b, t = x.shape[:2]
@@ -479,6 +486,11 @@ class LLM(nn.Module):
             if arr is not None and arr.shape != (b, t):
                 raise ValueError(f"LLM: {name} has shape {arr.shape}, expected [B, T] = {(b, t)}")
 
+        # Each row's last real token: the last position with attention_mask == 1.
+        last_index = jnp.full((b,), t - 1, jnp.int32)
+        if attention_mask is not None:
+            flipped = jnp.argmax(attention_mask[:, ::-1].astype(bool), axis=1)
+            last_index = (t - 1 - flipped).astype(jnp.int32)
         cache_ctx = None
         if cache is not None:
             if segment_ids is not None:
@@ -513,6 +525,8 @@ class LLM(nn.Module):
             x, new_kv = layer(x, cos, sin, segment_ids, attention_mask, cache_ctx, deterministic)
             if new_kv is not None:
                 k_all, v_all = new_kv
+        if last_logits_only:
+            x = jnp.take_along_axis(x, last_index[:, None, None], axis=1)
         x = self.norm(x)
         if cfg.tie_embeddings:
             logits = self.embed_tokens.attend(x)

@@ -265,3 +265,26 @@ def test_bfloat16_compute_tracks_float32(params):
     # error must also be non-zero: the compute really ran in bf16.
     err, scale = np.abs(got - want).max(), np.abs(want).max()
     assert 1e-4 < err < 0.03 * scale, (err, scale)
+
+
+def test_last_logits_only_picks_each_rows_last_real_token(params):
+    tokens = _tokens((2, 5), seed=9)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)  # right-padded prefill
+    model = LLM(TINY)
+    run = jax.jit(model.apply, static_argnames="last_logits_only")
+    full, _ = run({"params": params}, tokens, None, init_cache(TINY, 2, 8), attention_mask=mask)
+    last, cache = run(
+        {"params": params},
+        tokens,
+        None,
+        init_cache(TINY, 2, 8),
+        attention_mask=mask,
+        last_logits_only=True,
+    )
+    assert last.shape == (2, 1, TINY.vocab_size)
+    np.testing.assert_allclose(last[:, 0], full[[0, 1], [2, 4]], atol=ATOL)
+    np.testing.assert_array_equal(cache.lengths, [3, 5])
+    left = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], np.int32)  # left padding, no cache
+    full, _ = run({"params": params}, tokens, None, attention_mask=left)
+    last, _ = run({"params": params}, tokens, None, attention_mask=left, last_logits_only=True)
+    np.testing.assert_allclose(last[:, 0], full[:, 4], atol=ATOL)
