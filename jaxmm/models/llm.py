@@ -70,6 +70,7 @@ class LLMConfig:
     logits_dtype: str = "float32"
     attention_impl: str = "auto"  # auto | reference | xla | cudnn
     remat: str = "none"  # none | full | dots (save matmul outputs)
+    scan_layers: bool = False  # params stacked [num_layers, ...] under a `layers` logical axis
     lora: LoRAConfig | None = None
 
     def __post_init__(self):
@@ -333,7 +334,9 @@ class SelfAttention(nn.Module):
     config: LLMConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, segment_ids, attention_mask, cache_ctx, det: bool):
+    def __call__(self, x, kv, cos, sin, segment_ids, attention_mask, cache_ctx, det: bool):
+        """kv: None (no cache) or (k, v) buffers, [L, B, S, Hkv, D] when cache_ctx names a layer
+        index, else this layer's [B, S, Hkv, D] (scanned layers). Returns (y, new kv)."""
         cfg = self.config
         h, hkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = _linear(cfg, (h, d), ("embed", "heads", "head_dim"), "q_proj", use_bias=cfg.qkv_bias)(
@@ -349,7 +352,7 @@ class SelfAttention(nn.Module):
         k = nn.with_logical_constraint(apply_rope(k, cos, sin), ("batch", "seq", "kv_heads", None))
         v = nn.with_logical_constraint(v, ("batch", "seq", "kv_heads", None))
         new_kv = None
-        if cache_ctx is None:
+        if kv is None:
             out = attention(
                 q,
                 k,
@@ -360,14 +363,19 @@ class SelfAttention(nn.Module):
                 impl=cfg.attention_impl,
             )
         else:
-            k_all, v_all, layer, rows, slots, kv_mask = cache_ctx
-            k_all = k_all.at[layer, rows, slots].set(k.astype(k_all.dtype), mode="drop")
-            v_all = v_all.at[layer, rows, slots].set(v.astype(v_all.dtype), mode="drop")
-            new_kv = (k_all, v_all)
+            k_buf, v_buf = kv
+            layer, rows, slots, kv_mask = cache_ctx
+            # Scatter the new tokens straight into the (donated) buffer: O(new tokens) writes.
+            idx = (rows, slots) if layer is None else (layer, rows, slots)
+            k_buf = k_buf.at[idx].set(k.astype(k_buf.dtype), mode="drop")
+            v_buf = v_buf.at[idx].set(v.astype(v_buf.dtype), mode="drop")
+            new_kv = (k_buf, v_buf)
+            k_layer = k_buf if layer is None else k_buf[layer]
+            v_layer = v_buf if layer is None else v_buf[layer]
             out = attention(
                 q,
-                k_all[layer].astype(q.dtype),
-                v_all[layer].astype(q.dtype),
+                k_layer.astype(q.dtype),
+                v_layer.astype(q.dtype),
                 mask=kv_mask,
                 impl=cfg.attention_impl,
             )
@@ -394,11 +402,14 @@ class DecoderLayer(nn.Module):
     config: LLMConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, segment_ids, attention_mask, cache_ctx, deterministic: bool):
+    def __call__(
+        self, x, kv, cos, sin, segment_ids, attention_mask, cache_ctx, deterministic: bool
+    ):
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype), name=name)
         attn_out, new_kv = SelfAttention(cfg, name="self_attn")(
             norm("input_layernorm")(x),
+            kv,
             cos,
             sin,
             segment_ids,
@@ -418,8 +429,8 @@ def _layer_class(cfg: LLMConfig):
     policy = None
     if cfg.remat == "dots":
         policy = jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims
-    # static_argnums counts `self`: argument 7 is `deterministic`.
-    return nn.remat(DecoderLayer, policy=policy, prevent_cse=True, static_argnums=(7,))
+    # static_argnums counts `self`: argument 8 is `deterministic`.
+    return nn.remat(DecoderLayer, policy=policy, prevent_cse=True, static_argnums=(8,))
 
 
 class LLM(nn.Module):
@@ -448,7 +459,19 @@ class LLM(nn.Module):
                 kernel_init=nn.initializers.normal(cfg.initializer_range),
             )
         layer_cls = _layer_class(cfg)
-        self.layers = [layer_cls(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+        if cfg.scan_layers:
+            # One layer body under lax.scan: params stacked on a leading `layers` axis;
+            # compile time independent of depth. The cache's layer axis is scanned with them.
+            self.layers = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(0,) + (nn.broadcast,) * 6,
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, name="layers")
+        else:
+            self.layers = [layer_cls(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         """Token embeddings [B, T, hidden] (the VLM splices image features into these)."""
@@ -519,12 +542,25 @@ class LLM(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
 
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope, jnp.dtype(cfg.dtype))
-        for i, layer in enumerate(self.layers):
+        if cfg.scan_layers:
+            kv = None
             if cache is not None:
-                cache_ctx = (k_all, v_all, i, rows, slots, kv_mask[:, None])
-            x, new_kv = layer(x, cos, sin, segment_ids, attention_mask, cache_ctx, deterministic)
+                kv, cache_ctx = (k_all, v_all), (None, rows, slots, kv_mask[:, None])
+            x, new_kv = self.layers(
+                x, kv, cos, sin, segment_ids, attention_mask, cache_ctx, deterministic
+            )
             if new_kv is not None:
                 k_all, v_all = new_kv
+        else:
+            for i, layer in enumerate(self.layers):
+                kv = None
+                if cache is not None:
+                    kv, cache_ctx = (k_all, v_all), (i, rows, slots, kv_mask[:, None])
+                x, new_kv = layer(
+                    x, kv, cos, sin, segment_ids, attention_mask, cache_ctx, deterministic
+                )
+                if new_kv is not None:
+                    k_all, v_all = new_kv
         if last_logits_only:
             x = jnp.take_along_axis(x, last_index[:, None, None], axis=1)
         x = self.norm(x)

@@ -160,3 +160,14 @@ def test_bfloat16_checkpoint_loads_in_either_dtype(params, tmp_path):
     _assert_trees_equal(as_fp32, jax.tree.map(lambda x: x.astype(jnp.float32), half))
     _, as_bf16 = load_hf(tmp_path, attention_impl="xla", param_dtype="bfloat16")
     _assert_trees_equal(as_bf16, half)
+
+
+def test_scanned_layers_load_sharded(params, ckpt):
+    """Stacked params: the `layers` axis is not in the rules, so it stays unsharded."""
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    config, sharded = load_hf(
+        ckpt, mesh=mesh, rules=DEFAULT_RULES, scan_layers=True, attention_impl="xla"
+    )
+    q = sharded["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert q.shape == (2, 32, 4, 8) and q.sharding.spec == P(None, "fsdp", "tensor", None)
+    np.testing.assert_array_equal(q[1], params["layers_1"]["self_attn"]["q_proj"]["kernel"])
