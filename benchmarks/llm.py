@@ -235,6 +235,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--remat", default="none", choices=["none", "full", "dots"])
+    ap.add_argument("--scan", action="store_true", help="scan over layers (stacked params)")
     ap.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn", "reference"])
     ap.add_argument("--decode-batches", default="1,32")
     ap.add_argument("--prompt-len", type=int, default=128)
@@ -257,6 +258,7 @@ def main(argv=None) -> None:
         logits_dtype=dtype,
         remat=args.remat,
         attention_impl=args.attention,
+        scan_layers=args.scan,
     )
     device = jax.devices()[0]
     print(f"device: {device.device_kind} x{jax.device_count()}, jax {jax.__version__}")

@@ -45,6 +45,12 @@ class TensorMap:
     path: tuple[str, ...]
     kind: str = "same"
     n_in: int = 1
+    stacked_layers: int = 0  # > 0: one param [L, ...] <- L tensors named hf_name.format(i=i)
+
+    def hf_names(self) -> list[str]:
+        if not self.stacked_layers:
+            return [self.hf_name]
+        return [self.hf_name.format(i=i) for i in range(self.stacked_layers)]
 
     def hf_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         if self.kind == "linear":
@@ -62,37 +68,45 @@ class TensorMap:
         return p.reshape(self.hf_shape(p.shape))
 
 
+# Per-layer tensors: (HF name after "model.layers.{i}.", param path inside a layer, kind, n_in).
+_LAYER_TENSORS = (
+    ("input_layernorm.weight", ("input_layernorm", "scale"), "same", 1),
+    ("post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), "same", 1),
+    ("self_attn.q_proj.weight", ("self_attn", "q_proj", "kernel"), "linear", 1),
+    ("self_attn.k_proj.weight", ("self_attn", "k_proj", "kernel"), "linear", 1),
+    ("self_attn.v_proj.weight", ("self_attn", "v_proj", "kernel"), "linear", 1),
+    ("self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), "linear", 2),
+    ("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), "linear", 1),
+    ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), "linear", 1),
+    ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), "linear", 1),
+)
+_QKV_BIAS = tuple(
+    (f"self_attn.{p}.bias", ("self_attn", p, "bias"), "flat", 1)
+    for p in ("q_proj", "k_proj", "v_proj")
+)
+
+
 def name_map(config: LLMConfig) -> list[TensorMap]:
-    """The Llama / Qwen2 name map (both families share the transformers naming)."""
+    """The Llama / Qwen2 name map (both families share the transformers naming). With
+    `config.scan_layers`, each per-layer tensor kind maps to one stacked `layers/...` param."""
     maps = [TensorMap("model.embed_tokens.weight", ("embed_tokens", "embedding"))]
-    for i in range(config.num_layers):
-        hf, jx = f"model.layers.{i}", f"layers_{i}"
-        maps += [
-            TensorMap(f"{hf}.input_layernorm.weight", (jx, "input_layernorm", "scale")),
-            TensorMap(
-                f"{hf}.post_attention_layernorm.weight", (jx, "post_attention_layernorm", "scale")
-            ),
-            TensorMap(
-                f"{hf}.self_attn.o_proj.weight",
-                (jx, "self_attn", "o_proj", "kernel"),
-                "linear",
-                n_in=2,
-            ),
-        ]
-        for proj in ("q_proj", "k_proj", "v_proj"):
+    layer_tensors = _LAYER_TENSORS + (_QKV_BIAS if config.qkv_bias else ())
+    for hf, path, kind, n_in in layer_tensors:
+        if config.scan_layers:
             maps.append(
                 TensorMap(
-                    f"{hf}.self_attn.{proj}.weight", (jx, "self_attn", proj, "kernel"), "linear"
+                    f"model.layers.{{i}}.{hf}",
+                    ("layers", *path),
+                    kind,
+                    n_in,
+                    stacked_layers=config.num_layers,
                 )
             )
-            if config.qkv_bias:
-                maps.append(
-                    TensorMap(
-                        f"{hf}.self_attn.{proj}.bias", (jx, "self_attn", proj, "bias"), "flat"
-                    )
-                )
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            maps.append(TensorMap(f"{hf}.mlp.{proj}.weight", (jx, "mlp", proj, "kernel"), "linear"))
+        else:
+            maps += [
+                TensorMap(f"model.layers.{i}.{hf}", (f"layers_{i}", *path), kind, n_in)
+                for i in range(config.num_layers)
+            ]
     maps.append(TensorMap("model.norm.weight", ("norm", "scale")))
     if not config.tie_embeddings:
         maps.append(TensorMap("lm_head.weight", ("lm_head", "kernel"), "linear"))
@@ -167,13 +181,13 @@ def load_hf(
     maps = name_map(config)
 
     # 1. Names and shapes, from the headers only.
-    missing = [m.hf_name for m in maps if m.hf_name not in files]
+    missing = [n for m in maps for n in m.hf_names() if n not in files]
     if missing:
         raise ValueError(
             f"{ckpt_dir}: checkpoint is missing {len(missing)} tensors for a "
             f"{config.model_type} model, e.g. {missing[:5]}"
         )
-    known = {m.hf_name for m in maps}
+    known = {n for m in maps for n in m.hf_names()}
     if config.tie_embeddings:
         known.add("lm_head.weight")  # some tied checkpoints still store it
     unexpected = [n for n in files if n not in known and not n.endswith(_IGNORED_SUFFIXES)]
@@ -192,21 +206,30 @@ def load_hf(
         return handles[path]
 
     for m in maps:
-        hf_shape = tuple(handle(files[m.hf_name]).get_slice(m.hf_name).get_shape())
         want = tuple(_get_leaf(shapes, m.path).shape)
-        want_hf = m.hf_shape(want)
-        if hf_shape != want_hf:
-            raise ValueError(
-                f"{ckpt_dir}: tensor {m.hf_name} has shape {hf_shape}, but the "
-                f"config implies {want_hf} (param {'/'.join(m.path)} {want})"
-            )
+        want_hf = m.hf_shape(want[1:] if m.stacked_layers else want)
+        for name in m.hf_names():
+            hf_shape = tuple(handle(files[name]).get_slice(name).get_shape())
+            if hf_shape != want_hf:
+                raise ValueError(
+                    f"{ckpt_dir}: tensor {name} has shape {hf_shape}, but the "
+                    f"config implies {want_hf} (param {'/'.join(m.path)} {want})"
+                )
 
     # 2. One tensor at a time: read, convert, place.
     params: dict = {}
     for m in maps:
         target = _get_leaf(shapes, m.path)
-        host = m.to_jax(handle(files[m.hf_name]).get_tensor(m.hf_name), target.shape)
-        host = np.asarray(host).astype(target.dtype)
+        if m.stacked_layers:  # one host copy of this stacked param, never one per device
+            host = np.stack(
+                [
+                    m.to_jax(handle(files[n]).get_tensor(n), target.shape[1:]).astype(target.dtype)
+                    for n in m.hf_names()
+                ]
+            )
+        else:
+            host = m.to_jax(handle(files[m.hf_name]).get_tensor(m.hf_name), target.shape)
+            host = np.asarray(host).astype(target.dtype)
         if shardings is None:
             arr = jnp.asarray(host)
         else:
@@ -233,8 +256,21 @@ def hf_state_dict(params: Any, config: LLMConfig) -> dict[str, np.ndarray]:
             leaf = _get_leaf(params, m.path)
         except (KeyError, TypeError):
             raise ValueError(f"params have no leaf {'/'.join(m.path)} (for {m.hf_name})") from None
-        out[m.hf_name] = m.to_hf(np.asarray(jax.device_get(leaf)))
+        value = _to_host(leaf)
+        if m.stacked_layers:
+            out.update({n: m.to_hf(value[i]) for i, n in enumerate(m.hf_names())})
+        else:
+            out[m.hf_name] = m.to_hf(value)
     return out
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """The full value on this host, also for arrays sharded across processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
 
 
 def save_hf(
@@ -247,13 +283,16 @@ def save_hf(
     """Writes config.json + safetensors (sharded with an index past `max_shard_bytes`).
 
     Files are written under temporary names and renamed, so a crash never leaves a
-    half-written checkpoint under the final names. Returns the files written.
+    half-written checkpoint under the final names. Multi-host: every process gathers, only
+    process 0 writes. Returns the files written (empty on other processes).
     """
     from safetensors.numpy import save_file
 
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     tensors = hf_state_dict(params, config)
+    if jax.process_index() != 0:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
     for name, arr in tensors.items():

@@ -148,7 +148,11 @@ def merge_lora(params: Any, lora: LoRAConfig) -> Any:
             node = dict(node)
             a, b = node.pop("lora_a"), node.pop("lora_b")
             kernel = node["kernel"]
-            delta = jnp.tensordot(a.astype(jnp.float32), b.astype(jnp.float32), axes=1)
+            a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
+            if a.ndim + b.ndim - 2 == kernel.ndim:
+                delta = jnp.tensordot(a32, b32, axes=1)
+            else:  # scanned layers: a [L, in..., r], b [L, r, out...]
+                delta = jax.vmap(lambda x, y: jnp.tensordot(x, y, axes=1))(a32, b32)
             node["kernel"] = (kernel.astype(jnp.float32) + lora.scale * delta).astype(kernel.dtype)
             return node
         return {k: merge(v) for k, v in node.items()}

@@ -68,7 +68,7 @@ def test_roundtrip_single_and_sharded_files(params, ckpt, tmp_path):
     _assert_trees_equal(load_hf(tmp_path, attention_impl="xla")[1], params)
 
 
-def test_load_into_mesh_gives_expected_specs_and_logits(params, ckpt):
+def test_load_into_mesh_gives_expected_specs_and_logits(params, ckpt, tmp_path):
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     config, sharded = load_hf(ckpt, mesh=mesh, rules=DEFAULT_RULES, attention_impl="xla")
     attn = sharded["layers_0"]["self_attn"]
@@ -94,6 +94,9 @@ def test_load_into_mesh_gives_expected_specs_and_logits(params, ckpt):
     want, _ = jax.jit(LLM(config).apply)({"params": params}, tokens, positions)
     with jax.set_mesh(mesh), nn.logical_axis_rules(DEFAULT_RULES):
         got, _ = jax.jit(LLM(config).apply)({"params": sharded}, tokens, positions)
+    # Sharded params export to the same checkpoint.
+    save_hf(sharded, config, tmp_path)
+    _assert_trees_equal(load_hf(tmp_path, attention_impl="xla")[1], params)
     # The activation annotations took effect: logits are split over batch and vocab.
     assert got.sharding.spec == P(("data", "fsdp"), None, "tensor")
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
@@ -146,3 +149,25 @@ def test_save_refuses_unmerged_lora(params, tmp_path):
     with_lora["layers_0"]["self_attn"]["q_proj"]["lora_a"] = jnp.zeros((32, 2))
     with pytest.raises(ValueError, match="merge_lora"):
         save_hf(with_lora, CONFIG, tmp_path)
+
+
+def test_bfloat16_checkpoint_loads_in_either_dtype(params, tmp_path):
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    save_hf(half, CONFIG.replace(param_dtype="bfloat16"), tmp_path)
+    # Params default to float32 (training); inference asks for bfloat16 explicitly.
+    _, as_fp32 = load_hf(tmp_path, attention_impl="xla")
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(as_fp32))
+    _assert_trees_equal(as_fp32, jax.tree.map(lambda x: x.astype(jnp.float32), half))
+    _, as_bf16 = load_hf(tmp_path, attention_impl="xla", param_dtype="bfloat16")
+    _assert_trees_equal(as_bf16, half)
+
+
+def test_scanned_layers_load_sharded(params, ckpt):
+    """Stacked params: the `layers` axis is not in the rules, so it stays unsharded."""
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    config, sharded = load_hf(
+        ckpt, mesh=mesh, rules=DEFAULT_RULES, scan_layers=True, attention_impl="xla"
+    )
+    q = sharded["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert q.shape == (2, 32, 4, 8) and q.sharding.spec == P(None, "fsdp", "tensor", None)
+    np.testing.assert_array_equal(q[1], params["layers_1"]["self_attn"]["q_proj"]["kernel"])

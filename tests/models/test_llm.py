@@ -265,3 +265,57 @@ def test_bfloat16_compute_tracks_float32(params):
     # error must also be non-zero: the compute really ran in bf16.
     err, scale = np.abs(got - want).max(), np.abs(want).max()
     assert 1e-4 < err < 0.03 * scale, (err, scale)
+
+
+def test_last_logits_only_picks_each_rows_last_real_token(params):
+    tokens = _tokens((2, 5), seed=9)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)  # right-padded prefill
+    model = LLM(TINY)
+    run = jax.jit(model.apply, static_argnames="last_logits_only")
+    full, _ = run({"params": params}, tokens, None, init_cache(TINY, 2, 8), attention_mask=mask)
+    last, cache = run(
+        {"params": params},
+        tokens,
+        None,
+        init_cache(TINY, 2, 8),
+        attention_mask=mask,
+        last_logits_only=True,
+    )
+    assert last.shape == (2, 1, TINY.vocab_size)
+    np.testing.assert_allclose(last[:, 0], full[[0, 1], [2, 4]], atol=ATOL)
+    np.testing.assert_array_equal(cache.lengths, [3, 5])
+    left = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], np.int32)  # left padding, no cache
+    full, _ = run({"params": params}, tokens, None, attention_mask=left)
+    last, _ = run({"params": params}, tokens, None, attention_mask=left, last_logits_only=True)
+    np.testing.assert_allclose(last[:, 0], full[:, 4], atol=ATOL)
+
+
+def _stack_layers(params, num_layers):
+    """Unrolled params (layers_0, layers_1, ...) -> scanned params (layers: [L, ...])."""
+    per_layer = [params[f"layers_{i}"] for i in range(num_layers)]
+    rest = {k: v for k, v in params.items() if not k.startswith("layers_")}
+    return {**rest, "layers": jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)}
+
+
+def test_scan_layers_equal_unrolled_with_and_without_cache(params):
+    scan_cfg = TINY.replace(scan_layers=True)
+    shapes = jax.eval_shape(LLM(scan_cfg).init, jax.random.key(0), *(jnp.zeros((1, 2), int),) * 2)
+    axes = nn.get_partition_spec(shapes["params"])["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert tuple(axes) == ("layers", "embed", "heads", "head_dim")
+    stacked = _stack_layers(params, TINY.num_layers)
+    assert jax.tree.structure(stacked) == jax.tree.structure(nn.meta.unbox(shapes["params"]))
+
+    tokens = _tokens((2, 6), seed=10)
+    positions = np.broadcast_to(np.arange(6), (2, 6))
+    run = jax.jit(LLM(scan_cfg).apply)
+    want, _ = _apply(params, tokens, positions)
+    got, _ = run({"params": stacked}, tokens, positions)
+    np.testing.assert_allclose(got, want, atol=ATOL)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1] * 6], np.int32)
+    want_c, want_cache = _apply(params, tokens, None, init_cache(TINY, 2, 9), attention_mask=mask)
+    got_c, got_cache = run(
+        {"params": stacked}, tokens, None, init_cache(TINY, 2, 9), attention_mask=mask
+    )
+    np.testing.assert_allclose(got_c, want_c, atol=ATOL)
+    np.testing.assert_allclose(got_cache.k, want_cache.k, atol=ATOL)
+    np.testing.assert_array_equal(got_cache.lengths, want_cache.lengths)

@@ -167,3 +167,21 @@ def test_save_hf_reloads_in_transformers(family, tmp_path):
     np.testing.assert_array_equal(
         _torch_logits(reloaded, tokens), _torch_logits(torch_model, tokens)
     )
+
+
+def test_scan_layers_load_match_and_export(family, tmp_path):
+    """Stacked (scanned) layers read the same checkpoint and write it back."""
+    _, torch_model, folder = family
+    config, params = load_hf(folder, scan_layers=True)
+    assert params["layers"]["mlp"]["up_proj"]["kernel"].shape[0] == config.num_layers
+    tokens = _tokens(2, 9, seed=12)
+    positions = np.broadcast_to(np.arange(9, dtype=np.int32), tokens.shape)
+    logits, _ = jax.jit(LLM(config).apply)({"params": params}, tokens, positions)
+    np.testing.assert_allclose(
+        np.asarray(logits), _torch_logits(torch_model, tokens), atol=LOGIT_ATOL, rtol=0
+    )
+    save_hf(params, config, tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    np.testing.assert_array_equal(
+        _torch_logits(reloaded, tokens), _torch_logits(torch_model, tokens)
+    )

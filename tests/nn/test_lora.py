@@ -217,3 +217,13 @@ def test_add_lora_to_loaded_base_params(lora_params):
     np.testing.assert_allclose(_logits(config, params), _logits(BASE, base), atol=ATOL)
     with pytest.raises(ValueError, match="no leaf"):
         add_lora({"layers_0": {}}, shapes, jax.random.key(3))
+
+
+def test_lora_with_scanned_layers_merges():
+    config = BASE.replace(scan_layers=True, lora=LoRAConfig(rank=2, targets=("q_proj", "up_proj")))
+    params = _random_params(config, seed=4)
+    assert params["layers"]["self_attn"]["q_proj"]["lora_a"].shape == (2, 32, 2)
+    merged = merge_lora(params, config.lora)
+    np.testing.assert_allclose(
+        _logits(config.replace(lora=None), merged), _logits(config, params), atol=ATOL
+    )
