@@ -10,6 +10,8 @@ Conventions (one for the whole package):
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -76,6 +78,36 @@ class Gaussians4D:
         )
 
 
+_SAFE_FILL = {
+    "scales": 1.0,
+    "quats": (1.0, 0.0, 0.0, 0.0),
+    "q_left": (1.0, 0.0, 0.0, 0.0),
+    "q_right": (1.0, 0.0, 0.0, 0.0),
+}
+
+
+def sanitize(g):
+    """Replaces every Gaussian with a non-finite parameter by a harmless transparent one.
+
+    Done on the raw parameters, before any arithmetic, so that no NaN/inf enters the forward
+    pass and the backward stays finite (a later `where` would still give 0·inf = NaN).
+    Returns (clean Gaussians, finite mask [N]). Works for Gaussians3D/4D and Slice3D.
+    """
+    leaves = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
+    n = g.means.shape[0]
+    finite = jnp.ones((n,), bool)
+    for x in leaves.values():
+        finite &= jnp.all(jnp.isfinite(x.reshape(n, -1)), axis=-1)
+    clean = {}
+    for name, x in leaves.items():
+        fill = jnp.broadcast_to(jnp.asarray(_SAFE_FILL.get(name, 0.0), x.dtype), x.shape[1:])
+        if name == "covs":
+            fill = jnp.eye(3, dtype=x.dtype)
+        mask = finite.reshape((n,) + (1,) * (x.ndim - 1))
+        clean[name] = jnp.where(mask, x, fill)
+    return g.replace(**clean), finite
+
+
 def _check_shapes(g, trailing: dict[str, int | None]) -> None:
     """Host-side shape check naming the wrong field (works on tracers: shapes are static)."""
     name = type(g).__name__
@@ -89,7 +121,7 @@ def _check_shapes(g, trailing: dict[str, int | None]) -> None:
 
 def quat_to_rotmat(q: jax.Array) -> jax.Array:
     """(w, x, y, z) quaternions [..., 4] -> rotation matrices [..., 3, 3] (normalised first)."""
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+    q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
     w, x, y, z = jnp.moveaxis(q, -1, 0)
     rows = [
         [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
@@ -107,8 +139,8 @@ def rotation_4d(q_left: jax.Array, q_right: jax.Array) -> jax.Array:
     with det +1 for unit quaternions, so their product is a rotation; every rotation of R^4
     arises this way (up to the sign pair ±(q_l, q_r)).
     """
-    ql = q_left / jnp.linalg.norm(q_left, axis=-1, keepdims=True)
-    qr = q_right / jnp.linalg.norm(q_right, axis=-1, keepdims=True)
+    ql = q_left / jnp.maximum(jnp.linalg.norm(q_left, axis=-1, keepdims=True), 1e-12)
+    qr = q_right / jnp.maximum(jnp.linalg.norm(q_right, axis=-1, keepdims=True), 1e-12)
     a, b, c, d = jnp.moveaxis(ql, -1, 0)
     p, q, r, s = jnp.moveaxis(qr, -1, 0)
     left = jnp.stack(

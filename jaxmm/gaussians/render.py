@@ -19,7 +19,14 @@ import jax.numpy as jnp
 
 from jaxmm.gaussians.binning import bin_gaussians, tile_grid
 from jaxmm.gaussians.camera import Camera
-from jaxmm.gaussians.params import Gaussians3D, Gaussians4D, Slice3D, covariances_3d, slice_at
+from jaxmm.gaussians.params import (
+    Gaussians3D,
+    Gaussians4D,
+    Slice3D,
+    covariances_3d,
+    sanitize,
+    slice_at,
+)
 from jaxmm.gaussians.projection import project
 from kernels_pallas.splat import api as raster_api
 
@@ -65,6 +72,7 @@ def _render_slice(
     g: Slice3D,
     camera: Camera,
     background: jax.Array,
+    nonfinite: jax.Array,
     *,
     capacity: int,
     max_per_tile: int | None,
@@ -74,6 +82,8 @@ def _render_slice(
     impl: str,
 ) -> RenderOutput:
     width, height = camera.width, camera.height
+    g, finite = sanitize(g)
+    nonfinite = (nonfinite + jnp.sum(~finite)).astype(jnp.int32)
     proj = project(g, camera, near=near)
     binned = bin_gaussians(
         proj.means2d,
@@ -122,7 +132,7 @@ def _render_slice(
         overflow=binned.overflow,
         tile_overflow=tile_overflow.astype(jnp.int32),
         visible=jnp.sum(proj.valid).astype(jnp.int32),
-        nonfinite=jnp.sum(~finite).astype(jnp.int32),
+        nonfinite=nonfinite,
     )
     return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, stats=stats)
 
@@ -138,8 +148,11 @@ def render_slice(
     tile_size: int = 16,
     chunk: int = 32,
     impl: str = "auto",
+    nonfinite: jax.Array | int = 0,
 ) -> RenderOutput:
-    """Renders 3D Gaussians given as (means, covariances, opacities, SH DC)."""
+    """Renders 3D Gaussians given as (means, covariances, opacities, SH DC).
+
+    `nonfinite` adds a count of Gaussians already dropped upstream to `stats.nonfinite`."""
     _check_camera(camera)
     n = g.means.shape[0]
     if g.covs.shape != (n, 3, 3):
@@ -156,6 +169,7 @@ def render_slice(
         g,
         camera,
         _background(background),
+        jnp.asarray(nonfinite, jnp.int32),
         capacity=capacity,
         max_per_tile=max_per_tile,
         near=float(near),
@@ -170,7 +184,8 @@ def render(g: Gaussians3D, camera: Camera, **kwargs) -> RenderOutput:
     if not isinstance(g, Gaussians3D):
         raise TypeError(f"render expects Gaussians3D, got {type(g).__name__} (4D: render_4d)")
     g.validate()
-    return render_slice(covariances_3d(g), camera, **kwargs)
+    g, finite = sanitize(g)
+    return render_slice(covariances_3d(g), camera, nonfinite=jnp.sum(~finite), **kwargs)
 
 
 def render_4d(g: Gaussians4D, camera: Camera, t, **kwargs) -> RenderOutput:
@@ -180,7 +195,8 @@ def render_4d(g: Gaussians4D, camera: Camera, t, **kwargs) -> RenderOutput:
     g.validate()
     if jnp.ndim(t) != 0:
         raise ValueError(f"render_4d: t must be a scalar, got shape {jnp.shape(t)}")
-    return render_slice(slice_at(g, t), camera, **kwargs)
+    g, finite = sanitize(g)
+    return render_slice(slice_at(g, t), camera, nonfinite=jnp.sum(~finite), **kwargs)
 
 
 def render_batch(
@@ -213,8 +229,10 @@ def render_batch(
         times = jnp.zeros((num_views,), jnp.float32)
     g.validate()
 
+    g, finite = sanitize(g)
+
     def one_view(camera, t):
-        return render_slice(_to_slice(g, t), camera, **kwargs)
+        return render_slice(_to_slice(g, t), camera, nonfinite=jnp.sum(~finite), **kwargs)
 
     if checkpoint:
         one_view = jax.checkpoint(one_view)
