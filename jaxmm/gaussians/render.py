@@ -160,8 +160,8 @@ def render_slice(
     capacity = default_capacity(n) if capacity is None else int(capacity)
     if capacity <= 0:
         raise ValueError(f"capacity must be > 0, got {capacity}")
-    if max_per_tile is not None:
-        max_per_tile = min(int(max_per_tile), capacity)
+    if max_per_tile is not None:  # a tile lists each Gaussian at most once
+        max_per_tile = max(1, min(int(max_per_tile), capacity, n))
     if tile_size != 16 and impl != "reference":
         raise ValueError(f"the Pallas rasteriser is built for 16x16 tiles, got {tile_size}")
     raster_api.resolve_impl(impl)  # validates the name
