@@ -21,8 +21,9 @@ def _scene(seed=0, n=80):
     g = random_scene(seed, n, opacity=(0.3, 0.97), scale=(0.1, 0.4))
     cam = G.Camera.look_at((0.2, -3.2, 0.8), fov_x_deg=50.0, width=W, height=H)
     proj = G.project(G.covariances_3d(g), cam)
-    binned = G.bin_gaussians(proj.means2d, proj.radii, proj.depths, proj.valid, width=W,
-                             height=H, capacity=1024)
+    binned = G.bin_gaussians(
+        proj.means2d, proj.radii, proj.depths, proj.valid, width=W, height=H, capacity=1024
+    )
     assert int(binned.overflow) == 0
     args = (proj.means2d, proj.conics, proj.colors, proj.opacities, proj.depths)
     return args, (binned.gauss_ids, binned.tile_ranges), int(binned.max_per_tile)
@@ -46,8 +47,11 @@ def test_values_match_reference():
 def test_gradients_of_all_inputs_match_reference():
     args, binned, _ = _scene()
     k = jax.random.split(jax.random.PRNGKey(1), 3)
-    ct = (jax.random.normal(k[0], (H, W, 3)), jax.random.normal(k[1], (H, W)),
-          jax.random.normal(k[2], (H, W)))
+    ct = (
+        jax.random.normal(k[0], (H, W, 3)),
+        jax.random.normal(k[1], (H, W)),
+        jax.random.normal(k[2], (H, W)),
+    )
 
     def grads(fn):
         f = lambda *a: _run(fn, a, binned, chunk=8)
@@ -76,16 +80,25 @@ def test_check_grads_tiny_scene(impl):
     depths = jnp.array([1.0, 2.0, 3.0])
     gauss_ids = jnp.array([0, 1, 2, 3], jnp.int32)  # 3 = empty slot
     tile_ranges = jnp.array([[0, 3]], jnp.int32)
-    fn = functools.partial(pallas_gpu.rasterize, interpret=True) if impl == "pallas" else (
-        reference.rasterize)
+    fn = (
+        functools.partial(pallas_gpu.rasterize, interpret=True)
+        if impl == "pallas"
+        else (reference.rasterize)
+    )
     weights = jax.random.normal(jax.random.PRNGKey(0), (16, 16, 5))
 
     def loss(m, c, col, o, d):
-        rgb, dep, trans = fn(m, c, col, o, d, gauss_ids, tile_ranges, width=16, height=16,
-                             chunk=2)
+        rgb, dep, trans = fn(m, c, col, o, d, gauss_ids, tile_ranges, width=16, height=16, chunk=2)
         out = jnp.concatenate([rgb, dep[..., None], trans[..., None]], -1)
         return jnp.sum(out * weights)
 
     # fp32 central differences with eps=1e-3 on O(1) outputs: ~1e-3 relative noise.
-    check_grads(loss, (means2d, conics, colors, opac, depths), order=1, modes=["rev"],
-                eps=1e-3, atol=2e-2, rtol=2e-2)
+    check_grads(
+        loss,
+        (means2d, conics, colors, opac, depths),
+        order=1,
+        modes=["rev"],
+        eps=1e-3,
+        atol=2e-2,
+        rtol=2e-2,
+    )
