@@ -15,7 +15,7 @@ from tests.gaussians.scenes import random_scene
 W, H = 40, 32  # 3x2 tiles, the last column ragged
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scene(seed=0, n=80):
     """Projected + binned inputs of the rasteriser for a random scene with saturated pixels."""
     g = random_scene(seed, n, opacity=(0.3, 0.97), scale=(0.1, 0.4))
