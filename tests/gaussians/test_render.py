@@ -103,6 +103,7 @@ def test_bad_inputs_raise_before_device_work():
         G.render_4d(g, cam, 0.0)
 
 
+@pytest.mark.slow  # ~60 s on a loaded 2-core CPU (three jit compiles incl. a vmapped grad)
 def test_render_batch_4d_matches_per_view_and_is_differentiable():
     k = jax.random.split(jax.random.PRNGKey(6), 6)
     n = 20
