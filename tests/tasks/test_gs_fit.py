@@ -58,7 +58,7 @@ def test_trainer_runs_gs_fit_and_writes_renders_and_ply(tmp_path):
 
     c = _config(num_steps=20, eval_every_steps=20, log_every_steps=10, batch_size=8)  # 8 devices
     result = trainer_lib.train(c, str(tmp_path))
-    assert np.isfinite(result.eval_metrics["psnr_test"])
+    assert np.isfinite(result.eval_metrics["eval/psnr_test"])
     assert len(glob.glob(str(tmp_path / "renders" / "step_000020" / "test_*.png"))) == 8
     g = G.load_ply(os.path.join(tmp_path, "gaussians.ply"))
     assert g.means.shape == (c.model.num_gaussians, 3)
