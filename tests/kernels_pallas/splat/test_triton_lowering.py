@@ -47,3 +47,13 @@ def test_forward_and_backward_lower_to_triton_for_cuda():
     text = exported.mlir_module()
     assert 'name = "splat_rasterize_fwd"' in text
     assert 'name = "splat_rasterize_bwd"' in text
+
+    # The render_batch path: the same kernels vmapped over 2 views (batched grid).
+    batched = jax.vmap(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+    exported = export.export(
+        jax.jit(batched),
+        platforms=["cuda"],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(*(jnp.stack([a, a]) for a in args))
+    text = exported.mlir_module()
+    assert 'name = "splat_rasterize_fwd"' in text and 'name = "splat_rasterize_bwd"' in text
