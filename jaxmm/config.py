@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.profile_steps = ()  # (first_step, num_steps): trace that window into workdir/profile
     c.max_consecutive_nonfinite = 5
     c.progress_bar = True
+    c.init_from = ""  # workdir or checkpoint dir whose params initialise this run (curricula)
 
     c.model = ml_collections.ConfigDict()
     c.data = ml_collections.ConfigDict()
@@ -165,43 +166,72 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         if not cond:
             raise ValueError(f"config.{field}: {msg}")
 
-    need(isinstance(config.task, str) and config.task != "", "task", "must name a jaxmm.tasks module")
-    need(isinstance(config.num_steps, int) and config.num_steps > 0, "num_steps", "must be an int > 0")
+    need(
+        isinstance(config.task, str) and config.task != "", "task", "must name a jaxmm.tasks module"
+    )
+    need(
+        isinstance(config.num_steps, int) and config.num_steps > 0,
+        "num_steps",
+        "must be an int > 0",
+    )
     need(isinstance(config.batch_size, int) and config.batch_size > 0, "batch_size", "must be > 0")
     accum = config.grad_accum_steps
     need(isinstance(accum, int) and accum >= 1, "grad_accum_steps", "must be an int >= 1")
-    need(config.batch_size % accum == 0, "batch_size",
-         f"{config.batch_size} is not divisible by grad_accum_steps={accum}")
+    need(
+        config.batch_size % accum == 0,
+        "batch_size",
+        f"{config.batch_size} is not divisible by grad_accum_steps={accum}",
+    )
     opt = config.optimizer
     need(opt.name in ("adamw", "sgd", "lion"), "optimizer.name", f"unknown optimizer {opt.name!r}")
     need(opt.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
-    need(opt.schedule in ("cosine", "linear", "constant"), "optimizer.schedule",
-         f"unknown schedule {opt.schedule!r}")
-    need(0 <= opt.warmup_steps <= config.num_steps, "optimizer.warmup_steps",
-         f"must be in [0, num_steps={config.num_steps}]")
+    need(
+        opt.schedule in ("cosine", "linear", "constant"),
+        "optimizer.schedule",
+        f"unknown schedule {opt.schedule!r}",
+    )
+    need(
+        0 <= opt.warmup_steps <= config.num_steps,
+        "optimizer.warmup_steps",
+        f"must be in [0, num_steps={config.num_steps}]",
+    )
     need(opt.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0")
     for field in ("param_dtype", "compute_dtype"):
-        need(config.precision[field] in ("float32", "bfloat16", "float16"), f"precision.{field}",
-             f"{config.precision[field]!r} is not float32/bfloat16/float16")
+        need(
+            config.precision[field] in ("float32", "bfloat16", "float16"),
+            f"precision.{field}",
+            f"{config.precision[field]!r} is not float32/bfloat16/float16",
+        )
     need(config.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     need(config.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
     prof = tuple(config.profile_steps)
-    need(len(prof) in (0, 2) and all(isinstance(p, int) and p >= 0 for p in prof), "profile_steps",
-         "must be () or (first_step, num_steps)")
+    need(
+        len(prof) in (0, 2) and all(isinstance(p, int) and p >= 0 for p in prof),
+        "profile_steps",
+        "must be () or (first_step, num_steps)",
+    )
     rule_names = [r[0] for r in config.logical_axis_rules]
     for name, axes in config.logical_axis_rules:
         for ax in (axes,) if isinstance(axes, str) else (axes or ()):
-            need(ax in MESH_AXES, "logical_axis_rules", f"rule {name!r} -> unknown mesh axis {ax!r}")
+            need(
+                ax in MESH_AXES, "logical_axis_rules", f"rule {name!r} -> unknown mesh axis {ax!r}"
+            )
     need(len(set(rule_names)) == len(rule_names), "logical_axis_rules", "duplicate logical names")
     sizes = [config.mesh[a] for a in MESH_AXES]
-    need(all(isinstance(s, int) and (s == -1 or s >= 1) for s in sizes), "mesh",
-         f"axis sizes must be >= 1 or -1, got {dict(zip(MESH_AXES, sizes, strict=True))}")
+    need(
+        all(isinstance(s, int) and (s == -1 or s >= 1) for s in sizes),
+        "mesh",
+        f"axis sizes must be >= 1 or -1, got {dict(zip(MESH_AXES, sizes, strict=True))}",
+    )
     need(sizes.count(-1) <= 1, "mesh", "at most one axis may be -1")
     if num_devices is not None:
         from jaxmm.sharding import resolve_mesh_shape
 
         shape = resolve_mesh_shape(config.mesh, num_devices)  # raises with the field name
         data_par = shape["data"] * shape["fsdp"]
-        need(config.batch_size // accum % data_par == 0, "batch_size",
-             f"micro-batch {config.batch_size // accum} is not divisible by the data-parallel "
-             f"size data*fsdp={data_par}")
+        need(
+            config.batch_size // accum % data_par == 0,
+            "batch_size",
+            f"micro-batch {config.batch_size // accum} is not divisible by the data-parallel "
+            f"size data*fsdp={data_par}",
+        )

@@ -83,5 +83,7 @@ def build_task(config: ml_collections.ConfigDict) -> Task:
         import jaxmm.tasks
 
         known = sorted(m.name for m in pkgutil.iter_modules(jaxmm.tasks.__path__))
-        raise ValueError(f"config.task={name!r} names no module in jaxmm/tasks/; known: {known}")
+        raise ValueError(
+            f"config.task={name!r} names no module in jaxmm/tasks/; known: {known}"
+        ) from None
     return module.build(config)

@@ -1,0 +1,45 @@
+"""Grain pipelines: MapDataset -> shard by process -> shuffle -> repeat -> batch -> iterator.
+
+Everything is a deterministic function of (seed, index), so the iterator state that the
+trainer stores in each checkpoint resumes the exact same stream of batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+import numpy as np
+
+from jaxmm.train.task import DataShard
+
+
+def batched(
+    source: grain.MapDataset | Any,
+    shard: DataShard,
+    *,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+    num_epochs: int | None = None,
+) -> grain.IterDataset:
+    """Standard training pipeline over a MapDataset (or any random-access source).
+
+    Each process reads a disjoint slice (`index::count`), shuffles it with a seed that
+    changes every epoch, repeats (forever by default) and batches `per_process_batch` records.
+    """
+    ds = source if isinstance(source, grain.MapDataset) else grain.MapDataset.source(source)
+    if len(ds) < shard.count:
+        raise ValueError(f"dataset has {len(ds)} records, fewer than {shard.count} processes")
+    ds = ds[shard.index :: shard.count]
+    if shuffle:
+        ds = ds.shuffle(seed=shard.seed)
+    ds = ds.repeat(num_epochs)
+    ds = ds.batch(shard.per_process_batch, drop_remainder=drop_remainder, batch_fn=stack)
+    return ds.to_iter_dataset()
+
+
+def stack(records: list[Any]) -> Any:
+    """Stacks a list of dict-of-array records into one dict of arrays (leading dim = batch)."""
+    import jax
+
+    return jax.tree.map(lambda *xs: np.stack(xs), *records)

@@ -1,0 +1,60 @@
+"""Optimizer and learning-rate schedule from `config.optimizer` (optax)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+
+def make_schedule(opt_cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+    """Linear warmup, then cosine / linear decay to `end_lr_ratio * lr`, or constant."""
+    lr = float(opt_cfg.learning_rate)
+    warmup = int(opt_cfg.warmup_steps)
+    end = lr * float(opt_cfg.end_lr_ratio)
+    decay_steps = max(num_steps - warmup, 1)
+    if opt_cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=opt_cfg.end_lr_ratio)
+    elif opt_cfg.schedule == "linear":
+        main = optax.linear_schedule(lr, end, decay_steps)
+    else:
+        main = optax.constant_schedule(lr)
+    if warmup == 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def decay_mask(params: Any, min_ndim: int) -> Any:
+    """Weight decay only on matrices and larger (not on biases, norms, scalars)."""
+    return jax.tree.map(lambda p: p.ndim >= min_ndim, params)
+
+
+def make_optimizer(
+    opt_cfg: ml_collections.ConfigDict, num_steps: int, trainable: Any | None = None
+) -> optax.GradientTransformation:
+    """Clip -> optimizer with schedule; frozen leaves (trainable=False) get zero updates."""
+    schedule = make_schedule(opt_cfg, num_steps)
+    mask_fn = lambda p: decay_mask(p, opt_cfg.weight_decay_min_ndim)
+    if opt_cfg.name == "adamw":
+        opt = optax.adamw(
+            schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay, mask=mask_fn
+        )
+    elif opt_cfg.name == "lion":
+        opt = optax.lion(
+            schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay, mask=mask_fn
+        )
+    elif opt_cfg.name == "sgd":
+        opt = optax.chain(
+            optax.add_decayed_weights(opt_cfg.weight_decay, mask_fn),
+            optax.sgd(schedule, momentum=opt_cfg.b1 or None),
+        )
+    else:
+        raise ValueError(f"config.optimizer.name: unknown optimizer {opt_cfg.name!r}")
+    if opt_cfg.clip_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), opt)
+    if trainable is not None:
+        labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
+        opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()}, labels)
+    return opt

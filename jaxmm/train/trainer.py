@@ -1,0 +1,420 @@
+"""The one training loop every jaxmm experiment runs.
+
+The trainer imports no model. A Task (jaxmm/train/task.py) supplies init, loss, data and
+evaluators; the trainer owns the mesh, sharded init, the jitted step (explicit in/out
+shardings, donated state), gradient accumulation, the NaN/inf guard, orbax checkpoints with
+the grain iterator state (so a killed run resumes bit-for-bit), metrics, progress, the
+profiling window and periodic evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxmm import config as config_lib
+from jaxmm import sharding
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import optim
+from jaxmm.train import state as state_lib
+from jaxmm.train.metrics import MetricWriter
+from jaxmm.train.task import DataShard, Task, build_task
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised after `max_consecutive_nonfinite` skipped steps in a row."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: state_lib.TrainState
+    train_metrics: dict[str, float]  # averaged over the last logging window
+    eval_metrics: dict[str, float]
+    resumed_from: int | None
+    stopped_early: bool  # True when a SIGTERM made the run save and stop
+
+
+def check_workdir(workdir: str) -> None:
+    """Fails before any device work when the workdir cannot be created or written."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"workdir {workdir!r} cannot be created: {e.strerror}") from e
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"workdir {workdir!r} is not writable: {e.strerror}") from e
+
+
+class _StopFlag:
+    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Trainer:
+    """Builds everything from a config; `run()` trains. Split out so tests can inspect it."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        devices: Sequence[jax.Device] | None = None,
+        task: Task | None = None,
+    ):
+        devices = list(devices) if devices is not None else jax.devices()
+        config_lib.validate(config, num_devices=len(devices))
+        check_workdir(workdir)
+        self.config = config
+        self.workdir = workdir
+        self.task = task or build_task(config)
+        self.mesh = sharding.make_mesh(config.mesh, devices)
+        self.rules = tuple(config.logical_axis_rules)
+        self._repl = NamedSharding(self.mesh, PartitionSpec())
+        with self._context():
+            self._build_state_fns()
+
+    @contextlib.contextmanager
+    def _context(self):
+        with self.mesh, nn.logical_axis_rules(self.rules):
+            yield
+
+    # ---- sharded init -------------------------------------------------------------------
+    def _build_state_fns(self) -> None:
+        cfg = self.config
+        init_rng = jax.random.key(cfg.seed)
+        boxed = jax.eval_shape(self.task.init, init_rng)
+        self.param_shardings = sharding.params_shardings(boxed, self.mesh, self.rules)
+        abstract_params = sharding.unbox(boxed)
+        self.trainable = self.task.trainable_mask(abstract_params)
+        self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)
+        self.tx = optim.make_optimizer(cfg.optimizer, cfg.num_steps, self.trainable)
+        param_dtype = DTYPES[cfg.precision.param_dtype]
+
+        def init_state(rng):
+            params_rng, state_rng = jax.random.split(rng)
+            params = sharding.unbox(self.task.init(params_rng))
+            params = jax.tree.map(
+                lambda p: p.astype(param_dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                params,
+            )
+            return state_lib.create(params, self.tx.init(params), jax.random.key_data(state_rng))
+
+        abstract_state = jax.eval_shape(init_state, init_rng)
+        opt_shardings = optax.tree_map_params(
+            self.tx,
+            lambda _, s: s,
+            abstract_state.opt_state,
+            self.param_shardings,
+            transform_non_params=lambda _: self._repl,
+        )
+        self.state_shardings = state_lib.TrainState(
+            step=self._repl,
+            params=self.param_shardings,
+            opt_state=opt_shardings,
+            rng=self._repl,
+            nonfinite_consecutive=self._repl,
+            nonfinite_total=self._repl,
+        )
+        self._init_fn = jax.jit(init_state, out_shardings=self.state_shardings)
+        self._init_rng = init_rng
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract_state,
+            self.state_shardings,
+        )
+
+    def init_state(self) -> state_lib.TrainState:
+        with self._context():
+            return self._init_fn(self._init_rng)
+
+    # ---- the step ---------------------------------------------------------------------------
+    def _loss_and_grads(self, params, batch, rng):
+        accum = self.config.grad_accum_steps
+        grad_fn = jax.value_and_grad(self.task.loss, has_aux=True)
+        if accum == 1:
+            (loss, metrics), grads = grad_fn(params, batch, rng)
+            return loss, metrics, grads
+
+        def split(x):  # [B, ...] -> [accum, B/accum, ...], micro-batch i = rows i::accum
+            x = x.reshape((x.shape[0] // accum, accum) + x.shape[1:])
+            return jnp.swapaxes(x, 0, 1)
+
+        micro = jax.tree.map(split, batch)
+
+        def body(carry, xs):
+            mb, i = xs
+            (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, i))
+            acc = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
+            return acc, None
+
+        zeros = jax.tree.map(
+            jnp.zeros_like,
+            jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng)),
+        )
+        (loss, metrics), grads = zeros
+        (loss, metrics, grads), _ = jax.lax.scan(
+            body, (loss, metrics, grads), (micro, jnp.arange(accum))
+        )
+        scale = 1.0 / accum
+        return (
+            loss * scale,
+            jax.tree.map(lambda m: m * scale, metrics),
+            jax.tree.map(lambda g: g * scale, grads),
+        )
+
+    def _train_step(self, state: state_lib.TrainState, batch):
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        loss, metrics, grads = self._loss_and_grads(state.params, batch, rng)
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        )
+        updates, new_opt = self.tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        consecutive = jnp.where(finite, 0, state.nonfinite_consecutive + 1)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(new_params, state.params),
+            opt_state=keep(new_opt, state.opt_state),
+            nonfinite_consecutive=consecutive,
+            nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+        )
+        metrics = dict(metrics)
+        metrics.update(
+            loss=loss,
+            grad_norm=optax.global_norm(grads),
+            learning_rate=self.schedule(state.step),
+            nonfinite_consecutive=consecutive,
+            nonfinite_total=new_state.nonfinite_total,
+        )
+        return new_state, metrics
+
+    def compile_step(self, example_batch) -> Any:
+        """jit of the train step with explicit shardings; returns (jitted, batch_shardings)."""
+        axes = self.task.batch_logical_axes(example_batch)
+        batch_shardings = jax.tree.map(
+            lambda a: sharding.logical_sharding(self.mesh, a, self.rules),
+            axes,
+            is_leaf=lambda x: isinstance(x, tuple),
+        )
+        step = jax.jit(
+            self._train_step,
+            in_shardings=(self.state_shardings, batch_shardings),
+            out_shardings=(self.state_shardings, self._repl),
+            donate_argnums=0,
+        )
+        return step, axes
+
+    # ---- data ---------------------------------------------------------------------------------
+    def data_iterator(self):
+        cfg = self.config
+        per_process = cfg.batch_size // jax.process_count()
+        shard = DataShard(
+            index=jax.process_index(),
+            count=jax.process_count(),
+            per_process_batch=per_process,
+            seed=cfg.seed,
+        )
+        return iter(self.task.train_dataset(shard))
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.config
+        ckpt = ckpt_lib.Checkpointer(
+            os.path.join(self.workdir, "checkpoints"),
+            keep=cfg.checkpoint.keep,
+            async_save=cfg.checkpoint.async_save,
+            every_steps=cfg.checkpoint.every_steps,
+        )
+        writer = MetricWriter(self.workdir)
+        if jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                f.write(cfg.to_json_best_effort(indent=2))
+        data_iter = self.data_iterator()
+        with self._context():
+            restored = ckpt.restore_latest(self.abstract_state)
+            resumed_from = None
+            if restored is not None:
+                resumed_from, state, data_state = restored
+                data_iter.set_state(data_state)
+                log.info("resumed from step %d in %s", resumed_from, self.workdir)
+            else:
+                state = self.init_state()
+                if cfg.init_from:
+                    src_step, params = ckpt_lib.load_params(
+                        cfg.init_from, self.abstract_state.params
+                    )
+                    state = state.replace(params=params)
+                    log.info("initialised params from %s (step %d)", cfg.init_from, src_step)
+            try:
+                result = self._loop(state, data_iter, ckpt, writer)
+            finally:
+                ckpt.close()
+                writer.close()
+        result.resumed_from = resumed_from
+        return result
+
+    def _loop(self, state, data_iter, ckpt, writer) -> TrainResult:
+        cfg = self.config
+        start = int(jax.device_get(state.step))
+        step_fn = batch_axes = None
+        window: list[dict] = []
+        train_metrics: dict[str, float] = {}
+        eval_metrics: dict[str, float] = {}
+        prev_metrics = None
+        profile = tuple(cfg.profile_steps)
+        profiling = False
+        bar = _progress(cfg, start)
+        t_window = time.perf_counter()
+        stopped = False
+        with _StopFlag() as stop:
+            for step in range(start, cfg.num_steps):
+                batch = next(data_iter)
+                if step_fn is None:
+                    step_fn, batch_axes = self.compile_step(batch)
+                if profile and step == profile[0] and not profiling:
+                    jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+                    profiling = True
+                global_batch = sharding.shard_batch(batch, self.mesh, batch_axes, self.rules)
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, metrics = step_fn(state, global_batch)
+                done = step + 1
+                if profiling and done >= profile[0] + profile[1]:
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                    profiling = False
+                    log.info("profile trace written to %s", os.path.join(self.workdir, "profile"))
+                if prev_metrics is not None:  # one-step lag keeps the device busy
+                    self._check_finite(prev_metrics, done - 1)
+                prev_metrics = metrics
+                window.append(metrics)
+                if done % cfg.log_every_steps == 0 or done == cfg.num_steps:
+                    train_metrics = self._log_window(writer, window, done, t_window)
+                    window, t_window = [], time.perf_counter()
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{train_metrics['loss']:.4g}", refresh=False)
+                if ckpt.should_save(done):
+                    ckpt.save(done, state, data_iter.get_state())
+                if (
+                    cfg.eval_every_steps
+                    and done % cfg.eval_every_steps == 0
+                    and done < cfg.num_steps
+                ):
+                    eval_metrics = writer.write(
+                        done, self.task.evaluate(state.params, done, self.workdir), "eval/"
+                    )
+                if bar is not None:
+                    bar.update(1)
+                if stop.raised:
+                    ckpt.save(done, state, data_iter.get_state())
+                    stopped = True
+                    break
+            if profiling:
+                jax.profiler.stop_trace()
+            if prev_metrics is not None:
+                self._check_finite(prev_metrics, int(jax.device_get(state.step)))
+        final = int(jax.device_get(state.step))
+        if not stopped:
+            ckpt.save(final, state, data_iter.get_state())
+            eval_metrics = writer.write(
+                final, self.task.evaluate(state.params, final, self.workdir), "eval/"
+            )
+        ckpt.wait()
+        if bar is not None:
+            bar.close()
+        return TrainResult(
+            state=state,
+            train_metrics=train_metrics,
+            eval_metrics=eval_metrics,
+            resumed_from=None,
+            stopped_early=stopped,
+        )
+
+    def _check_finite(self, metrics, step: int) -> None:
+        k = int(metrics["nonfinite_consecutive"])
+        if k >= self.config.max_consecutive_nonfinite:
+            raise NonFiniteError(
+                f"{k} consecutive steps ending at step {step} had a non-finite loss or gradient "
+                f"(each was skipped; limit config.max_consecutive_nonfinite="
+                f"{self.config.max_consecutive_nonfinite}). Lower the learning rate or check the "
+                f"data; the last checkpoint in {self.workdir}/checkpoints is intact."
+            )
+
+    def _log_window(self, writer, window, step, t0) -> dict[str, float]:
+        window = jax.device_get(window)
+        keys = window[-1].keys()
+        avg = {k: float(np.mean([m[k] for m in window])) for k in keys}
+        for k in ("nonfinite_total", "nonfinite_consecutive", "learning_rate"):
+            avg[k] = float(window[-1][k])
+        dt = time.perf_counter() - t0
+        avg["steps_per_sec"] = len(window) / max(dt, 1e-9)
+        writer.write(step, avg, "train/")
+        return avg
+
+
+def _progress(cfg, start: int):
+    if not cfg.progress_bar or jax.process_index() != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+
+def train(
+    config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
+) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+    return Trainer(config, workdir, devices=devices).run()
+
+
+def describe(result: TrainResult) -> str:
+    return json.dumps(
+        {
+            "train": result.train_metrics,
+            "eval": result.eval_metrics,
+            "resumed_from": result.resumed_from,
+        },
+        indent=2,
+        sort_keys=True,
+    )
