@@ -90,7 +90,7 @@ class Mlp(nn.Module):
             kernel_init=_init(INIT_STD, ("embed", "mlp")),
             name="fc1",
         )(x)
-        h = nn.with_logical_constraint(nn.gelu(h), ("batch", "seq", "mlp"))
+        h = nn.with_logical_constraint(nn.gelu(h, approximate=False), ("batch", "seq", "mlp"))
         return nn.Dense(
             width,
             use_bias=False,
@@ -102,7 +102,7 @@ class Mlp(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """x + Attn(LN(x)); x + MLP(LN(x))."""
+    """x + Attn(LN(x)); x + MLP(LN(x)); exact (erf) GeLU, as torch's default."""
 
     num_heads: int
     num_layers: int  # of the whole stack: sets the residual-projection init scale
