@@ -134,8 +134,14 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value) -> None:
         value = float(value)
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
-    with node.unlocked():
-        node[parts[-1]] = value
+    try:
+        with node.unlocked():
+            node[parts[-1]] = value
+    except TypeError as e:
+        raise TypeError(
+            f"config.{dotted}: cannot set {value!r} ({type(value).__name__}) on a field of type "
+            f"{type(current).__name__}"
+        ) from e
 
 
 def unknown_key_message(config: ml_collections.ConfigDict, dotted: str) -> str:

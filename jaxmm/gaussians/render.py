@@ -1,0 +1,252 @@
+"""Render API: slice (4D) -> project -> bin -> rasterise -> background / depth / stats.
+
+Everything except the rasteriser is plain jnp and differentiates by autodiff; the rasteriser
+(`kernels_pallas.splat`) is a custom-VJP Pallas kernel on GPU and a pure-jnp twin elsewhere.
+Shapes are static: the intersection buffer has `capacity` slots and the count of dropped
+intersections is returned in `stats.overflow` (never silent). Bad input raises before any
+device work; non-finite Gaussians are dropped (counted in `stats.nonfinite`), and a camera
+that sees nothing returns the background.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxmm.gaussians.binning import bin_gaussians, tile_grid
+from jaxmm.gaussians.camera import Camera
+from jaxmm.gaussians.params import (
+    Gaussians3D,
+    Gaussians4D,
+    Slice3D,
+    covariances_3d,
+    sanitize,
+    slice_at,
+)
+from jaxmm.gaussians.projection import project
+from kernels_pallas.splat import api as raster_api
+
+
+@flax.struct.dataclass
+class RenderStats:
+    intersections: jax.Array  # [] int32 requested (Gaussian, tile) pairs
+    overflow: jax.Array  # [] int32 dropped for lack of `capacity`
+    tile_overflow: jax.Array  # [] int32 dropped by the reference's `max_per_tile` cap
+    visible: jax.Array  # [] int32 Gaussians that reached the rasteriser
+    nonfinite: jax.Array  # [] int32 Gaussians with NaN/inf parameters (dropped)
+
+
+@flax.struct.dataclass
+class RenderOutput:
+    rgb: jax.Array  # [H, W, 3]
+    alpha: jax.Array  # [H, W] 1 - final transmittance
+    depth: jax.Array  # [H, W] expected depth Σ wᵢ dᵢ / Σ wᵢ (0 where alpha < 1e-4)
+    stats: RenderStats
+
+
+def default_capacity(num_gaussians: int) -> int:
+    """Static intersection buffer size: 8 tiles per Gaussian on average (min 1024)."""
+    return max(1024, 8 * num_gaussians)
+
+
+def _check_camera(camera) -> None:
+    if not isinstance(camera, Camera):
+        raise TypeError(f"camera must be a jaxmm.gaussians.Camera, got {type(camera).__name__}")
+
+
+def _background(background) -> jax.Array:
+    bg = jnp.asarray(background, jnp.float32)
+    if bg.shape != (3,):
+        raise ValueError(f"background must have shape (3,), got {bg.shape}")
+    return bg
+
+
+@functools.partial(
+    jax.jit, static_argnames=("capacity", "max_per_tile", "near", "tile_size", "chunk", "impl")
+)
+def _render_slice(
+    g: Slice3D,
+    camera: Camera,
+    background: jax.Array,
+    nonfinite: jax.Array,
+    *,
+    capacity: int,
+    max_per_tile: int | None,
+    near: float,
+    tile_size: int,
+    chunk: int,
+    impl: str,
+) -> RenderOutput:
+    width, height = camera.width, camera.height
+    g, finite = sanitize(g)
+    nonfinite = (nonfinite + jnp.sum(~finite)).astype(jnp.int32)
+    proj = project(g, camera, near=near)
+    binned = bin_gaussians(
+        proj.means2d,
+        proj.radii,
+        proj.depths,
+        proj.valid,
+        width=width,
+        height=height,
+        capacity=capacity,
+        tile_size=tile_size,
+    )
+    rgb_acc, depth_acc, trans = raster_api.rasterize(
+        proj.means2d,
+        proj.conics,
+        proj.colors,
+        proj.opacities,
+        proj.depths,
+        binned.gauss_ids,
+        binned.tile_ranges,
+        width=width,
+        height=height,
+        tile_size=tile_size,
+        chunk=chunk,
+        max_per_tile=max_per_tile,
+        impl=impl,
+    )
+    alpha = 1.0 - trans
+    rgb = rgb_acc + trans[..., None] * background
+    has_alpha = alpha > 1e-4
+    depth = jnp.where(has_alpha, depth_acc / jnp.where(has_alpha, alpha, 1.0), 0.0)
+
+    impl_name, _ = raster_api.resolve_impl(impl)
+    if impl_name == "reference" and max_per_tile is not None:
+        counts = binned.tile_ranges[:, 1] - binned.tile_ranges[:, 0]
+        tile_overflow = jnp.sum(jnp.maximum(counts - max_per_tile, 0))
+    else:
+        tile_overflow = jnp.int32(0)
+    finite = (
+        jnp.all(jnp.isfinite(g.means), -1)
+        & jnp.all(jnp.isfinite(g.covs), (-1, -2))
+        & jnp.isfinite(g.opacities)
+        & jnp.all(jnp.isfinite(g.sh_dc), -1)
+    )
+    stats = RenderStats(
+        intersections=binned.num_intersections,
+        overflow=binned.overflow,
+        tile_overflow=tile_overflow.astype(jnp.int32),
+        visible=jnp.sum(proj.valid).astype(jnp.int32),
+        nonfinite=nonfinite,
+    )
+    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, stats=stats)
+
+
+def render_slice(
+    g: Slice3D,
+    camera: Camera,
+    *,
+    background: Sequence[float] | jax.Array = (1.0, 1.0, 1.0),
+    capacity: int | None = None,
+    max_per_tile: int | None = 4096,
+    near: float = 0.01,
+    tile_size: int = 16,
+    chunk: int = 32,
+    impl: str = "auto",
+    nonfinite: jax.Array | int = 0,
+) -> RenderOutput:
+    """Renders 3D Gaussians given as (means, covariances, opacities, SH DC).
+
+    `nonfinite` adds a count of Gaussians already dropped upstream to `stats.nonfinite`."""
+    _check_camera(camera)
+    n = g.means.shape[0]
+    if g.covs.shape != (n, 3, 3):
+        raise ValueError(f"covariances must have shape ({n}, 3, 3), got {g.covs.shape}")
+    capacity = default_capacity(n) if capacity is None else int(capacity)
+    if capacity <= 0:
+        raise ValueError(f"capacity must be > 0, got {capacity}")
+    if max_per_tile is not None:  # a tile lists each Gaussian at most once
+        max_per_tile = max(1, min(int(max_per_tile), capacity, n))
+    if tile_size != 16 and impl != "reference":
+        raise ValueError(f"the Pallas rasteriser is built for 16x16 tiles, got {tile_size}")
+    raster_api.resolve_impl(impl)  # validates the name
+    return _render_slice(
+        g,
+        camera,
+        _background(background),
+        jnp.asarray(nonfinite, jnp.int32),
+        capacity=capacity,
+        max_per_tile=max_per_tile,
+        near=float(near),
+        tile_size=tile_size,
+        chunk=chunk,
+        impl=impl,
+    )
+
+
+def render(g: Gaussians3D, camera: Camera, **kwargs) -> RenderOutput:
+    """Renders 3D Gaussians. kwargs: background, capacity, max_per_tile, near, chunk, impl."""
+    if not isinstance(g, Gaussians3D):
+        raise TypeError(f"render expects Gaussians3D, got {type(g).__name__} (4D: render_4d)")
+    g.validate()
+    g, finite = sanitize(g)
+    return render_slice(covariances_3d(g), camera, nonfinite=jnp.sum(~finite), **kwargs)
+
+
+def render_4d(g: Gaussians4D, camera: Camera, t, **kwargs) -> RenderOutput:
+    """Slices 4D Gaussians at time t (opacity × p(t), conditional mean/cov), then renders."""
+    if not isinstance(g, Gaussians4D):
+        raise TypeError(f"render_4d expects Gaussians4D, got {type(g).__name__}")
+    g.validate()
+    if jnp.ndim(t) != 0:
+        raise ValueError(f"render_4d: t must be a scalar, got shape {jnp.shape(t)}")
+    g, finite = sanitize(g)
+    return render_slice(slice_at(g, t), camera, nonfinite=jnp.sum(~finite), **kwargs)
+
+
+def render_batch(
+    g: Gaussians3D | Gaussians4D,
+    cameras: Camera,
+    times: jax.Array | None = None,
+    *,
+    checkpoint: bool = True,
+    **kwargs,
+) -> RenderOutput:
+    """Renders V views of the same Gaussians: `cameras` stacked [V] (see `stack_cameras`),
+    `times` [V] for 4D Gaussians. Each view is `jax.checkpoint`ed so the backward recomputes
+    one view at a time instead of keeping every view's rasteriser residuals. Outputs gain a
+    leading V axis. Differentiable w.r.t. all Gaussian parameters."""
+    _check_camera(cameras)
+    if cameras.c2w.ndim != 3:
+        raise ValueError(f"render_batch: cameras.c2w must be [V, 4, 4], got {cameras.c2w.shape}")
+    num_views = cameras.c2w.shape[0]
+    is_4d = isinstance(g, Gaussians4D)
+    if is_4d:
+        if times is None or jnp.shape(times) != (num_views,):
+            raise ValueError(
+                f"render_batch: 4D Gaussians need times of shape ({num_views},), got "
+                f"{None if times is None else jnp.shape(times)}"
+            )
+        times = jnp.asarray(times, jnp.float32)
+    elif times is not None:
+        raise ValueError("render_batch: times given for 3D Gaussians")
+    else:
+        times = jnp.zeros((num_views,), jnp.float32)
+    g.validate()
+
+    g, finite = sanitize(g)
+
+    def one_view(camera, t):
+        return render_slice(_to_slice(g, t), camera, nonfinite=jnp.sum(~finite), **kwargs)
+
+    if checkpoint:
+        one_view = jax.checkpoint(one_view)
+    return jax.vmap(one_view)(cameras, times)
+
+
+def _to_slice(g, t) -> Slice3D:
+    return slice_at(g, t) if isinstance(g, Gaussians4D) else covariances_3d(g)
+
+
+def image_size(camera: Camera) -> tuple[int, int]:
+    return camera.height, camera.width
+
+
+def num_tiles(camera: Camera, tile_size: int = 16) -> int:
+    tx, ty = tile_grid(camera.width, camera.height, tile_size)
+    return tx * ty

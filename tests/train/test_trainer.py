@@ -1,0 +1,148 @@
+"""The shared trainer on the toy task: outputs, accumulation, NaN guard, profiling, resume."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmm import config as config_lib
+from jaxmm.tasks.toy import ToySource, ToyTask
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import trainer as trainer_lib
+from jaxmm.train.metrics import read_jsonl
+
+
+def toy_config(**overrides):
+    c = config_lib.load_config_file("configs/toy.py:runlocal")
+    with c.unlocked():
+        c.progress_bar = False
+        c.optimizer.warmup_steps = 0
+        c.checkpoint.async_save = False
+        for k, v in overrides.items():
+            config_lib.set_key(c, k, v)
+    return c
+
+
+def test_run_writes_metrics_tensorboard_checkpoints(tmp_path):
+    c = toy_config(
+        num_steps=20, log_every_steps=5, eval_every_steps=10, **{"checkpoint.every_steps": 10}
+    )
+    result = trainer_lib.train(c, str(tmp_path))
+    rows = read_jsonl(str(tmp_path / "metrics.jsonl"))
+    train_steps = [r["step"] for r in rows if "train/loss" in r]
+    assert train_steps == [5, 10, 15, 20]
+    assert [r["step"] for r in rows if "eval/mse" in r] == [10, 20]
+    first, last = rows[0]["train/loss"], [r for r in rows if "train/loss" in r][-1]["train/loss"]
+    assert last < first  # it learns
+    assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+    assert json.load(open(tmp_path / "config.json"))["task"] == "toy"
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
+    assert int(result.state.step) == 20 and result.resumed_from is None
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path):
+    one = trainer_lib.train(toy_config(num_steps=2), str(tmp_path / "a"))
+    two = trainer_lib.train(toy_config(num_steps=2, grad_accum_steps=4), str(tmp_path / "b"))
+    for a, b in zip(
+        jax.tree.leaves(one.state.params), jax.tree.leaves(two.state.params), strict=True
+    ):
+        # Mean of 4 equal-size micro-batch means == full-batch mean; fp32 summation order only.
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+class PoisonedSource(ToySource):
+    """Records whose index is a multiple of `every` carry NaN inputs."""
+
+    every = 97
+
+    def __getitem__(self, i):
+        r = super().__getitem__(i)
+        if i % self.every == 0:
+            r["x"] = np.full_like(r["x"], np.nan)
+        return r
+
+
+class PoisonedTask(ToyTask):
+    def train_dataset(self, shard):
+        from jaxmm.data.pipeline import batched
+
+        d = self.config.data
+        return batched(PoisonedSource(d.train_size, d.d_in, d.d_out, d.seed), shard)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
+    c = toy_config(num_steps=30)
+    trainer = trainer_lib.Trainer(c, str(tmp_path), task=PoisonedTask(c))
+    # Count poisoned batches independently, from the same deterministic stream.
+    it = trainer.data_iterator()
+    expected = sum(bool(np.isnan(next(it)["x"]).any()) for _ in range(30))
+    assert expected > 0
+    result = trainer.run()
+    assert int(result.state.nonfinite_total) == expected
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(result.state.params))
+
+
+class AlwaysNaNTask(ToyTask):
+    def loss(self, params, batch, rng):
+        loss, metrics = super().loss(params, batch, rng)
+        return loss * np.nan, metrics
+
+
+def test_consecutive_nonfinite_stops_with_clear_error(tmp_path):
+    c = toy_config(num_steps=20, max_consecutive_nonfinite=3)
+    trainer = trainer_lib.Trainer(c, str(tmp_path), task=AlwaysNaNTask(c))
+    with pytest.raises(trainer_lib.NonFiniteError, match="3 consecutive steps"):
+        trainer.run()
+
+
+def test_profile_window_writes_a_trace(tmp_path):
+    trainer_lib.train(toy_config(num_steps=6, profile_steps=(2, 2)), str(tmp_path))
+    assert glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_keeps_files(tmp_path):
+    c = toy_config(num_steps=20, **{"checkpoint.every_steps": 10})
+    trainer_lib.train(c, str(tmp_path))
+    state_dir = tmp_path / "checkpoints" / "20" / "state"
+    corrupted = [f for f in glob.glob(str(state_dir / "**"), recursive=True) if os.path.isfile(f)]
+    for f in corrupted:
+        with open(f, "wb") as fh:
+            fh.write(b"garbage")
+    c = toy_config(num_steps=30, **{"checkpoint.every_steps": 10})
+    with pytest.warns(RuntimeWarning, match="checkpoint step 20 .* failed to restore"):
+        result = trainer_lib.train(c, str(tmp_path))
+    assert result.resumed_from == 10
+    kept = glob.glob(str(tmp_path / "checkpoints" / "corrupt_20_*"))
+    assert len(kept) == 1 and os.path.isdir(os.path.join(kept[0], "state"))
+    assert sorted(d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [
+        "10",
+        "20",
+        "30",
+    ]
+
+
+def test_init_from_loads_params_of_another_run(tmp_path):
+    first = trainer_lib.train(toy_config(num_steps=5), str(tmp_path / "a"))
+    c = toy_config(num_steps=1, init_from=str(tmp_path / "a"), seed=123)
+    with c.unlocked():
+        c.optimizer.learning_rate = 1e-30
+    second = trainer_lib.train(c, str(tmp_path / "b"))
+    for a, b in zip(
+        jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-12)
+
+
+def test_workdir_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="cannot be created"):
+        trainer_lib.Trainer(toy_config(), str(blocker / "run"))
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+        ckpt_lib.load_params(str(tmp_path / "missing"), None)
