@@ -146,3 +146,16 @@ def test_workdir_that_cannot_be_created(tmp_path):
 def test_load_params_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         ckpt_lib.load_params(str(tmp_path / "missing"), None)
+
+
+def test_keep_n_checkpoints(tmp_path):
+    c = toy_config(num_steps=20, **{"checkpoint.every_steps": 5, "checkpoint.keep": 2})
+    trainer_lib.train(c, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["15", "20"]
+
+
+def test_mixed_precision_keeps_fp32_master_params(tmp_path):
+    c = toy_config(num_steps=3, **{"precision.compute_dtype": "bfloat16"})
+    result = trainer_lib.train(c, str(tmp_path))
+    assert {p.dtype for p in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
+    assert np.isfinite(result.train_metrics["loss"])

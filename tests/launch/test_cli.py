@@ -1,0 +1,89 @@
+"""launch/*.py as a user runs them: train twice resumes, profile prints, bad input exits 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(script, *args, check=True):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _json_tail(stdout):
+    return json.loads(stdout[stdout.index("{") :])
+
+
+def test_train_twice_continues_then_eval(tmp_path):
+    common = [
+        "--config=configs/toy.py:runlocal",
+        f"--workdir={tmp_path}",
+        "--config.progress_bar=False",
+        "--config.checkpoint.every_steps=10",
+    ]
+    first = _json_tail(run("train.py", *common).stdout)
+    assert first["resumed_from"] is None
+    second = _json_tail(run("train.py", *common, "--config.num_steps=30").stdout)
+    assert second["resumed_from"] == 20
+    ev = _json_tail(
+        run(
+            "eval.py",
+            "--config=configs/toy.py:runlocal",
+            f"--workdir={tmp_path}",
+            f"--out={tmp_path / 'eval.json'}",
+        ).stdout
+    )
+    assert ev["step"] == 30 and ev["mse"] >= 0
+    assert json.load(open(tmp_path / "eval.json")) == ev
+
+
+def test_profile_prints_compiled_cost(tmp_path):
+    out = run(
+        "profile.py", "--config=configs/toy.py:tiny", f"--dump_dir={tmp_path}", "--json"
+    ).stdout
+    stats = _json_tail(out)
+    assert stats["flops"] > 0 and stats["bytes_accessed"] > 0
+    assert stats["temp_size_in_bytes"] >= 0 and os.path.getsize(stats["hlo_path"]) > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config=configs/missing.py"], "configs/missing.py' does not exist"),
+        (["--config=configs/toy.py:huge"], "unknown config variant 'huge'"),
+        (
+            ["--config=configs/toy.py", "--config.optimizer.lerning_rate=1"],
+            "Closest valid keys: ['optimizer.learning_rate'",
+        ),
+        ([], "missing --config"),
+    ],
+)
+def test_bad_input_exits_2_with_message(args, message, tmp_path):
+    proc = run("train.py", *args, f"--workdir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not os.path.exists(tmp_path / "checkpoints")  # failed before doing anything
+
+
+def test_unwritable_workdir_exits_1(tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = run(
+        "train.py",
+        "--config=configs/toy.py:runlocal",
+        f"--workdir={tmp_path}/file/run",
+        check=False,
+    )
+    assert proc.returncode == 1 and "cannot be created" in proc.stderr
