@@ -128,6 +128,7 @@ class LRM4D(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str | None = None  # None: cuDNN flash on GPU when possible, else XLA
 
     @nn.compact
     def __call__(
@@ -168,7 +169,7 @@ class LRM4D(nn.Module):
             x = jnp.concatenate([x, jnp.broadcast_to(free.astype(x.dtype),
                                                      (batch, *free.shape))], axis=1)
         x = Encoder(self.num_layers, self.num_heads, self.mlp_ratio, self.remat, name="encoder",
-                    **kw)(x)
+                    attention_impl=self.attention_impl, **kw)(x)
         x = layer_norm(name="ln_out", **kw)(x)
 
         def head(n_out: int, name: str):

@@ -42,6 +42,7 @@ class SelfAttention(nn.Module):
     residual_std: float
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str | None = None  # None: cuDNN flash on GPU when possible, else XLA
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -61,7 +62,7 @@ class SelfAttention(nn.Module):
             )(x)
 
         q, k, v = proj("query"), proj("key"), proj("value")  # [B, S, heads, head_dim]
-        out = jax.nn.dot_product_attention(q, k, v, implementation=None)
+        out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
         return nn.DenseGeneral(
             width,
             axis=(-2, -1),
@@ -109,13 +110,15 @@ class EncoderBlock(nn.Module):
     mlp_ratio: int = 4
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         residual_std = INIT_STD / math.sqrt(2 * self.num_layers)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = layer_norm(name="ln_attn", **kw)(x)
-        x = x + SelfAttention(self.num_heads, residual_std, name="attn", **kw)(h)
+        x = x + SelfAttention(self.num_heads, residual_std, name="attn",
+                              attention_impl=self.attention_impl, **kw)(h)
         x = nn.with_logical_constraint(x, ACT_AXES)
         h = layer_norm(name="ln_mlp", **kw)(x)
         x = x + Mlp(x.shape[-1] * self.mlp_ratio, residual_std, name="mlp", **kw)(h)
@@ -131,6 +134,7 @@ class Encoder(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -143,6 +147,7 @@ class Encoder(nn.Module):
                 mlp_ratio=self.mlp_ratio,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
+                attention_impl=self.attention_impl,
                 name=f"block_{i}",
             )(x)
         return x
