@@ -74,13 +74,16 @@ class LRM4DModel:
         if cams.c2w.shape != (v, 4, 4):
             raise ValueError(f"reconstruct: {v} images but cameras.c2w has shape {cams.c2w.shape}")
         if (cams.height, cams.width) != (h, w):
-            raise ValueError(f"reconstruct: images are {h}x{w} but cameras are "
-                             f"{cams.height}x{cams.width}")
+            raise ValueError(
+                f"reconstruct: images are {h}x{w} but cameras are {cams.height}x{cams.width}"
+            )
         if times.shape != (v,):
             raise ValueError(f"reconstruct: need one time per image ({v}), got {times.shape}")
         if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"reconstruct: image size {h}x{w} is not divisible by the patch "
-                             f"size {self.patch_size}")
+            raise ValueError(
+                f"reconstruct: image size {h}x{w} is not divisible by the patch "
+                f"size {self.patch_size}"
+            )
         if images.min() < 0.0 or images.max() > 1.0:
             raise ValueError("reconstruct: images must be float in [0, 1]")
         intr = jnp.stack([cams.fx, cams.fy, cams.cx, cams.cy], -1)
@@ -93,23 +96,35 @@ class LRM4DModel:
         cap = self.config.model.get("render_capacity", 0) or None
         return lrm4d_render.render_4d(g, camera, t, background, capacity=cap)
 
-    def render(self, g4d: Gaussians4D, camera: Camera, t: float,
-               background=(1.0, 1.0, 1.0), filters: bool = False) -> lrm4d_render.DenseRender:
+    def render(
+        self,
+        g4d: Gaussians4D,
+        camera: Camera,
+        t: float,
+        background=(1.0, 1.0, 1.0),
+        filters: bool = False,
+    ) -> lrm4d_render.DenseRender:
         """Renders one view at time t. `filters` applies the paper's inference filters."""
-        return self._render(g4d, camera, jnp.float32(t), jnp.asarray(background, jnp.float32),
-                            filters=filters)
+        return self._render(
+            g4d, camera, jnp.float32(t), jnp.asarray(background, jnp.float32), filters=filters
+        )
 
     def render_views(self, g4d, cameras: Camera, times, filters: bool = False) -> np.ndarray:
         """Stacked cameras [V] and times [V] -> rgb [V, H, W, 3] (numpy)."""
-        out = [self.render(g4d, jax.tree.map(lambda x, i=i: x[i], cameras), float(t),
-                           filters=filters).rgb for i, t in enumerate(np.asarray(times))]
+        out = [
+            self.render(
+                g4d, jax.tree.map(lambda x, i=i: x[i], cameras), float(t), filters=filters
+            ).rgb
+            for i, t in enumerate(np.asarray(times))
+        ]
         return np.stack([np.asarray(o) for o in out])
 
 
 def keep_mask(g: Gaussians4D, t, min_marginal: float = 0.05, min_opacity: float = 0.05):
     """Paper inference filters at time t: keep p(t) >= 0.05 and opacity·p(t) >= 0.05."""
-    _, _, weighted = lrm4d_render.slice_at(g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left,
-                                           g.q_right, g.opacity, t)
+    _, _, weighted = lrm4d_render.slice_at(
+        g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left, g.q_right, g.opacity, t
+    )
     marginal = weighted / jnp.maximum(g.opacity, 1e-12)
     return (marginal >= min_marginal) & (weighted >= min_opacity)
 
@@ -136,15 +151,19 @@ def load(workdir: str) -> LRM4DModel:
     task = build(config)
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(config.precision.param_dtype), sharding=dev),
-        sharding.unbox(jax.eval_shape(task.init, jax.random.key(0))))
+        lambda a: jax.ShapeDtypeStruct(
+            a.shape, jnp.dtype(config.precision.param_dtype), sharding=dev
+        ),
+        sharding.unbox(jax.eval_shape(task.init, jax.random.key(0))),
+    )
     _, params = ckpt_lib.load_params(workdir, abstract)
     return LRM4DModel(config, params)
 
 
 # ---- camera setups and evaluation clips -------------------------------------------------------
-def setup_views(setup: str, num_frames: int, num_inputs: int | None = None
-                ) -> list[tuple[float, int]]:
+def setup_views(
+    setup: str, num_frames: int, num_inputs: int | None = None
+) -> list[tuple[float, int]]:
     """Input (azimuth in degrees, frame) pairs of a paper setup over a K-frame clip.
 
     num_inputs=None gives the paper's count (K views); a smaller number keeps the pattern on
@@ -163,8 +182,7 @@ def setup_views(setup: str, num_frames: int, num_inputs: int | None = None
     if setup == "alternating_canonical":
         return [(canon[i % 4], f) for i, f in enumerate(frames)]
     step = 360.0 / k  # two_rotating: cameras A (from 0°) and B (from 180°) orbit once per clip
-    return [((f * step + (0.0 if i % 2 == 0 else 180.0)) % 360.0, f)
-            for i, f in enumerate(frames)]
+    return [((f * step + (0.0 if i % 2 == 0 else 180.0)) % 360.0, f) for i, f in enumerate(frames)]
 
 
 def _evenly(items: list[int], n: int) -> list[int]:
@@ -174,9 +192,15 @@ def _evenly(items: list[int], n: int) -> list[int]:
     return [items[i] for i in idx]
 
 
-def synthetic_eval_clips(spec: syn.SceneSpec, num_scenes: int, setup: str,
-                         num_inputs: int | None = None, num_targets: int = 8,
-                         elevation_deg: float = 15.0, radius: float = 2.6) -> list[dict]:
+def synthetic_eval_clips(
+    spec: syn.SceneSpec,
+    num_scenes: int,
+    setup: str,
+    num_inputs: int | None = None,
+    num_targets: int = 8,
+    elevation_deg: float = 15.0,
+    radius: float = 2.6,
+) -> list[dict]:
     """Held-out procedural objects (stream 1) seen by a setup's cameras; targets are random
     (camera, frame) pairs on the sphere, i.e. novel view–time combinations."""
     spec = syn.SceneSpec(**{**spec.__dict__, "stream": 1})
@@ -186,8 +210,12 @@ def synthetic_eval_clips(spec: syn.SceneSpec, num_scenes: int, setup: str,
         scene = source.scene(i)
         rng = np.random.default_rng([spec.seed, 7, i])
         views = setup_views(setup, spec.num_frames, num_inputs)
-        in_c2w = np.stack([syn.orbit_c2w(math.radians(az), math.radians(elevation_deg), radius)
-                           for az, _ in views])
+        in_c2w = np.stack(
+            [
+                syn.orbit_c2w(math.radians(az), math.radians(elevation_deg), radius)
+                for az, _ in views
+            ]
+        )
         in_frames = np.array([f for _, f in views])
         tgt_frames = rng.integers(0, spec.num_frames, size=num_targets)
         tgt_c2w = syn.sphere_camera_c2w(rng, spec, num_targets)
@@ -195,9 +223,13 @@ def synthetic_eval_clips(spec: syn.SceneSpec, num_scenes: int, setup: str,
         for name, c2w, frames in (("input", in_c2w, in_frames), ("target", tgt_c2w, tgt_frames)):
             times = syn.frame_to_time(frames, spec.num_frames)
             rgb, _ = syn.render_scene(scene, c2w, times, spec)
-            clip |= {f"{name}_images": rgb, f"{name}_times": times, f"{name}_frames": frames,
-                     f"{name}_c2w": c2w.astype(np.float32),
-                     f"{name}_intrinsics": syn.intrinsics(spec, len(frames))}
+            clip |= {
+                f"{name}_images": rgb,
+                f"{name}_times": times,
+                f"{name}_frames": frames,
+                f"{name}_c2w": c2w.astype(np.float32),
+                f"{name}_intrinsics": syn.intrinsics(spec, len(frames)),
+            }
         clip["scene"] = scene
         clips.append(clip)
     return clips
@@ -213,11 +245,15 @@ def dnerf_eval_clip(root: str, num_inputs: int = 12, image_size: int | None = No
     pick = np.array(_evenly(list(order), num_inputs))
     clip = {}
     for name, split, idx in (("input", train, pick), ("target", test, np.arange(test.num))):
-        clip |= {f"{name}_images": split.images[idx], f"{name}_times": split.model_times()[idx],
-                 f"{name}_c2w": split.c2w[idx],
-                 f"{name}_intrinsics": np.tile(np.array([split.focal, split.focal,
-                                                         split.width / 2, split.height / 2],
-                                                        np.float32), (len(idx), 1))}
+        clip |= {
+            f"{name}_images": split.images[idx],
+            f"{name}_times": split.model_times()[idx],
+            f"{name}_c2w": split.c2w[idx],
+            f"{name}_intrinsics": np.tile(
+                np.array([split.focal, split.focal, split.width / 2, split.height / 2], np.float32),
+                (len(idx), 1),
+            ),
+        }
     return clip
 
 
@@ -225,15 +261,24 @@ def clip_cameras(clip: dict, name: str) -> Camera:
     from jaxmm.tasks.lrm4d import cameras_from
 
     images = clip[f"{name}_images"]
-    cams = cameras_from(jnp.asarray(clip[f"{name}_c2w"]), jnp.asarray(clip[f"{name}_intrinsics"]),
-                        images.shape[2])
+    cams = cameras_from(
+        jnp.asarray(clip[f"{name}_c2w"]), jnp.asarray(clip[f"{name}_intrinsics"]), images.shape[2]
+    )
     return cams.replace(height=images.shape[1]) if images.shape[1] != images.shape[2] else cams
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-def evaluate(model: LRM4DModel, dataset, setup: str = "alternating_canonical", *,
-             num_scenes: int = 8, num_inputs: int | None = None, num_targets: int = 8,
-             filters: bool = False, lpips_weights: str | None = None) -> dict[str, float]:
+def evaluate(
+    model: LRM4DModel,
+    dataset,
+    setup: str = "alternating_canonical",
+    *,
+    num_scenes: int = 8,
+    num_inputs: int | None = None,
+    num_targets: int = 8,
+    filters: bool = False,
+    lpips_weights: str | None = None,
+) -> dict[str, float]:
     """PSNR / SSIM of the model and the two baselines on held-out views and times.
 
     dataset: a `SceneSpec` or `Synthetic4D` (procedural held-out objects under `setup`), a
@@ -253,17 +298,23 @@ def evaluate(model: LRM4DModel, dataset, setup: str = "alternating_canonical", *
     recon_s = []
     for clip in clips:
         t0 = time.perf_counter()
-        g = model.reconstruct(clip["input_images"], clip_cameras(clip, "input"),
-                              clip["input_times"])
+        g = model.reconstruct(
+            clip["input_images"], clip_cameras(clip, "input"), clip["input_times"]
+        )
         jax.block_until_ready(g)
         recon_s.append(time.perf_counter() - t0)
         target = clip["target_images"]
         preds = {
-            "model": model.render_views(g, clip_cameras(clip, "target"), clip["target_times"],
-                                        filters=filters),
-            "nearest_view": baselines.nearest_view(clip["input_images"], clip["input_c2w"],
-                                                   clip["input_times"], clip["target_c2w"],
-                                                   clip["target_times"]),
+            "model": model.render_views(
+                g, clip_cameras(clip, "target"), clip["target_times"], filters=filters
+            ),
+            "nearest_view": baselines.nearest_view(
+                clip["input_images"],
+                clip["input_c2w"],
+                clip["input_times"],
+                clip["target_c2w"],
+                clip["target_times"],
+            ),
             "mean_colour": baselines.mean_colour(clip["input_images"], len(target)),
         }
         for name, pred in preds.items():
@@ -275,8 +326,9 @@ def evaluate(model: LRM4DModel, dataset, setup: str = "alternating_canonical", *
     return metrics
 
 
-def evaluate_synthetic(model: LRM4DModel, num_scenes: int = 8,
-                       setup: str = "alternating_canonical", **kw) -> dict[str, float]:
+def evaluate_synthetic(
+    model: LRM4DModel, num_scenes: int = 8, setup: str = "alternating_canonical", **kw
+) -> dict[str, float]:
     """Held-out procedural objects with the model's training-time input-view count."""
     from jaxmm.tasks.lrm4d import scene_spec
 
@@ -287,9 +339,16 @@ def evaluate_synthetic(model: LRM4DModel, num_scenes: int = 8,
 
 
 # ---- artefacts --------------------------------------------------------------------------------
-def turntable(model: LRM4DModel, g: Gaussians4D, num_frames: int = 24, size: int | None = None,
-              elevation_deg: float = 15.0, radius: float = 2.6, fov_x_deg: float = 50.0,
-              filters: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def turntable(
+    model: LRM4DModel,
+    g: Gaussians4D,
+    num_frames: int = 24,
+    size: int | None = None,
+    elevation_deg: float = 15.0,
+    radius: float = 2.6,
+    fov_x_deg: float = 50.0,
+    filters: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Camera orbits once while time sweeps -1 -> 1: (frames [F, H, W, 3], times [F])."""
     size = size or model.config.data.image_size
     times = np.linspace(-1.0, 1.0, num_frames, dtype=np.float32)
@@ -319,8 +378,9 @@ def save_ply(path: str, g: Gaussians4D, t: float, filters: bool = True) -> int:
         keep = np.asarray(keep_mask(g, jnp.float32(t)))
     else:
         keep = np.ones(g.num, bool)
-    means, covs, opac = lrm4d_render.slice_at(g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left,
-                                              g.q_right, g.opacity, jnp.float32(t))
+    means, covs, opac = lrm4d_render.slice_at(
+        g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left, g.q_right, g.opacity, jnp.float32(t)
+    )
     means, covs, opac = (np.asarray(x)[keep] for x in (means, covs, opac))
     evals, evecs = np.linalg.eigh(covs.astype(np.float64))
     evecs = np.where(np.linalg.det(evecs)[:, None, None] < 0, evecs * np.array([1, 1, -1]), evecs)
@@ -328,8 +388,12 @@ def save_ply(path: str, g: Gaussians4D, t: float, filters: bool = True) -> int:
     scales = np.sqrt(np.maximum(evals, 1e-12))
     opac = np.clip(opac, 1e-6, 1 - 1e-6)
     cols = {
-        "x": means[:, 0], "y": means[:, 1], "z": means[:, 2],
-        "nx": 0 * means[:, 0], "ny": 0 * means[:, 0], "nz": 0 * means[:, 0],
+        "x": means[:, 0],
+        "y": means[:, 1],
+        "z": means[:, 2],
+        "nx": 0 * means[:, 0],
+        "ny": 0 * means[:, 0],
+        "nz": 0 * means[:, 0],
         **{f"f_dc_{i}": np.asarray(g.sh_dc)[keep][:, i] for i in range(3)},
         "opacity": np.log(opac / (1 - opac)),
         **{f"scale_{i}": np.log(scales[:, i]) for i in range(3)},
@@ -358,9 +422,17 @@ def _matrix_to_quat(m: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
 
-def evaluate_workdir(workdir: str, *, setups: Sequence[str] = ("alternating_canonical",),
-                     num_scenes: int = 8, num_inputs: int | None = None, dnerf_root: str = "",
-                     filters: bool = False, out_dir: str | None = None) -> dict:
+def evaluate_workdir(
+    workdir: str,
+    *,
+    setups: Sequence[str] = ("alternating_canonical",),
+    num_scenes: int = 8,
+    num_inputs: int | None = None,
+    dnerf_root: str = "",
+    filters: bool = False,
+    out_dir: str | None = None,
+    gif_frames: int = 24,
+) -> dict:
     """Loads the workdir's model, evaluates each setup, writes metrics JSON, a turntable GIF
     (prediction | ground truth for procedural scenes) and a PLY at t = 0 into `out_dir`."""
     model = load(workdir)
@@ -372,17 +444,19 @@ def evaluate_workdir(workdir: str, *, setups: Sequence[str] = ("alternating_cano
         if dnerf_root:
             results[setup] = evaluate(model, dnerf_root, setup, num_inputs=n_in, filters=filters)
         else:
-            results[setup] = evaluate_synthetic(model, num_scenes, setup, num_inputs=n_in,
-                                                filters=filters)
+            results[setup] = evaluate_synthetic(
+                model, num_scenes, setup, num_inputs=n_in, filters=filters
+            )
     from jaxmm.tasks.lrm4d import scene_spec
 
     spec = scene_spec(model.config)
     clip = synthetic_eval_clips(spec, 1, setups[0], n_in)[0]
     g = model.reconstruct(clip["input_images"], clip_cameras(clip, "input"), clip["input_times"])
-    pred, times = turntable(model, g, filters=filters)
+    pred, times = turntable(model, g, num_frames=gif_frames, filters=filters)
     gt = _ground_truth_turntable(clip["scene"], spec, times)
-    results["gif"] = write_gif(os.path.join(out_dir, "turntable.gif"),
-                               np.concatenate([pred, gt], axis=2))
+    results["gif"] = write_gif(
+        os.path.join(out_dir, "turntable.gif"), np.concatenate([pred, gt], axis=2)
+    )
     results["ply"] = os.path.join(out_dir, "gaussians_t0.ply")
     results["ply_gaussians"] = save_ply(results["ply"], g, 0.0, filters=True)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
@@ -390,18 +464,26 @@ def evaluate_workdir(workdir: str, *, setups: Sequence[str] = ("alternating_cano
     return results
 
 
-def _ground_truth_turntable(scene, spec: syn.SceneSpec, times: np.ndarray,
-                            elevation_deg: float = 15.0, radius: float = 2.6) -> np.ndarray:
+def _ground_truth_turntable(
+    scene, spec: syn.SceneSpec, times: np.ndarray, elevation_deg: float = 15.0, radius: float = 2.6
+) -> np.ndarray:
     n = len(times)
-    c2w = np.stack([syn.orbit_c2w(2 * math.pi * j / n, math.radians(elevation_deg), radius)
-                    for j in range(n)])
+    c2w = np.stack(
+        [syn.orbit_c2w(2 * math.pi * j / n, math.radians(elevation_deg), radius) for j in range(n)]
+    )
     rgb, _ = syn.render_scene(scene, c2w, times, spec)
     return rgb
 
 
 # ---- the CPU demo -----------------------------------------------------------------------------
-def run_demo(workdir: str, *, variant: str = "tiny", overrides: Sequence[str] = (),
-             num_scenes: int = 8, fresh: bool = True) -> dict:
+def run_demo(
+    workdir: str,
+    *,
+    variant: str = "tiny",
+    overrides: Sequence[str] = (),
+    num_scenes: int = 8,
+    fresh: bool = True,
+) -> dict:
     """Trains `configs/lrm4d.py:<variant>` on procedural 4D scenes, evaluates held-out objects
     at novel view–time pairs under the paper's three camera setups next to the nearest-view and
     mean-colour baselines, and writes metrics.json, a turntable GIF and a PLY into `workdir`."""
@@ -414,23 +496,26 @@ def run_demo(workdir: str, *, variant: str = "tiny", overrides: Sequence[str] = 
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     config = config_lib.load_config_file(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                     "lrm4d.py") + f":{variant}")
+        os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "lrm4d.py"
+        )
+        + f":{variant}"
+    )
     config_lib.apply_overrides(config, overrides)
     with config.unlocked():
         config.eval.num_scenes = 0  # evaluated below with all setups
     t0 = time.perf_counter()
     result = trainer.train(config, run_dir)
     train_s = time.perf_counter() - t0
-    report = evaluate_workdir(run_dir, setups=SETUPS, num_scenes=num_scenes,
-                              out_dir=workdir)
+    report = evaluate_workdir(run_dir, setups=SETUPS, num_scenes=num_scenes, out_dir=workdir)
     report["train_seconds"] = train_s
     report["train_final"] = result.train_metrics
-    beats = all(report[s]["model/psnr"] > max(report[s]["nearest_view/psnr"],
-                                              report[s]["mean_colour/psnr"])
-                and report[s]["model/ssim"] > max(report[s]["nearest_view/ssim"],
-                                                  report[s]["mean_colour/ssim"])
-                for s in SETUPS)
+    beats = all(
+        report[s]["model/psnr"] > max(report[s]["nearest_view/psnr"], report[s]["mean_colour/psnr"])
+        and report[s]["model/ssim"]
+        > max(report[s]["nearest_view/ssim"], report[s]["mean_colour/ssim"])
+        for s in SETUPS
+    )
     report["beats_baselines"] = beats
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
@@ -444,8 +529,10 @@ def format_table(report: dict) -> str:
         if s not in report:
             continue
         for name in ("model", "nearest_view", "mean_colour"):
-            lines.append(f"{s:24s} {name:14s} {report[s][f'{name}/psnr']:7.2f} "
-                         f"{report[s][f'{name}/ssim']:7.3f}")
+            lines.append(
+                f"{s:24s} {name:14s} {report[s][f'{name}/psnr']:7.2f} "
+                f"{report[s][f'{name}/ssim']:7.3f}"
+            )
     if "beats_baselines" in report:
         lines.append(f"4D-LRM beats both baselines on every setup: {report['beats_baselines']}")
     return "\n".join(lines)

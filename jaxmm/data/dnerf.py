@@ -53,8 +53,9 @@ class DNerfSplit:
         return self.images.shape[2]
 
     def camera(self, i: int) -> Camera:
-        return Camera.create(self.c2w[i], self.focal, self.focal, width=self.width,
-                             height=self.height)
+        return Camera.create(
+            self.c2w[i], self.focal, self.focal, width=self.width, height=self.height
+        )
 
     def cameras(self, indices: Sequence[int] | None = None) -> Camera:
         indices = range(self.num) if indices is None else indices
@@ -72,9 +73,13 @@ def _read_json(path: str) -> dict:
         with open(path) as f:
             meta = json.load(f)
     except json.JSONDecodeError as e:
-        raise DNerfFormatError(f"{path}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}")
+        raise DNerfFormatError(
+            f"{path}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}"
+        ) from e
     if not isinstance(meta, dict):
-        raise DNerfFormatError(f"{path}: top level must be a JSON object, got {type(meta).__name__}")
+        raise DNerfFormatError(
+            f"{path}: top level must be a JSON object, got {type(meta).__name__}"
+        )
     return meta
 
 
@@ -92,7 +97,7 @@ def _load_rgba_on_white(path: str, where: str) -> np.ndarray:
             im = im.convert("RGBA")
             rgba = np.asarray(im, np.float32) / 255.0
     except OSError as e:
-        raise DNerfFormatError(f"{where}: cannot read image {path}: {e}")
+        raise DNerfFormatError(f"{where}: cannot read image {path}: {e}") from e
     rgb, alpha = rgba[..., :3], rgba[..., 3:]
     return rgb * alpha + (1.0 - alpha)
 
@@ -103,8 +108,13 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(im.resize((w, h), Image.BOX), np.float32) / 255.0
 
 
-def load_split(root: str, split: str = "train", *, image_size: int | tuple[int, int] | None = None,
-               max_frames: int | None = None) -> DNerfSplit:
+def load_split(
+    root: str,
+    split: str = "train",
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    max_frames: int | None = None,
+) -> DNerfSplit:
     """Reads `root/transforms_<split>.json` and its images (optionally resized to image_size)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -112,8 +122,9 @@ def load_split(root: str, split: str = "train", *, image_size: int | tuple[int, 
     meta = _read_json(path)
     angle = _field(meta, "camera_angle_x", path)
     if not isinstance(angle, (int, float)) or not 0.0 < angle < math.pi:
-        raise DNerfFormatError(f"{path}: field 'camera_angle_x' must be a number in (0, pi), "
-                               f"got {angle!r}")
+        raise DNerfFormatError(
+            f"{path}: field 'camera_angle_x' must be a number in (0, pi), got {angle!r}"
+        )
     frames = _field(meta, "frames", path)
     if not isinstance(frames, list) or not frames:
         raise DNerfFormatError(f"{path}: field 'frames' must be a non-empty list")
@@ -132,12 +143,15 @@ def load_split(root: str, split: str = "train", *, image_size: int | tuple[int, 
             raise DNerfFormatError(f"{where}: field 'time' must be a number, got {t!r}")
         try:
             m = np.asarray(m, np.float64)
-        except (ValueError, TypeError):
-            raise DNerfFormatError(f"{where}: field 'transform_matrix' is not a numeric matrix")
+        except (ValueError, TypeError) as e:
+            raise DNerfFormatError(
+                f"{where}: field 'transform_matrix' is not a numeric matrix"
+            ) from e
         if m.shape != (4, 4) or not np.all(np.isfinite(m)):
             raise DNerfFormatError(
                 f"{where}: field 'transform_matrix' must be a finite 4x4 matrix, got shape "
-                f"{m.shape}")
+                f"{m.shape}"
+            )
         img_path = os.path.normpath(os.path.join(root, rel))
         if not os.path.splitext(img_path)[1]:
             img_path += ".png"
@@ -147,7 +161,8 @@ def load_split(root: str, split: str = "train", *, image_size: int | tuple[int, 
         elif img.shape[:2] != first_size:
             raise DNerfFormatError(
                 f"{where}: image {img_path} is {img.shape[1]}x{img.shape[0]} but earlier images "
-                f"are {first_size[1]}x{first_size[0]} (width x height)")
+                f"are {first_size[1]}x{first_size[0]} (width x height)"
+            )
         images.append(img)
         times.append(float(t))
         c2ws.append(m)
@@ -169,8 +184,15 @@ def load_split(root: str, split: str = "train", *, image_size: int | tuple[int, 
     )
 
 
-def write_split(root: str, split: str, images: np.ndarray, alphas: np.ndarray | None,
-                times: Sequence[float], c2w_opencv: np.ndarray, focal: float) -> None:
+def write_split(
+    root: str,
+    split: str,
+    images: np.ndarray,
+    alphas: np.ndarray | None,
+    times: Sequence[float],
+    c2w_opencv: np.ndarray,
+    focal: float,
+) -> None:
     """Writes a split in the same format (used by tests and to export procedural scenes)."""
     os.makedirs(os.path.join(root, split), exist_ok=True)
     width = images.shape[2]
@@ -178,11 +200,21 @@ def write_split(root: str, split: str, images: np.ndarray, alphas: np.ndarray | 
     opencv_to_opengl = np.diag([1.0, -1.0, -1.0, 1.0])
     for i, img in enumerate(images):
         rgb = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        a = np.full(img.shape[:2], 255, np.uint8) if alphas is None else np.clip(
-            alphas[i] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        Image.fromarray(np.dstack([rgb, a]), "RGBA").save(os.path.join(root, split, f"r_{i:03d}.png"))
-        frames.append({"file_path": f"./{split}/r_{i:03d}", "time": float(times[i]),
-                       "transform_matrix": (np.asarray(c2w_opencv[i]) @ opencv_to_opengl).tolist()})
+        a = (
+            np.full(img.shape[:2], 255, np.uint8)
+            if alphas is None
+            else np.clip(alphas[i] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        )
+        Image.fromarray(np.dstack([rgb, a]), "RGBA").save(
+            os.path.join(root, split, f"r_{i:03d}.png")
+        )
+        frames.append(
+            {
+                "file_path": f"./{split}/r_{i:03d}",
+                "time": float(times[i]),
+                "transform_matrix": (np.asarray(c2w_opencv[i]) @ opencv_to_opengl).tolist(),
+            }
+        )
     meta = {"camera_angle_x": 2.0 * math.atan(0.5 * width / focal), "frames": frames}
     with open(os.path.join(root, f"transforms_{split}.json"), "w") as f:
         json.dump(meta, f, indent=1)

@@ -18,7 +18,6 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.gaussians.camera import Camera, look_at_c2w
@@ -90,16 +89,19 @@ class Scene:
         means, covs = [], []
         for p in range(len(self.size)):
             idx = self.primitive == p
-            deform = self.size[p] * (1.0 + self.pulse[p] * math.sin(2 * math.pi *
-                                                                   self.pulse_freq[p] * s))
+            deform = self.size[p] * (
+                1.0 + self.pulse[p] * math.sin(2 * math.pi * self.pulse_freq[p] * s)
+            )
             rot = _rotation(self.axis[p], self.spin[p] * s)
             lin = rot * deform[None, :]  # rot @ diag(deform)
             means.append(self.local[idx] @ lin.T + self.centre0[p] + self.velocity[p] * s)
             sig = self.sigma[idx][:, None, None]
             covs.append(sig**2 * (lin @ lin.T)[None])
         order = np.argsort(np.argsort(self.primitive, kind="stable"), kind="stable")
-        return (np.concatenate(means)[order].astype(np.float32),
-                np.concatenate(covs)[order].astype(np.float32))
+        return (
+            np.concatenate(means)[order].astype(np.float32),
+            np.concatenate(covs)[order].astype(np.float32),
+        )
 
 
 def sample_scene(rng: np.random.Generator, spec: SceneSpec) -> Scene:
@@ -152,8 +154,13 @@ def sphere_camera_c2w(rng: np.random.Generator, spec: SceneSpec, n: int) -> np.n
 
 
 def orbit_c2w(azimuth: float, elevation: float, radius: float) -> np.ndarray:
-    eye = radius * np.array([math.cos(elevation) * math.cos(azimuth),
-                             math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
+    eye = radius * np.array(
+        [
+            math.cos(elevation) * math.cos(azimuth),
+            math.cos(elevation) * math.sin(azimuth),
+            math.sin(elevation),
+        ]
+    )
     return look_at_c2w(eye, (0.0, 0.0, 0.0), (0.0, 0.0, 1.0))
 
 
@@ -164,8 +171,9 @@ def focal_px(spec: SceneSpec) -> float:
 @functools.partial(jax.jit, static_argnames=("size",))
 def _render_views(means, covs, rgb, opacity, c2w, focal, size: int):
     def one(m, c, pose):
-        cam = Camera(c2w=pose, fx=focal, fy=focal, cx=size / 2.0, cy=size / 2.0, width=size,
-                     height=size)
+        cam = Camera(
+            c2w=pose, fx=focal, fy=focal, cx=size / 2.0, cy=size / 2.0, width=size, height=size
+        )
         out = render_3d(m, c, rgb, opacity, cam)
         return out.rgb, out.alpha
 
@@ -177,8 +185,15 @@ def render_scene(scene: Scene, c2w: np.ndarray, times: np.ndarray, spec: SceneSp
     frames = [scene.at(float(t)) for t in times]
     means = np.stack([f[0] for f in frames])
     covs = np.stack([f[1] for f in frames])
-    rgb, alpha = _render_views(means, covs, scene.rgb, scene.opacity, c2w.astype(np.float32),
-                               np.float32(focal_px(spec)), spec.image_size)
+    rgb, alpha = _render_views(
+        means,
+        covs,
+        scene.rgb,
+        scene.opacity,
+        c2w.astype(np.float32),
+        np.float32(focal_px(spec)),
+        spec.image_size,
+    )
     return np.clip(np.asarray(rgb), 0.0, 1.0), np.asarray(alpha)
 
 
@@ -216,7 +231,11 @@ class Synthetic4D:
             times = frame_to_time(frames, spec.num_frames)
             c2w = sphere_camera_c2w(rng, spec, n)
             rgb, _ = render_scene(scene, c2w, times, spec)
-            record |= {f"{name}_images": rgb.astype(np.float32), f"{name}_times": times,
-                       f"{name}_frames": frames.astype(np.int32), f"{name}_c2w": c2w,
-                       f"{name}_intrinsics": intrinsics(spec, n)}
+            record |= {
+                f"{name}_images": rgb.astype(np.float32),
+                f"{name}_times": times,
+                f"{name}_frames": frames.astype(np.int32),
+                f"{name}_c2w": c2w,
+                f"{name}_intrinsics": intrinsics(spec, n),
+            }
         return record

@@ -40,13 +40,22 @@ def _blur(x: Array, window: Array) -> Array:
     return conv1d(conv1d(x, 1), 2)
 
 
-def ssim(pred: Array, target: Array, max_val: float = 1.0, window_size: int = 11,
-         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> Array:
+def ssim(
+    pred: Array,
+    target: Array,
+    max_val: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Array:
     """Per image [...] mean SSIM."""
     lead = pred.shape[:-3]
     if pred.shape[-3] < window_size or pred.shape[-2] < window_size:
-        raise ValueError(f"ssim: images {pred.shape[-3:]} are smaller than the window "
-                         f"{window_size}x{window_size}")
+        raise ValueError(
+            f"ssim: images {pred.shape[-3:]} are smaller than the window "
+            f"{window_size}x{window_size}"
+        )
     x = pred.reshape(-1, *pred.shape[-3:]).astype(jnp.float32)
     y = target.reshape(-1, *target.shape[-3:]).astype(jnp.float32)
     w = _gaussian_window(window_size, sigma)

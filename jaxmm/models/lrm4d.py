@@ -153,8 +153,9 @@ class LRM4D(nn.Module):
         x = nn.Dense(
             self.width,
             use_bias=False,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(INIT_STD),
-                                                     (None, "embed")),
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.normal(INIT_STD), (None, "embed")
+            ),
             name="patch_embed",
             **kw,
         )(tokens.astype(self.dtype))
@@ -166,31 +167,39 @@ class LRM4D(nn.Module):
                 (self.num_free_gaussians, self.width),
                 self.param_dtype,
             )
-            x = jnp.concatenate([x, jnp.broadcast_to(free.astype(x.dtype),
-                                                     (batch, *free.shape))], axis=1)
-        x = Encoder(self.num_layers, self.num_heads, self.mlp_ratio, self.remat, name="encoder",
-                    attention_impl=self.attention_impl, **kw)(x)
+            x = jnp.concatenate(
+                [x, jnp.broadcast_to(free.astype(x.dtype), (batch, *free.shape))], axis=1
+            )
+        x = Encoder(
+            self.num_layers,
+            self.num_heads,
+            self.mlp_ratio,
+            self.remat,
+            name="encoder",
+            attention_impl=self.attention_impl,
+            **kw,
+        )(x)
         x = layer_norm(name="ln_out", **kw)(x)
 
         def head(n_out: int, name: str):
             return nn.Dense(
                 n_out,
                 use_bias=False,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(INIT_STD),
-                                                         ("embed", None)),
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.normal(INIT_STD), ("embed", None)
+                ),
                 name=name,
                 **kw,
             )
 
         pix = head(p * p * NUM_CHANNELS, "gaussian_head")(x[:, : views * n_patch])
         pix = pix.reshape(batch, views, n_patch, p * p * NUM_CHANNELS)
-        raw = unpatchify(pix, p, height, width).reshape(batch, views * height * width,
-                                                        NUM_CHANNELS)
+        raw = unpatchify(pix, p, height, width).reshape(batch, views * height * width, NUM_CHANNELS)
         raw = raw.astype(jnp.float32)
         flat = lambda r: r.reshape(batch, views * height * width, 3)
         g = activate(raw, flat(origins), flat(directions))
         if self.num_free_gaussians:
-            raw_free = head(NUM_CHANNELS, "free_head")(x[:, views * n_patch:])
+            raw_free = head(NUM_CHANNELS, "free_head")(x[:, views * n_patch :])
             raw_free = raw_free.astype(jnp.float32)
             g = concat_gaussians(g, activate(raw_free, None, None))
             raw = jnp.concatenate([raw, raw_free], axis=1)

@@ -37,10 +37,24 @@ def rotation_4d(q_left: Array, q_right: Array) -> Array:
     """[..., 4] unit quaternions (w, x, y, z) -> [..., 4, 4] rotation of (x, y, z, t)."""
     a, b, c, d = jnp.moveaxis(q_left, -1, 0)
     p, q, r, s = jnp.moveaxis(q_right, -1, 0)
-    m_l = jnp.stack([jnp.stack([a, -b, -c, -d], -1), jnp.stack([b, a, -d, c], -1),
-                     jnp.stack([c, d, a, -b], -1), jnp.stack([d, -c, b, a], -1)], -2)
-    m_r = jnp.stack([jnp.stack([p, q, r, s], -1), jnp.stack([-q, p, -s, r], -1),
-                     jnp.stack([-r, s, p, -q], -1), jnp.stack([-s, -r, q, p], -1)], -2)
+    m_l = jnp.stack(
+        [
+            jnp.stack([a, -b, -c, -d], -1),
+            jnp.stack([b, a, -d, c], -1),
+            jnp.stack([c, d, a, -b], -1),
+            jnp.stack([d, -c, b, a], -1),
+        ],
+        -2,
+    )
+    m_r = jnp.stack(
+        [
+            jnp.stack([p, q, r, s], -1),
+            jnp.stack([-q, p, -s, r], -1),
+            jnp.stack([-r, s, p, -q], -1),
+            jnp.stack([-s, -r, q, p], -1),
+        ],
+        -2,
+    )
     return m_l @ m_r
 
 
@@ -71,10 +85,13 @@ def project(means: Array, covs: Array, camera: Camera):
     tx = jnp.clip(p_cam[:, 0] / z_safe, -lim_x, lim_x) * z_safe
     ty = jnp.clip(p_cam[:, 1] / z_safe, -lim_y, lim_y) * z_safe
     zeros = jnp.zeros_like(z)
-    jac = jnp.stack([
-        jnp.stack([camera.fx / z_safe, zeros, -camera.fx * tx / z_safe**2], -1),
-        jnp.stack([zeros, camera.fy / z_safe, -camera.fy * ty / z_safe**2], -1),
-    ], -2)  # [N, 2, 3]
+    jac = jnp.stack(
+        [
+            jnp.stack([camera.fx / z_safe, zeros, -camera.fx * tx / z_safe**2], -1),
+            jnp.stack([zeros, camera.fy / z_safe, -camera.fy * ty / z_safe**2], -1),
+        ],
+        -2,
+    )  # [N, 2, 3]
     jw = jac @ rot
     cov2 = jw @ covs @ jnp.swapaxes(jw, -1, -2) + DILATION * jnp.eye(2)
     det = cov2[:, 0, 0] * cov2[:, 1, 1] - cov2[:, 0, 1] ** 2
@@ -105,8 +122,14 @@ def _composite(px_u, px_v, mean_u, mean_v, conic, opac, col, zs, ok, background)
     return rgb + final_t[..., None] * jnp.asarray(background, jnp.float32), final_t, depth
 
 
-def render_3d(means: Array, covs: Array, rgb: Array, opacity: Array, camera: Camera,
-              background: Array | tuple = (1.0, 1.0, 1.0)) -> DenseRender:
+def render_3d(
+    means: Array,
+    covs: Array,
+    rgb: Array,
+    opacity: Array,
+    camera: Camera,
+    background: Array | tuple = (1.0, 1.0, 1.0),
+) -> DenseRender:
     """Composites N 3D Gaussians into one image, every Gaussian against every pixel (reference)."""
     mean_u, mean_v, conic, z, _, valid = project(means, covs, camera)
     order = jnp.argsort(jnp.where(valid, z, jnp.inf))
@@ -115,16 +138,33 @@ def render_3d(means: Array, covs: Array, rgb: Array, opacity: Array, camera: Cam
     v = jnp.arange(camera.height, dtype=jnp.float32) + 0.5
     uu, vv = jnp.meshgrid(u, v, indexing="xy")
     out, final_t, depth = _composite(
-        uu.reshape(-1), vv.reshape(-1), take(mean_u), take(mean_v), tuple(map(take, conic)),
-        take(opacity), take(rgb), take(z), take(valid), background)
+        uu.reshape(-1),
+        vv.reshape(-1),
+        take(mean_u),
+        take(mean_v),
+        tuple(map(take, conic)),
+        take(opacity),
+        take(rgb),
+        take(z),
+        take(valid),
+        background,
+    )
     h, w = camera.height, camera.width
-    return DenseRender(rgb=out.reshape(h, w, 3), alpha=1.0 - final_t.reshape(h, w),
-                       depth=depth.reshape(h, w))
+    return DenseRender(
+        rgb=out.reshape(h, w, 3), alpha=1.0 - final_t.reshape(h, w), depth=depth.reshape(h, w)
+    )
 
 
-def render_3d_tiled(means: Array, covs: Array, rgb: Array, opacity: Array, camera: Camera,
-                    background: Array | tuple = (1.0, 1.0, 1.0), tile: int = 8,
-                    capacity: int = 512) -> tuple[DenseRender, Array]:
+def render_3d_tiled(
+    means: Array,
+    covs: Array,
+    rgb: Array,
+    opacity: Array,
+    camera: Camera,
+    background: Array | tuple = (1.0, 1.0, 1.0),
+    tile: int = 8,
+    capacity: int = 512,
+) -> tuple[DenseRender, Array]:
     """Like `render_3d`, but each tile composites only the `capacity` nearest Gaussians whose
     3σ box touches it (chosen by `lax.top_k` on depth, so they come out front to back).
 
@@ -138,9 +178,13 @@ def render_3d_tiled(means: Array, covs: Array, rgb: Array, opacity: Array, camer
     valid = valid & (opacity >= ALPHA_MIN)
     ty, tx = jnp.meshgrid(jnp.arange(h // tile), jnp.arange(w // tile), indexing="ij")
     x0, y0 = (tx.reshape(-1) * tile)[:, None], (ty.reshape(-1) * tile)[:, None]  # [T, 1]
-    hits = (valid[None] & (mean_u[None] + radius[None] > x0) & (mean_u[None] - radius[None]
-            < x0 + tile) & (mean_v[None] + radius[None] > y0) & (mean_v[None] - radius[None]
-            < y0 + tile))  # [T, N]
+    hits = (
+        valid[None]
+        & (mean_u[None] + radius[None] > x0)
+        & (mean_u[None] - radius[None] < x0 + tile)
+        & (mean_v[None] + radius[None] > y0)
+        & (mean_v[None] - radius[None] < y0 + tile)
+    )  # [T, N]
     k = min(capacity, means.shape[0])
     score = jnp.where(hits, -z[None], -jnp.inf)
     neg_depth, idx = jax.lax.top_k(jax.lax.stop_gradient(score), k)  # [T, K], nearest first
@@ -152,39 +196,63 @@ def render_3d_tiled(means: Array, covs: Array, rgb: Array, opacity: Array, camer
     px_u = x0 + pu.reshape(1, -1)  # [T, P]
     px_v = y0 + pv.reshape(1, -1)
     out, final_t, depth = _composite(
-        px_u, px_v, gather(mean_u), gather(mean_v), tuple(map(gather, conic)), gather(opacity),
-        gather(rgb), gather(z), ok, background)
+        px_u,
+        px_v,
+        gather(mean_u),
+        gather(mean_v),
+        tuple(map(gather, conic)),
+        gather(opacity),
+        gather(rgb),
+        gather(z),
+        ok,
+        background,
+    )
     n_ty, n_tx = h // tile, w // tile
 
     def untile(x):  # [T, tile*tile, ...] -> [H, W, ...]
         x = x.reshape(n_ty, n_tx, tile, tile, *x.shape[2:])
         return jnp.swapaxes(x, 1, 2).reshape(h, w, *x.shape[4:])
 
-    return DenseRender(rgb=untile(out), alpha=1.0 - untile(final_t),
-                       depth=untile(depth)), overflow
+    return DenseRender(rgb=untile(out), alpha=1.0 - untile(final_t), depth=untile(depth)), overflow
 
 
 def sh_dc_to_rgb(sh_dc: Array) -> Array:
     return jnp.maximum(SH_C0 * sh_dc + 0.5, 0.0)
 
 
-def render_4d(g, camera: Camera, t: Array, background=(1.0, 1.0, 1.0), *,
-              capacity: int | None = None, tile: int = 8) -> DenseRender:
+def render_4d(
+    g,
+    camera: Camera,
+    t: Array,
+    background=(1.0, 1.0, 1.0),
+    *,
+    capacity: int | None = None,
+    tile: int = 8,
+) -> DenseRender:
     """Renders `models.lrm4d.Gaussians4D` (leading dim N) at time t (model units, [-1, 1]).
 
     capacity=None composites every Gaussian at every pixel; an int uses the tiled top-k path.
     """
-    means, covs, opac = slice_at(g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left, g.q_right,
-                                 g.opacity, t)
+    means, covs, opac = slice_at(
+        g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left, g.q_right, g.opacity, t
+    )
     if capacity is None:
         return render_3d(means, covs, sh_dc_to_rgb(g.sh_dc), opac, camera, background)
-    out, _ = render_3d_tiled(means, covs, sh_dc_to_rgb(g.sh_dc), opac, camera, background,
-                             tile=tile, capacity=capacity)
+    out, _ = render_3d_tiled(
+        means, covs, sh_dc_to_rgb(g.sh_dc), opac, camera, background, tile=tile, capacity=capacity
+    )
     return out
 
 
-def render_batch(g, cameras: Camera, times: Array, background=(1.0, 1.0, 1.0), *,
-                 capacity: int | None = None, tile: int = 8) -> DenseRender:
+def render_batch(
+    g,
+    cameras: Camera,
+    times: Array,
+    background=(1.0, 1.0, 1.0),
+    *,
+    capacity: int | None = None,
+    tile: int = 8,
+) -> DenseRender:
     """Renders V views (stacked cameras, times [V]) of one Gaussian set, checkpointed per view
     so the backward pass keeps one view's per-pixel intermediates at a time."""
 

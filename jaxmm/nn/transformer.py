@@ -117,8 +117,9 @@ class EncoderBlock(nn.Module):
         residual_std = INIT_STD / math.sqrt(2 * self.num_layers)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = layer_norm(name="ln_attn", **kw)(x)
-        x = x + SelfAttention(self.num_heads, residual_std, name="attn",
-                              attention_impl=self.attention_impl, **kw)(h)
+        x = x + SelfAttention(
+            self.num_heads, residual_std, name="attn", attention_impl=self.attention_impl, **kw
+        )(h)
         x = nn.with_logical_constraint(x, ACT_AXES)
         h = layer_norm(name="ln_mlp", **kw)(x)
         x = x + Mlp(x.shape[-1] * self.mlp_ratio, residual_std, name="mlp", **kw)(h)

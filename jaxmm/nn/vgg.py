@@ -23,8 +23,29 @@ import numpy as np
 from jax import Array
 
 # torchvision vgg19.features: (conv out-channels | "M" for max-pool), in module-index order.
-VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_LAYOUT = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 # Name of each conv (blockN_convM) and the torchvision module index it sits at.
 _CONV_NAMES: list[tuple[str, int]] = []
 _idx, _block, _conv = 0, 1, 1
@@ -76,8 +97,10 @@ def params_from_state_dict(state: dict[str, np.ndarray]) -> dict:
         if wkey not in state or bkey not in state:
             raise KeyError(f"VGG-19 state dict lacks {wkey!r}/{bkey!r} (for {name})")
         w = np.asarray(state[wkey], np.float32)
-        params[name] = {"kernel": np.transpose(w, (2, 3, 1, 0)),  # [3, 3, in, out]
-                        "bias": np.asarray(state[bkey], np.float32)}
+        params[name] = {
+            "kernel": np.transpose(w, (2, 3, 1, 0)),  # [3, 3, in, out]
+            "bias": np.asarray(state[bkey], np.float32),
+        }
     return {"params": params}
 
 
@@ -101,8 +124,9 @@ def load_vgg19(path: str) -> dict:
 def perceptual_loss(vgg_params: dict, pred: Array, target: Array) -> Array:
     """Chen & Koltun perceptual loss per image: [..., H, W, 3] x2 -> [...]."""
     lead = pred.shape[:-3]
-    both = jnp.concatenate([pred.reshape(-1, *pred.shape[-3:]),
-                            target.reshape(-1, *target.shape[-3:])], axis=0)
+    both = jnp.concatenate(
+        [pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])], axis=0
+    )
     feats = VGG19Features().apply(vgg_params, both)
     n = both.shape[0] // 2
     loss = jnp.mean(jnp.abs(pred - target).reshape(n, -1), axis=-1)

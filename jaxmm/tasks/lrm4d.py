@@ -44,8 +44,15 @@ def scene_spec(config: ml_collections.ConfigDict, stream: int = 0) -> SceneSpec:
 
 def cameras_from(c2w: jax.Array, intr: jax.Array, size: int) -> Camera:
     """Stacked Camera from c2w [..., 4, 4] and intrinsics [..., 4] (fx, fy, cx, cy)."""
-    return Camera(c2w=c2w, fx=intr[..., 0], fy=intr[..., 1], cx=intr[..., 2], cy=intr[..., 3],
-                  width=size, height=size)
+    return Camera(
+        c2w=c2w,
+        fx=intr[..., 0],
+        fy=intr[..., 1],
+        cx=intr[..., 2],
+        cy=intr[..., 3],
+        width=size,
+        height=size,
+    )
 
 
 def rays_from(c2w: jax.Array, intr: jax.Array, height: int, width: int):
@@ -59,8 +66,15 @@ def reconstruct(model, params, images, times, c2w, intr) -> lrm4d_model.Gaussian
     return g
 
 
-def render_views(g: lrm4d_model.Gaussians4D, c2w, intr, times, size: int, renderer: str,
-                 capacity: int | None = None):
+def render_views(
+    g: lrm4d_model.Gaussians4D,
+    c2w,
+    intr,
+    times,
+    size: int,
+    renderer: str,
+    capacity: int | None = None,
+):
     """One sample's Gaussians [N] -> rgb [V, H, W, 3] for V cameras/times (checkpointed per view).
 
     renderer "dense": the small-image compositor of `models.lrm4d_render` (capacity: Gaussians
@@ -106,7 +120,9 @@ class LRM4DTask(Task):
                 log.warning(
                     "4D-LRM perceptual loss is OFF: config.loss.vgg19_weights=%r is not a local "
                     "file (VGG-19 weights are never downloaded or randomly initialised). "
-                    "Training uses MSE only.", weights)
+                    "Training uses MSE only.",
+                    weights,
+                )
 
     def example_inputs(self, batch: int = 1):
         d = self.config.data
@@ -121,17 +137,32 @@ class LRM4DTask(Task):
         return self.model.init(rng, images, times, origins, dirs)["params"]
 
     def loss(self, params, batch, rng):
-        g = reconstruct(self.model, params, batch["input_images"], batch["input_times"],
-                        batch["input_c2w"], batch["input_intrinsics"])
+        g = reconstruct(
+            self.model,
+            params,
+            batch["input_images"],
+            batch["input_times"],
+            batch["input_c2w"],
+            batch["input_intrinsics"],
+        )
         m = self.config.model
-        pred = jax.vmap(lambda g1, c2w, intr, t: render_views(
-            g1, c2w, intr, t, self.size, m.renderer, m.render_capacity or None))(
-            g, batch["target_c2w"], batch["target_intrinsics"], batch["target_times"])
+        pred = jax.vmap(
+            lambda g1, c2w, intr, t: render_views(
+                g1, c2w, intr, t, self.size, m.renderer, m.render_capacity or None
+            )
+        )(g, batch["target_c2w"], batch["target_intrinsics"], batch["target_times"])
         target = batch["target_images"]
         mse = jnp.mean(jnp.square(pred - target))
         loss = self.config.loss.mse_weight * mse
-        metrics = {"mse": mse, "psnr": jnp.mean(-10.0 * jnp.log10(
-            jnp.maximum(jnp.mean(jnp.square(pred - target), axis=(-3, -2, -1)), 1e-10)))}
+        metrics = {
+            "mse": mse,
+            "psnr": jnp.mean(
+                -10.0
+                * jnp.log10(
+                    jnp.maximum(jnp.mean(jnp.square(pred - target), axis=(-3, -2, -1)), 1e-10)
+                )
+            ),
+        }
         if self.vgg_params is not None:
             from jaxmm.nn.vgg import perceptual_loss
 
@@ -149,8 +180,9 @@ class LRM4DTask(Task):
         from jaxmm import lrm4d
 
         model = lrm4d.LRM4DModel(self.config, params)
-        return lrm4d.evaluate_synthetic(model, num_scenes=self.config.eval.num_scenes,
-                                        setup=self.config.eval.setup)
+        return lrm4d.evaluate_synthetic(
+            model, num_scenes=self.config.eval.num_scenes, setup=self.config.eval.setup
+        )
 
 
 def _model_cfg(config):
@@ -163,4 +195,3 @@ def _model_cfg(config):
 
 def build(config: ml_collections.ConfigDict) -> Task:
     return LRM4DTask(config)
-

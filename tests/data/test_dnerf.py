@@ -16,8 +16,12 @@ def _write(root, n=3, size=8, split="train"):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(n, size, size, 3)).astype(np.float32)
     alphas = rng.uniform(size=(n, size, size)).astype(np.float32)
-    c2w = np.stack([look_at_c2w((2.0 * math.cos(a), 2.0 * math.sin(a), 0.5), (0, 0, 0), (0, 0, 1))
-                    for a in np.linspace(0, 2, n)])
+    c2w = np.stack(
+        [
+            look_at_c2w((2.0 * math.cos(a), 2.0 * math.sin(a), 0.5), (0, 0, 0), (0, 0, 1))
+            for a in np.linspace(0, 2, n)
+        ]
+    )
     write_split(str(root), split, images, alphas, np.linspace(0, 1, n), c2w, focal=10.0)
     return images, alphas, c2w
 
@@ -76,7 +80,9 @@ def test_bad_matrix_angle_and_missing_image(tmp_path):
         load_split(str(tmp_path), "train")
     _write(tmp_path)
     os.remove(tmp_path / "train" / "r_001.png")
-    with pytest.raises(DNerfFormatError, match=r"frames\[1\] field 'file_path': image file .*r_001.png"):
+    with pytest.raises(
+        DNerfFormatError, match=r"frames\[1\] field 'file_path': image file .*r_001.png"
+    ):
         load_split(str(tmp_path), "train")
 
 

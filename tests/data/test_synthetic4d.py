@@ -13,8 +13,7 @@ from jaxmm.models import lrm4d_render
 from jaxmm.models.lrm4d import Gaussians4D as ModelGaussians
 from jaxmm.train.task import DataShard
 
-SPEC = syn.SceneSpec(image_size=16, num_input_views=2, num_target_views=3,
-                     points_per_primitive=16)
+SPEC = syn.SceneSpec(image_size=16, num_input_views=2, num_target_views=3, points_per_primitive=16)
 
 
 def test_record_fields_deterministic_and_in_range():
@@ -64,16 +63,25 @@ def test_dense_compositor_matches_tiled_renderer():
         sh_dc=rng.normal(size=(n, 3)).astype(np.float32),
         scale_xyz=rng.uniform(0.05, 0.15, size=(n, 3)).astype(np.float32),
         scale_t=rng.uniform(0.3, 1.0, size=n).astype(np.float32),
-        q_left=q[0], q_right=q[1],
-        opacity=rng.uniform(0.3, 0.9, size=n).astype(np.float32))
+        q_left=q[0],
+        q_right=q[1],
+        opacity=rng.uniform(0.3, 0.9, size=n).astype(np.float32),
+    )
     cam = Camera.look_at((2.2, 0.8, 0.6), fov_x_deg=50.0, width=16, height=16)
     ours = lrm4d_render.render_4d(g, cam, jnp.float32(0.1))
     tiled = lrm4d_render.render_4d(g, cam, jnp.float32(0.1), capacity=n)
-    ref = render_4d(Gaussians4D(
-        means=jnp.concatenate([g.xyz, g.t[:, None]], -1),
-        scales=jnp.concatenate([g.scale_xyz, g.scale_t[:, None]], -1),
-        q_left=g.q_left, q_right=g.q_right, opacities=g.opacity, sh_dc=g.sh_dc),
-        cam, jnp.float32(0.1))
+    ref = render_4d(
+        Gaussians4D(
+            means=jnp.concatenate([g.xyz, g.t[:, None]], -1),
+            scales=jnp.concatenate([g.scale_xyz, g.scale_t[:, None]], -1),
+            q_left=g.q_left,
+            q_right=g.q_right,
+            opacities=g.opacity,
+            sh_dc=g.sh_dc,
+        ),
+        cam,
+        jnp.float32(0.1),
+    )
     # Different compositors (ours skips the T < 1e-4 early stop and uses a log-space product):
     # agreement to 1e-3 on [0, 1] colours; the capacity-n tiled path equals the dense one.
     np.testing.assert_allclose(ours.rgb, ref.rgb, atol=1e-3)

@@ -13,7 +13,7 @@ def test_token_is_the_pixel_block_row_major():
     assert tok.shape == (2, 3, 2 * 3, 8 * 8 * 5)
     for r in range(2):
         for c in range(3):
-            block = img[:, :, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8, :].reshape(2, 3, -1)
+            block = img[:, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8, :].reshape(2, 3, -1)
             np.testing.assert_array_equal(tok[:, :, r * 3 + c], block)
     np.testing.assert_array_equal(np.asarray(unpatchify(tok, 8, 16, 24)), img)
 

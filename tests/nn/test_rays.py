@@ -23,8 +23,10 @@ def test_ray_map_hand_computed_pixel():
 
 
 def test_pixel_rays_match_camera_rays_and_batch():
-    cams = [Camera.look_at((2.0, 1.0, 0.5), fov_x_deg=50.0, width=8, height=6),
-            Camera.look_at((-1.0, 2.5, -0.3), fov_x_deg=40.0, width=8, height=6)]
+    cams = [
+        Camera.look_at((2.0, 1.0, 0.5), fov_x_deg=50.0, width=8, height=6),
+        Camera.look_at((-1.0, 2.5, -0.3), fov_x_deg=40.0, width=8, height=6),
+    ]
     c2w = jnp.stack([c.c2w for c in cams])
     fx = jnp.stack([c.fx for c in cams])
     o, d = pixel_rays(c2w, fx, fx, 4.0, 3.0, height=6, width=8)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmm.nn.transformer import INIT_STD, EncoderBlock, Encoder
+from jaxmm.nn.transformer import INIT_STD, Encoder, EncoderBlock
 
 
 @pytest.mark.torch
@@ -16,8 +16,15 @@ def test_block_matches_torch_pre_ln_encoder_layer():
     width, heads, seq = 32, 4, 10
     torch.manual_seed(0)
     ref = torch.nn.TransformerEncoderLayer(
-        width, heads, dim_feedforward=4 * width, dropout=0.0, activation="gelu",
-        batch_first=True, norm_first=True, bias=False)
+        width,
+        heads,
+        dim_feedforward=4 * width,
+        dropout=0.0,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+        bias=False,
+    )
     with torch.no_grad():  # non-trivial norm scales so they are checked too
         ref.norm1.weight.uniform_(0.5, 1.5)
         ref.norm2.weight.uniform_(0.5, 1.5)
@@ -34,7 +41,10 @@ def test_block_matches_torch_pre_ln_encoder_layer():
             "value": {"kernel": wv.T.reshape(width, heads, hd)},
             "out": {"kernel": sd["self_attn.out_proj.weight"].T.reshape(heads, hd, width)},
         },
-        "mlp": {"fc1": {"kernel": sd["linear1.weight"].T}, "fc2": {"kernel": sd["linear2.weight"].T}},
+        "mlp": {
+            "fc1": {"kernel": sd["linear1.weight"].T},
+            "fc2": {"kernel": sd["linear2.weight"].T},
+        },
     }
     x = np.random.default_rng(0).normal(size=(2, seq, width)).astype(np.float32)
     block = EncoderBlock(num_heads=heads, num_layers=1)
@@ -55,8 +65,10 @@ def test_init_scales_bias_free_and_logical_axes():
     assert boxed["attn"]["query"]["kernel"].names == ("embed", "heads", "head_dim")
     assert boxed["mlp"]["fc1"]["kernel"].names == ("embed", "mlp")
     params = nn.meta.unbox(variables)["params"]
-    names = ["/".join(str(k.key) for k in path) for path, _ in
-             jax.tree_util.tree_leaves_with_path(params)]
+    names = [
+        "/".join(str(k.key) for k in path)
+        for path, _ in jax.tree_util.tree_leaves_with_path(params)
+    ]
     assert not any("bias" in n for n in names)
     b = params["block_3"]
     # Sample std of 256x256+ normal draws is within a few % of the target: 10% margin.

@@ -17,7 +17,8 @@ def _random_state_dict(seed=0):
             continue
         scale = np.sqrt(2.0 / (9 * c_in))
         state[f"features.{idx}.weight"] = (rng.normal(size=(item, c_in, 3, 3)) * scale).astype(
-            np.float32)
+            np.float32
+        )
         state[f"features.{idx}.bias"] = rng.normal(size=(item,)).astype(np.float32) * 0.1
         c_in, idx = item, idx + 2
     return state
@@ -48,7 +49,9 @@ def test_features_match_torch_stack(tmp_path):
             layers += [torch.nn.Conv2d(c_in, item, 3, padding=1), torch.nn.ReLU()]
             c_in = item
     net = torch.nn.Sequential(*layers)
-    net.load_state_dict({k.removeprefix("features."): torch.from_numpy(v) for k, v in state.items()})
+    net.load_state_dict(
+        {k.removeprefix("features."): torch.from_numpy(v) for k, v in state.items()}
+    )
     img = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
     x = torch.from_numpy(((img - vgg.IMAGENET_MEAN) / vgg.IMAGENET_STD).transpose(0, 3, 1, 2))
     ours = vgg.VGG19Features().apply(params, img)
