@@ -8,10 +8,11 @@ Variants:
   small     8 layers, width 512, 64², 8 input / 8 supervision views.
   base      paper base (12/768/12), stage 1: 128², 12 input / 24 supervision views, 24 frames.
   large     paper large (24/1024/16), stage 1 at 128².
-  base_256, large_256   stage 2 of the curriculum: 256², initialised from stage 1:
-      python launch/train.py --config configs/lrm4d.py:large --workdir runs/lrm4d_l128
-      python launch/train.py --config configs/lrm4d.py:large_256 --workdir runs/lrm4d_l256 \
-          --config.init_from=runs/lrm4d_l128
+  base_256, large_256   stage 2 of the curriculum: 256², initialised (params only) from the
+      stage-1 workdir in `init_from` (default runs/lrm4d_<size>; the model has no positional
+      embedding, so the same params serve both resolutions):
+      python launch/train.py --config configs/lrm4d.py:large --workdir runs/lrm4d_large
+      python launch/train.py --config configs/lrm4d.py:large_256 --workdir runs/lrm4d_large_256
 Perceptual loss: pass --config.loss.vgg19_weights=/path/vgg19.safetensors (see jaxmm/nn/vgg.py).
 """
 
@@ -33,6 +34,7 @@ def get_config(arg: str | None = None):
         c.num_steps = 5
     if stage2:
         c.num_steps = 20_000
+        c.init_from = f"runs/lrm4d_{size_name}"
     c.batch_size = 8 if cpu else 256
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 3e-3 if cpu else 4e-4  # tiny: short CPU run, small model
