@@ -13,7 +13,9 @@ import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
+# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 

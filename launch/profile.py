@@ -11,7 +11,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
+# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import flags  # noqa: E402
 

@@ -110,12 +110,14 @@ class Trainer:
         self.mesh = sharding.make_mesh(config.mesh, devices)
         self.rules = tuple(config.logical_axis_rules)
         self._repl = NamedSharding(self.mesh, PartitionSpec())
-        with self._context():
+        # Shapes and shardings are derived outside the mesh context: activation constraints
+        # are no-ops there, so eval_shape needs no concrete shardings.
+        with nn.logical_axis_rules(self.rules):
             self._build_state_fns()
 
     @contextlib.contextmanager
     def _context(self):
-        with self.mesh, nn.logical_axis_rules(self.rules):
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             yield
 
     # ---- sharded init -------------------------------------------------------------------
@@ -223,7 +225,7 @@ class Trainer:
         metrics = dict(metrics)
         metrics.update(
             loss=loss,
-            grad_norm=optax.global_norm(grads),
+            grad_norm=optax.tree.norm(grads),
             learning_rate=self.schedule(state.step),
             nonfinite_consecutive=consecutive,
             nonfinite_total=new_state.nonfinite_total,

@@ -1,0 +1,287 @@
+"""MaxSim benchmark: Pallas kernel vs the einsum + max reference, measured in the same run.
+
+  python benchmarks/maxsim.py            # GPU: all cases (a)-(d), bf16
+  python benchmarks/maxsim.py --sweep    # also time alternative block sizes
+  python benchmarks/maxsim.py --smoke    # tiny shapes; on CPU the kernel runs in interpret mode
+
+Cases: (a) one 32-token query vs N docs x 128 tokens x 128 dim (N = 100K and 1M; also the
+fused top-10 search over 1M);
+(b) 64 queries batched; (c) CLaMR shapes: 64-token queries, 2048-token docs, 4 modalities
+(modality-max vs plain kernel); (d) training: in-batch [B, B] scores, forward + backward.
+Reported per row: ms (median), ratio reference/kernel, achieved GB/s (document bytes read once)
+and TFLOP/s (2 q_len d_len dim per query-doc pair), as % of the device peak where known.
+Physical limit (spec): one query has arithmetic intensity q_len FLOP/byte in bf16, so case (a)
+is HBM-bound: 1M docs (32 GiB) take >= ~10 ms at 3.35 TB/s (H100 SXM).
+The reference for large batches runs over document chunks (lax.map) because the full
+[n_q, n_d, q_len, d_len] fp32 tensor would not fit in memory; that is how ColBERT-style code
+batches it too. Optional peers (flash-maxsim, late-interaction-kernels; torch + CUDA) are
+timed on case (a)/(b) shapes when importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kernels_pallas.maxsim import api  # noqa: E402
+from kernels_pallas.maxsim import reference as ref  # noqa: E402
+
+# (HBM bytes/s, dense bf16 FLOP/s) by device_kind substring; first match wins.
+PEAKS = [
+    ("H200", 4.8e12, 989e12),
+    ("H100 PCIe", 2.0e12, 756e12),
+    ("H100", 3.35e12, 989e12),
+    ("A100-SXM4-80GB", 2.04e12, 312e12),
+    ("A100", 1.56e12, 312e12),
+]
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    n_q: int
+    q_len: int
+    n_d: int
+    d_len: int
+    dim: int = 128
+    modalities: int = 0  # 0: plain MaxSim
+    train: bool = False  # forward + backward, in-batch
+    topk: int = 0  # > 0: fused search (streaming top-k) instead of the score matrix
+
+
+def cases(smoke: bool) -> list[Case]:
+    if smoke:
+        return [
+            Case("a: 1 query", 1, 16, 64, 32, 32),
+            Case("a: 1 query top-10 search", 1, 16, 64, 32, 32, topk=10),
+            Case("b: batched queries", 8, 16, 64, 32, 32),
+            Case("c: CLaMR plain", 4, 16, 16, 64, 32),
+            Case("c: CLaMR modality-max", 4, 16, 16, 64, 32, modalities=4),
+            Case("d: train in-batch", 4, 16, 4, 64, 32, modalities=4, train=True),
+        ]
+    return [
+        Case("a: 1 query", 1, 32, 100_000, 128),
+        Case("a: 1 query", 1, 32, 1_000_000, 128),
+        Case("a: 1 query top-10 search", 1, 32, 1_000_000, 128, topk=10),
+        Case("b: 64 queries", 64, 32, 100_000, 128),
+        Case("c: CLaMR plain", 16, 64, 4096, 2048),
+        Case("c: CLaMR modality-max", 16, 64, 4096, 2048, modalities=4),
+        Case("d: train in-batch B=32", 32, 64, 32, 2048, modalities=4, train=True),
+    ]
+
+
+def device_peaks():
+    kind = jax.devices()[0].device_kind
+    for key, bw, flops in PEAKS:
+        if key in kind:
+            return kind, bw, flops
+    return kind, None, None
+
+
+def timeit(fn, *args, iters: int) -> float:
+    out = fn(*args)
+    jax.block_until_ready(out)  # compile + warm up
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def make_inputs(c: Case, dtype, seed=0):
+    """Normalised random token embeddings, generated on device (1M docs = 32 GiB bf16)."""
+    kq, kd, km = jax.random.split(jax.random.key(seed), 3)
+
+    n_chunks = next(n for n in (16, 8, 4, 2, 1) if c.n_d % n == 0)
+
+    @jax.jit
+    def gen():
+        q = jax.random.normal(kq, (c.n_q, c.q_len, c.dim), jnp.float32)
+        q = (q / jnp.linalg.norm(q, axis=-1, keepdims=True)).astype(dtype)
+        # Chunked so the fp32 intermediates stay small next to the 32 GiB bf16 corpus.
+        shape = (c.n_d // n_chunks, c.d_len, c.dim)
+        d = jax.lax.map(
+            lambda k: (jax.random.normal(k, shape) * c.dim**-0.5).astype(dtype),
+            jax.random.split(kd, n_chunks),
+        ).reshape(c.n_d, c.d_len, c.dim)
+        if c.modalities:
+            side = jax.random.randint(km, (c.n_d, c.d_len), 1, c.modalities + 1, jnp.int32)
+        else:
+            side = jnp.ones((c.n_d, c.d_len), bool)  # plain MaxSim: the doc mask
+        return q, jnp.ones((c.n_q, c.q_len), bool), d, side
+
+    return gen()
+
+
+def chunked_reference(score_fn, n_d: int, budget_elems: int, per_doc_elems: int):
+    """Applies a reference scorer over document chunks so its intermediate fits in memory."""
+    chunk = max(1, min(n_d, budget_elems // max(per_doc_elems, 1)))
+    while n_d % chunk:
+        chunk -= 1
+
+    def run(q, qm, d, side):
+        if chunk == n_d:
+            return score_fn(q, qm, d, side)
+        dc = d.reshape(n_d // chunk, chunk, *d.shape[1:])
+        sc = side.reshape(n_d // chunk, chunk, *side.shape[1:])
+        out = jax.lax.map(lambda xs: score_fn(q, qm, *xs), (dc, sc))
+        return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n_d, *out.shape[3:])
+
+    return run
+
+
+def build_fns(c: Case, interpret: bool, blocks: dict, ref_budget: int = 2**30):
+    kw = dict(interpret=interpret, **blocks)
+    if not interpret:
+        kw["impl"] = "pallas"
+    m = c.modalities
+    if c.train:
+
+        def loss(fn):
+            def f(q, qm, d, mod):
+                s = fn(q, qm, d, mod).max(-1) / 0.02  # InfoNCE over the [B, B] matrix
+                return jnp.mean(jax.nn.logsumexp(s, axis=1) - jnp.diagonal(s))
+
+            return jax.jit(jax.grad(f, argnums=(0, 2)))
+
+        kernel = loss(lambda q, qm, d, mod: api.maxsim_modality(q, qm, d, mod, m, **kw))
+        reference = loss(lambda q, qm, d, mod: ref.maxsim_modality(q, qm, d, mod, m))
+        return kernel, reference
+    if c.topk:  # streaming top-k vs full reference scores + lax.top_k
+        kernel = jax.jit(lambda q, qm, d, mask: api.maxsim_topk(q, qm, d, mask, c.topk, **kw)[0])
+        per_doc = c.n_q * c.q_len * c.d_len
+        full = chunked_reference(ref.maxsim, c.n_d, ref_budget, per_doc)
+        reference = jax.jit(lambda *a: jax.lax.top_k(full(*a), c.topk)[0])
+        return kernel, reference
+    if m:
+        kernel = jax.jit(lambda q, qm, d, mod: api.maxsim_modality(q, qm, d, mod, m, **kw))
+        score = lambda q, qm, d, mod: ref.maxsim_modality(q, qm, d, mod, m)
+        per_doc = c.n_q * c.q_len * c.d_len * (m + 1)
+    else:
+        kernel = jax.jit(lambda q, qm, d, mask: api.maxsim(q, qm, d, mask, **kw))
+        score = ref.maxsim
+        per_doc = c.n_q * c.q_len * c.d_len
+    reference = jax.jit(chunked_reference(score, c.n_d, ref_budget, per_doc))
+    return kernel, reference
+
+
+def time_peers(c: Case, iters: int) -> list[str]:
+    """flash-maxsim / late-interaction-kernels on the same shapes (torch + CUDA only)."""
+    rows = []
+    try:
+        import torch
+    except ImportError:
+        return rows
+    if not torch.cuda.is_available() or c.modalities or c.train:
+        return rows
+    q = torch.randn(c.n_q, c.q_len, c.dim, device="cuda", dtype=torch.bfloat16)
+    d = torch.randn(c.n_d, c.d_len, c.dim, device="cuda", dtype=torch.bfloat16)
+    peers = []
+    try:
+        from flash_maxsim import flash_maxsim
+
+        peers.append(("flash-maxsim", lambda: flash_maxsim(q, d)))
+    except ImportError:
+        pass
+    try:
+        import late_interaction_kernels as lik
+
+        peers.append(("late-interaction-kernels", lambda: lik.maxsim(q, d)))
+    except ImportError:
+        pass
+    for name, fn in peers:
+        try:
+            fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            torch.cuda.synchronize()
+            rows.append(f"    peer {name}: {(time.perf_counter() - t0) / iters * 1e3:.3f} ms")
+        except Exception as e:  # a peer's API drift must not kill the benchmark
+            rows.append(f"    peer {name}: failed ({type(e).__name__}: {str(e)[:80]})")
+    return rows
+
+
+SWEEP = [
+    dict(block_d=4, block_t=32),
+    dict(block_d=8, block_t=16),
+    dict(block_d=16, block_t=16, num_warps=8),
+    dict(block_d=8, block_t=32, num_warps=8),
+]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny shapes (CPU: interpret mode)")
+    p.add_argument("--sweep", action="store_true", help="also time alternative block sizes")
+    p.add_argument("--iters", type=int, default=0, help="timed iterations (default 10 / 2)")
+    p.add_argument("--only", default="", help="run cases whose name starts with this letter")
+    args = p.parse_args(argv)
+    on_gpu = jax.default_backend() == "gpu"
+    interpret = not on_gpu
+    if interpret and not args.smoke:
+        sys.exit("no GPU: only --smoke runs here (the kernel would run in interpret mode)")
+    iters = args.iters or (10 if on_gpu else 2)
+    dtype = jnp.bfloat16 if on_gpu else jnp.float32
+    kind, peak_bw, peak_flops = device_peaks()
+    print(f"device: {kind}  backend: {jax.default_backend()}  dtype: {jnp.dtype(dtype).name}")
+    print(f"jax {jax.__version__}  mode: {'pallas-triton' if on_gpu else 'pallas-interpret'}")
+    plain_ms = {}
+    for c in cases(args.smoke):
+        if args.only and not c.name.startswith(args.only):
+            continue
+        q, qm, d, mod = make_inputs(c, dtype)
+        # --smoke: a tiny memory budget so the chunked (lax.map) reference path runs too.
+        kernel, reference = build_fns(c, interpret, {}, 2**12 if args.smoke else 2**30)
+        k_ms = timeit(kernel, q, qm, d, mod, iters=iters)
+        r_ms = timeit(reference, q, qm, d, mod, iters=iters)
+        err = None
+        if not c.train:  # agreement check on the same run (bf16 inputs, fp32 accumulation)
+            err = float(jnp.max(jnp.abs(kernel(q, qm, d, mod) - reference(q, qm, d, mod))))
+        doc_bytes = c.n_d * c.d_len * c.dim * jnp.dtype(dtype).itemsize
+        flops = 2.0 * c.n_q * c.q_len * c.n_d * c.d_len * c.dim  # forward FLOPs only
+        gbs, tfs = doc_bytes / k_ms / 1e6, flops / k_ms / 1e9
+        line = (
+            f"{c.name:26s} n_q={c.n_q:<3d} q_len={c.q_len:<3d} n_d={c.n_d:<8d} "
+            f"d_len={c.d_len:<5d} | kernel {k_ms:9.3f} ms  reference {r_ms:9.3f} ms  "
+            f"ratio {r_ms / k_ms:6.2f}x | {gbs:8.1f} GB/s  {tfs:7.2f} TFLOP/s"
+        )
+        if peak_bw:
+            pct_bw, pct_fl = 100 * gbs * 1e9 / peak_bw, 100 * tfs * 1e12 / peak_flops
+            line += f" ({pct_bw:4.1f}% of HBM peak, {pct_fl:4.1f}% of bf16 tensor peak)"
+        if err is not None:
+            line += f" | max|diff| {err:.2e}"
+        print(line, flush=True)
+        if c.name.startswith("c:"):
+            key = (c.n_q, c.n_d)
+            if c.modalities:
+                if key in plain_ms:
+                    print(f"    modality-max / plain kernel time: {k_ms / plain_ms[key]:.2f}x")
+            else:
+                plain_ms[key] = k_ms
+        for row in time_peers(c, iters) if on_gpu else []:
+            print(row)
+        if args.sweep and not c.train:
+            for blocks in SWEEP:
+                kernel, _ = build_fns(c, interpret, blocks)
+                try:
+                    ms = timeit(kernel, q, qm, d, mod, iters=iters)
+                    print(f"    sweep {blocks}: {ms:.3f} ms ({doc_bytes / ms / 1e6:.1f} GB/s)")
+                except Exception as e:
+                    print(f"    sweep {blocks}: failed ({type(e).__name__}: {str(e)[:100]})")
+        del q, qm, d, mod
+
+
+if __name__ == "__main__":
+    main()

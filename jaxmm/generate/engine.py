@@ -1,0 +1,508 @@
+"""Generation engine: prefill + decode over a preallocated KV cache with continuous batching.
+
+The cache has `max_batch` slots of `max_seq_len` tokens. Waiting requests are prefilled
+together into free slots (one call; prompts right-padded to a power-of-two bucket, rows padded
+to a power of two, so few shapes compile); then all slots decode together in one jitted
+`lax.while_loop` of up to `steps_per_call` steps that exits early when every slot is done.
+Between calls the host turns tokens into text, applies stop strings, streams deltas, frees
+finished slots and admits waiting requests, so a new request never waits for a whole batch.
+
+Rows of different lengths need no padding masks: each slot keeps its own `lengths`, the
+model writes new tokens at `lengths` and masks slots past it. Prefill pads prompts on the
+right and then resets `lengths` to the true prompt lengths, so the pad keys are "unwritten"
+and the first decode step overwrites them. The device functions are in `steps.py`; this
+module is the host-side scheduler.
+
+The model is anything with the `jaxmm.models.llm` contract:
+`logits, cache = apply(params, tokens [B,T], positions [B,T], cache=cache)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.generate import steps
+from jaxmm.generate.params import GenerationParams
+from jaxmm.generate.text import TextTracker
+
+Message = Mapping[str, Any]
+DEFAULT_MAX_SEQ_LEN = 8192
+
+
+@dataclasses.dataclass
+class Completion:
+    """Result of one request. `finish_reason` is "stop" (EOS or stop string) or "length"."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+
+
+@dataclasses.dataclass
+class StreamEvent:
+    """A text delta of request `request_id`; the last event of a request has `finish_reason`."""
+
+    request_id: int
+    delta: str
+    finish_reason: str | None = None
+
+
+class PromptTooLongError(ValueError):
+    """The prompt (plus max_tokens) does not fit in the engine's `max_seq_len`."""
+
+
+@dataclasses.dataclass
+class _Request:
+    rid: int
+    prompt_ids: list[int]
+    params: GenerationParams
+    max_new: int
+    seed: int
+    tracker: TextTracker
+    token_ids: list[int] = dataclasses.field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class Engine:
+    """Batched text generation with a KV cache (see module docstring).
+
+    Args:
+      apply_fn: `apply_fn(variables, tokens, positions, cache=cache) -> (logits, cache)`,
+        usually `LLM(config).apply`.
+      params: model parameters (the `params` collection).
+      tokenizer: a Hugging Face tokenizer (`encode`, `decode`, `apply_chat_template`).
+      init_cache_fn: `(batch, max_len) -> cache` for the model.
+      max_seq_len: cache length; prompt + max_tokens must fit.
+      max_batch: number of cache slots decoded together.
+      eos_token_ids: tokens that end a request (not part of the text).
+      steps_per_call: decode steps per jitted call; more is faster, fewer streams sooner.
+      prefill_chunk: prompt tokens per model call in prefill (bounds logits/activations).
+      mesh, rules, cache_logical_axes: for a model sharded over a device mesh (params already
+        placed, e.g. by `hf.load_hf(mesh=...)`): the cache is created sharded by its logical
+        axes and every call runs under the mesh and the logical-axis rules.
+    """
+
+    def __init__(
+        self,
+        apply_fn: Callable[..., tuple[jax.Array, Any]],
+        params: Any,
+        tokenizer: Any,
+        init_cache_fn: Callable[[int, int], Any],
+        *,
+        max_seq_len: int,
+        max_batch: int = 8,
+        eos_token_ids: Iterable[int] = (),
+        steps_per_call: int = 8,
+        prefill_chunk: int = 512,
+        model_name: str = "jaxmm",
+        mesh: jax.sharding.Mesh | None = None,
+        rules: Sequence[tuple[str, Any]] | None = None,
+        cache_logical_axes: Any = None,
+    ):
+        if max_seq_len < 2:
+            raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.params = params
+        self.tokenizer = tokenizer
+        self.max_seq_len = int(max_seq_len)
+        self.max_batch = int(max_batch)
+        self.steps_per_call = int(steps_per_call)
+        if prefill_chunk < 1 or prefill_chunk & (prefill_chunk - 1):
+            raise ValueError(f"prefill_chunk must be a power of two, got {prefill_chunk}")
+        self.prefill_chunk = int(prefill_chunk)
+        self.model_name = model_name
+        eos = sorted({int(t) for t in eos_token_ids})
+        if getattr(tokenizer, "eos_token_id", None) is not None and not eos:
+            eos = [int(tokenizer.eos_token_id)]
+        self.eos_token_ids = eos
+        self._eos = jnp.asarray(eos or [-1], jnp.int32)
+        # Built under jit: allocated on device directly and never aliasing two leaves (the
+        # cache is donated every call).
+        self._mesh = mesh
+        self._rules = tuple(rules) if rules is not None else None
+        cache_shardings = None
+        if mesh is not None:
+            from jaxmm.config import DEFAULT_RULES
+            from jaxmm.sharding import logical_sharding
+
+            self._rules = self._rules or DEFAULT_RULES
+            if cache_logical_axes is None:
+                raise ValueError("cache_logical_axes is required with a mesh")
+            cache_shardings = jax.tree.map(
+                lambda axes: logical_sharding(mesh, axes, self._rules),
+                cache_logical_axes,
+                is_leaf=lambda x: isinstance(x, tuple),
+            )
+        self._new_cache = jax.jit(
+            lambda: init_cache_fn(self.max_batch, self.max_seq_len), out_shardings=cache_shardings
+        )
+        with self._context():
+            self._cache = self._new_cache()
+        batch_axes = steps.cache_batch_axes(init_cache_fn, self.max_seq_len)
+        self._prefill = jax.jit(
+            functools.partial(steps.prefill, apply_fn, batch_axes, self.prefill_chunk),
+            donate_argnums=(1,),
+        )
+        self._decode = jax.jit(
+            functools.partial(steps.decode, apply_fn),
+            donate_argnums=(1,),
+            static_argnames=("n_steps",),
+        )
+
+        # Host-side per-slot state; the device sees it as small arrays each call.
+        s = self.max_batch
+        self._slots: list[_Request | None] = [None] * s
+        self._last = np.zeros(s, np.int32)
+        self._n_gen = np.zeros(s, np.int32)
+        self._max_new = np.ones(s, np.int32)
+        self._seed = np.zeros(s, np.uint32)
+        self._temp = np.zeros(s, np.float32)
+        self._top_k = np.zeros(s, np.int32)
+        self._top_p = np.ones(s, np.float32)
+        self._waiting: deque[_Request] = deque()
+        self._finished: dict[int, _Request] = {}  # until collected by `pop_result`
+        self._ids = itertools.count()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | os.PathLike,
+        *,
+        max_seq_len: int | None = None,
+        max_batch: int = 8,
+        dtype: str = "float32",
+        param_dtype: str | None = None,
+        steps_per_call: int = 8,
+        prefill_chunk: int = 512,
+        model_name: str | None = None,
+        mesh: jax.sharding.Mesh | None = None,
+        rules: Sequence[tuple[str, Any]] | None = None,
+    ) -> Engine:
+        """Load a Hugging Face folder (config.json + safetensors + tokenizer files).
+
+        `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
+        defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
+        cache holds 2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements,
+        which at Llama 3.1's 128K context would not fit next to the weights.
+        """
+        from transformers import AutoTokenizer
+
+        from jaxmm.models import hf, llm
+
+        model_dir = os.fspath(model_dir)
+        if not os.path.exists(os.path.join(model_dir, "config.json")):
+            raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
+        config, params = hf.load_hf(
+            model_dir, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype or dtype
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = llm.LLM(config)
+        max_seq_len = max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN)
+        eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
+        return cls(
+            model.apply,
+            params,
+            tokenizer,
+            lambda b, n: llm.init_cache(config, b, n, dtype),
+            max_seq_len=max_seq_len,
+            max_batch=max_batch,
+            eos_token_ids=sorted(eos),
+            steps_per_call=steps_per_call,
+            prefill_chunk=prefill_chunk,
+            model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
+            mesh=mesh,
+            rules=rules,
+            cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
+        )
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        """Mesh + logical-axis rules for sharded models (flax's logical constraints)."""
+        stack = contextlib.ExitStack()
+        if self._mesh is not None:
+            import flax.linen as nn
+
+            set_mesh = getattr(jax, "set_mesh", None)  # `with mesh:` is deprecated
+            stack.enter_context(set_mesh(self._mesh) if set_mesh else self._mesh)
+            stack.enter_context(nn.logical_axis_rules(self._rules))
+        return stack
+
+    # ------------------------------------------------------------------ prompts
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids of a text prompt (with the tokenizer's special tokens, e.g. BOS)."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt)["input_ids"])
+        return [int(t) for t in prompt]
+
+    def chat_prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Render a conversation with the tokenizer's own chat template, ready to continue."""
+        text = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------------ scheduling
+    def submit(self, prompt: str | Sequence[int], params: GenerationParams) -> int:
+        """Queue a request; returns its id. Raises PromptTooLongError before any device work."""
+        return self.submit_many([prompt], [params])[0]
+
+    def submit_many(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams | Sequence[GenerationParams],
+    ) -> list[int]:
+        """Queue several requests, all or none: every prompt is checked before any is queued."""
+        plist = _per_prompt(params, len(prompts))
+        reqs = [self._make_request(p, q) for p, q in zip(prompts, plist, strict=True)]
+        self._waiting.extend(reqs)
+        return [r.rid for r in reqs]
+
+    def _make_request(self, prompt: str | Sequence[int], params: GenerationParams) -> _Request:
+        prompt_ids = self.encode(prompt)
+        n = len(prompt_ids)
+        if n == 0:
+            raise ValueError("prompt is empty (no tokens)")
+        if n >= self.max_seq_len:
+            raise PromptTooLongError(
+                f"prompt has {n} tokens; max_seq_len is {self.max_seq_len} "
+                f"(prompt + max_tokens must be <= {self.max_seq_len})"
+            )
+        max_new = params.max_tokens if params.max_tokens is not None else self.max_seq_len - n
+        if n + max_new > self.max_seq_len:
+            raise PromptTooLongError(
+                f"prompt has {n} tokens and max_tokens is {max_new}: {n + max_new} exceeds "
+                f"max_seq_len {self.max_seq_len}"
+            )
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
+        return _Request(
+            rid=next(self._ids),
+            prompt_ids=prompt_ids,
+            params=params,
+            max_new=max_new,
+            seed=seed % (1 << 32),
+            tracker=TextTracker(self.tokenizer, params.stop),
+        )
+
+    def pop_result(self, rid: int) -> Completion:
+        """The completion of a finished request (each can be collected once)."""
+        req = self._finished.pop(rid)
+        return Completion(
+            text=req.tracker.text,
+            token_ids=req.token_ids,
+            finish_reason=req.finish_reason,
+            prompt_tokens=len(req.prompt_ids),
+        )
+
+    def cancel(self, rid: int) -> bool:
+        """Drop a queued or running request (e.g. its client went away); frees its slot.
+        Returns whether it was still pending."""
+        for req in self._waiting:
+            if req.rid == rid:
+                self._waiting.remove(req)
+                return True
+        for slot, req in enumerate(self._slots):
+            if req is not None and req.rid == rid:
+                self._slots[slot] = None
+                return True
+        self._finished.pop(rid, None)
+        return False
+
+    def reset(self) -> None:
+        """Drop every queued, running and uncollected request and start from a fresh cache
+        (used after a failed step, whose donated cache may be gone)."""
+        self._waiting.clear()
+        self._slots = [None] * self.max_batch
+        self._finished.clear()
+        with self._context():
+            self._cache = self._new_cache()
+
+    def has_work(self) -> bool:
+        return bool(self._waiting) or any(r is not None for r in self._slots)
+
+    def step(self) -> list[StreamEvent]:
+        """Admit waiting requests into free slots, run one decode call, return text events."""
+        events: list[StreamEvent] = []
+        free = [i for i, r in enumerate(self._slots) if r is None]
+        admitted = [self._waiting.popleft() for _ in free[: len(self._waiting)]]
+        if admitted:
+            self._admit(free[: len(admitted)], admitted, events)
+        active = np.array([r is not None for r in self._slots])
+        if not active.any():
+            return events
+        with self._context():
+            tokens, self._cache = self._decode(
+                self.params,
+                self._cache,
+                self._last,
+                self._n_gen,
+                self._max_new,
+                ~active,
+                self._seed,
+                self._temp,
+                self._top_k,
+                self._top_p,
+                self._eos,
+                n_steps=self.steps_per_call,
+            )
+        tokens = np.asarray(tokens)
+        for slot in np.flatnonzero(active):
+            req = self._slots[slot]
+            for token in tokens[slot]:
+                if req.finish_reason is not None or token < 0:
+                    break
+                self._n_gen[slot] += 1
+                self._last[slot] = token
+                self._consume(req, int(token), events)
+            if req.finish_reason is not None:
+                self._slots[slot] = None
+        return events
+
+    def stream(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams | Sequence[GenerationParams],
+    ) -> Iterator[StreamEvent]:
+        """Generate for all prompts, yielding deltas as they become final.
+
+        `StreamEvent.request_id` is the index of the prompt in `prompts`.
+        """
+        rids = self.submit_many(prompts, params)
+        index = {rid: i for i, rid in enumerate(rids)}
+        pending = set(rids)
+        try:
+            while pending:
+                for ev in self.step():
+                    if ev.request_id in index:
+                        if ev.finish_reason is not None:
+                            pending.discard(ev.request_id)
+                            self._finished.pop(ev.request_id, None)
+                        yield dataclasses.replace(ev, request_id=index[ev.request_id])
+        finally:  # the consumer stopped early: do not keep decoding for nobody
+            for rid in pending:
+                self.cancel(rid)
+
+    def generate(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        """Generate for all prompts (batched) and return full completions in order."""
+        rids = self.submit_many(prompts, params)
+        pending = set(rids)
+        while pending:
+            self.step()
+            pending -= self._finished.keys()
+        return [self.pop_result(r) for r in rids]
+
+    def chat(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        return self.generate([self.chat_prompt_ids(c) for c in conversations], params)
+
+    # ------------------------------------------------------------------ host bookkeeping
+    def _admit(self, slots: list[int], reqs: list[_Request], events: list[StreamEvent]) -> None:
+        """Prefill `reqs` into `slots` with one call.
+
+        The row count is padded to a power of two (capped at max_batch) by repeating the
+        first request into its own slot: duplicate scatters write identical rows, so the pad
+        costs compute but never corrupts the cache. Lengths are bucketed the same way.
+        """
+        k = len(reqs)
+        k_pad = steps.bucket(k, self.max_batch, minimum=1)
+        t_pad = steps.bucket(max(len(r.prompt_ids) for r in reqs), self.max_seq_len)
+        if t_pad > self.prefill_chunk:  # whole chunks; writes past the cache end are dropped
+            t_pad = -(-t_pad // self.prefill_chunk) * self.prefill_chunk
+        rows = reqs + [reqs[0]] * (k_pad - k)
+        row_slots = np.array(slots + [slots[0]] * (k_pad - k), np.int32)
+        tokens = np.zeros((k_pad, t_pad), np.int32)
+        for i, r in enumerate(rows):
+            tokens[i, : len(r.prompt_ids)] = r.prompt_ids
+        with self._context():
+            first, self._cache = self._prefill(
+                self.params,
+                self._cache,
+                row_slots,
+                tokens,
+                np.array([len(r.prompt_ids) for r in rows], np.int32),
+                np.array([r.seed for r in rows], np.uint32),
+                np.array([r.params.temperature for r in rows], np.float32),
+                np.array([r.params.top_k for r in rows], np.int32),
+                np.array([r.params.top_p for r in rows], np.float32),
+            )
+        first = np.asarray(first)
+        for i, (slot, req) in enumerate(zip(slots, reqs, strict=True)):
+            p = req.params
+            self._slots[slot] = req
+            self._n_gen[slot] = 1
+            self._last[slot] = first[i]
+            self._max_new[slot] = req.max_new
+            self._seed[slot] = req.seed
+            self._temp[slot] = p.temperature
+            self._top_k[slot] = p.top_k
+            self._top_p[slot] = p.top_p
+            self._consume(req, int(first[i]), events)
+            if req.finish_reason is not None:
+                self._slots[slot] = None
+
+    def _consume(self, req: _Request, token: int, events: list[StreamEvent]) -> None:
+        """Account one generated token of `req`; set its finish_reason when it ends."""
+        delta = ""
+        if token in self.eos_token_ids:
+            req.finish_reason = "stop"
+        else:
+            req.token_ids.append(token)
+            delta = req.tracker.add(token)
+            if req.tracker.stopped:
+                req.finish_reason = "stop"
+            elif len(req.token_ids) >= req.max_new:
+                req.finish_reason = "length"
+        if req.finish_reason is not None:
+            delta += req.tracker.finish()
+            events.append(StreamEvent(req.rid, delta, req.finish_reason))
+            self._finished[req.rid] = req
+        elif delta:
+            events.append(StreamEvent(req.rid, delta))
+
+
+def _per_prompt(
+    params: GenerationParams | Sequence[GenerationParams], n: int
+) -> list[GenerationParams]:
+    if isinstance(params, GenerationParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n:
+        raise ValueError(f"got {len(params)} GenerationParams for {n} prompts")
+    return params
+
+
+def _eos_from_folder(model_dir: str, tokenizer: Any) -> list[int]:
+    """EOS ids from generation_config.json (Llama 3 lists several) plus the tokenizer's."""
+    import json
+
+    ids: set[int] = set()
+    path = os.path.join(model_dir, "generation_config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            eos = json.load(f).get("eos_token_id")
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, list):
+            ids.update(int(e) for e in eos)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)

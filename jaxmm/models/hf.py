@@ -1,0 +1,331 @@
+"""Hugging Face safetensors <-> jaxmm LLM params, with one name map per family.
+
+Loading reads one tensor at a time from the (possibly sharded) checkpoint, converts it to the
+jaxmm layout on the host and places it straight into its target sharding with
+`jax.make_array_from_callback` (each device receives only its shard; there is never more than
+one host copy of one tensor, and never a copy per device). Saving writes `config.json` plus
+`model.safetensors` (or `model-0000i-of-0000n.safetensors` + index) that `transformers` loads.
+
+Layouts: a HF linear weight is [out, in]; a jaxmm kernel is [in..., out...] with heads split out
+(q_proj [embed, heads, head_dim], o_proj [heads, head_dim, embed]), so a kernel is
+`W.T.reshape(kernel_shape)` and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.models.llm import LLM, LLMConfig
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Tensors some checkpoints carry that the model recomputes or does not use.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMap:
+    """One HF tensor <-> one jaxmm param leaf.
+
+    kind: "linear" (HF [out, in] weight; the kernel's first `n_in` dims form `in`),
+    "flat" (HF 1-D bias of a kernel with split heads), "same" (identical layout).
+    """
+
+    hf_name: str
+    path: tuple[str, ...]
+    kind: str = "same"
+    n_in: int = 1
+    stacked_layers: int = 0  # > 0: one param [L, ...] <- L tensors named hf_name.format(i=i)
+
+    def hf_names(self) -> list[str]:
+        if not self.stacked_layers:
+            return [self.hf_name]
+        return [self.hf_name.format(i=i) for i in range(self.stacked_layers)]
+
+    def hf_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        if self.kind == "linear":
+            return (math.prod(shape[self.n_in :]), math.prod(shape[: self.n_in]))
+        if self.kind == "flat":
+            return (math.prod(shape),)
+        return tuple(shape)
+
+    def to_jax(self, w: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        return (w.T if self.kind == "linear" else w).reshape(shape)
+
+    def to_hf(self, p: np.ndarray) -> np.ndarray:
+        if self.kind == "linear":
+            return np.ascontiguousarray(p.reshape(self.hf_shape(p.shape)[::-1]).T)
+        return p.reshape(self.hf_shape(p.shape))
+
+
+# Per-layer tensors: (HF name after "model.layers.{i}.", param path inside a layer, kind, n_in).
+_LAYER_TENSORS = (
+    ("input_layernorm.weight", ("input_layernorm", "scale"), "same", 1),
+    ("post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), "same", 1),
+    ("self_attn.q_proj.weight", ("self_attn", "q_proj", "kernel"), "linear", 1),
+    ("self_attn.k_proj.weight", ("self_attn", "k_proj", "kernel"), "linear", 1),
+    ("self_attn.v_proj.weight", ("self_attn", "v_proj", "kernel"), "linear", 1),
+    ("self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"), "linear", 2),
+    ("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), "linear", 1),
+    ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), "linear", 1),
+    ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), "linear", 1),
+)
+_QKV_BIAS = tuple(
+    (f"self_attn.{p}.bias", ("self_attn", p, "bias"), "flat", 1)
+    for p in ("q_proj", "k_proj", "v_proj")
+)
+
+
+def name_map(config: LLMConfig) -> list[TensorMap]:
+    """The Llama / Qwen2 name map (both families share the transformers naming). With
+    `config.scan_layers`, each per-layer tensor kind maps to one stacked `layers/...` param."""
+    maps = [TensorMap("model.embed_tokens.weight", ("embed_tokens", "embedding"))]
+    layer_tensors = _LAYER_TENSORS + (_QKV_BIAS if config.qkv_bias else ())
+    for hf, path, kind, n_in in layer_tensors:
+        if config.scan_layers:
+            maps.append(
+                TensorMap(
+                    f"model.layers.{{i}}.{hf}",
+                    ("layers", *path),
+                    kind,
+                    n_in,
+                    stacked_layers=config.num_layers,
+                )
+            )
+        else:
+            maps += [
+                TensorMap(f"model.layers.{i}.{hf}", (f"layers_{i}", *path), kind, n_in)
+                for i in range(config.num_layers)
+            ]
+    maps.append(TensorMap("model.norm.weight", ("norm", "scale")))
+    if not config.tie_embeddings:
+        maps.append(TensorMap("lm_head.weight", ("lm_head", "kernel"), "linear"))
+    return maps
+
+
+def abstract_params(config: LLMConfig) -> Any:
+    """Param shapes/dtypes with their logical-axis boxes, without allocating anything."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    variables = jax.eval_shape(lambda: LLM(config).init(jax.random.key(0), tokens, tokens))
+    return variables["params"]
+
+
+def _weight_files(ckpt_dir: str) -> dict[str, str]:
+    """HF tensor name -> file, from the index (sharded) or the single file."""
+    index = os.path.join(ckpt_dir, INDEX_FILE)
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: no 'weight_map' dict")
+        return {k: os.path.join(ckpt_dir, v) for k, v in weight_map.items()}
+    single = os.path.join(ckpt_dir, SINGLE_FILE)
+    if os.path.isfile(single):
+        from safetensors import safe_open
+
+        with safe_open(single, framework="numpy") as f:
+            return {k: single for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    present = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else "(no such folder)"
+    raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {ckpt_dir!r}; it holds {present}")
+
+
+def _get_leaf(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set_leaf(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def load_hf(
+    ckpt_dir: str | os.PathLike,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    rules: Sequence[tuple[str, Any]] | None = None,
+    **config_overrides,
+) -> tuple[LLMConfig, dict]:
+    """Reads `config.json` + safetensors from a HF folder; returns (config, params).
+
+    With `mesh` and `rules`, each param is created directly in its NamedSharding (from its
+    logical axes); otherwise it lands on the default device. Params take
+    `config.param_dtype` (pass `param_dtype="bfloat16"` to override). All names and shapes
+    are checked against the checkpoint headers before any tensor is read.
+    """
+    from safetensors import safe_open
+
+    ckpt_dir = os.fspath(ckpt_dir)
+    config = LLMConfig.from_hf(ckpt_dir, **config_overrides)
+    boxed = abstract_params(config)
+    shapes = nn.meta.unbox(boxed)
+    shardings = None
+    if mesh is not None:
+        from jaxmm.config import DEFAULT_RULES
+        from jaxmm.sharding import params_shardings
+
+        shardings = params_shardings(boxed, mesh, rules if rules is not None else DEFAULT_RULES)
+    files = _weight_files(ckpt_dir)
+    maps = name_map(config)
+
+    # 1. Names and shapes, from the headers only.
+    missing = [n for m in maps for n in m.hf_names() if n not in files]
+    if missing:
+        raise ValueError(
+            f"{ckpt_dir}: checkpoint is missing {len(missing)} tensors for a "
+            f"{config.model_type} model, e.g. {missing[:5]}"
+        )
+    known = {n for m in maps for n in m.hf_names()}
+    if config.tie_embeddings:
+        known.add("lm_head.weight")  # some tied checkpoints still store it
+    unexpected = [n for n in files if n not in known and not n.endswith(_IGNORED_SUFFIXES)]
+    if unexpected:
+        raise ValueError(
+            f"{ckpt_dir}: checkpoint has {len(unexpected)} tensors this "
+            f"{config.model_type} config does not use, e.g. {sorted(unexpected)[:5]}"
+        )
+    handles: dict[str, Any] = {}
+
+    def handle(path: str):
+        if path not in handles:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} (named in {INDEX_FILE}) does not exist")
+            handles[path] = safe_open(path, framework="numpy")
+        return handles[path]
+
+    for m in maps:
+        want = tuple(_get_leaf(shapes, m.path).shape)
+        want_hf = m.hf_shape(want[1:] if m.stacked_layers else want)
+        for name in m.hf_names():
+            hf_shape = tuple(handle(files[name]).get_slice(name).get_shape())
+            if hf_shape != want_hf:
+                raise ValueError(
+                    f"{ckpt_dir}: tensor {name} has shape {hf_shape}, but the "
+                    f"config implies {want_hf} (param {'/'.join(m.path)} {want})"
+                )
+
+    # 2. One tensor at a time: read, convert, place.
+    params: dict = {}
+    for m in maps:
+        target = _get_leaf(shapes, m.path)
+        if m.stacked_layers:  # one host copy of this stacked param, never one per device
+            host = np.stack(
+                [
+                    m.to_jax(handle(files[n]).get_tensor(n), target.shape[1:]).astype(target.dtype)
+                    for n in m.hf_names()
+                ]
+            )
+        else:
+            host = m.to_jax(handle(files[m.hf_name]).get_tensor(m.hf_name), target.shape)
+            host = np.asarray(host).astype(target.dtype)
+        if shardings is None:
+            arr = jnp.asarray(host)
+        else:
+            arr = jax.make_array_from_callback(
+                host.shape, _get_leaf(shardings, m.path), lambda idx, h=host: h[idx]
+            )
+        _set_leaf(params, m.path, arr)
+        del host
+    return config, params
+
+
+def hf_state_dict(params: Any, config: LLMConfig) -> dict[str, np.ndarray]:
+    """Params -> {hf_name: numpy array in the HF layout} (gathered to this host)."""
+    params = nn.meta.unbox(params)
+    for path, _ in jax.tree_util.tree_leaves_with_path(params):
+        if getattr(path[-1], "key", None) in ("lora_a", "lora_b"):
+            raise ValueError(
+                "params hold LoRA factors; merge them first "
+                "(jaxmm.nn.lora.merge_lora) or save them with save_adapters"
+            )
+    out = {}
+    for m in name_map(config):
+        try:
+            leaf = _get_leaf(params, m.path)
+        except (KeyError, TypeError):
+            raise ValueError(f"params have no leaf {'/'.join(m.path)} (for {m.hf_name})") from None
+        value = _to_host(leaf)
+        if m.stacked_layers:
+            out.update({n: m.to_hf(value[i]) for i, n in enumerate(m.hf_names())})
+        else:
+            out[m.hf_name] = m.to_hf(value)
+    return out
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """The full value on this host, also for arrays sharded across processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def save_hf(
+    params: Any,
+    config: LLMConfig,
+    out_dir: str | os.PathLike,
+    *,
+    max_shard_bytes: int | None = None,
+) -> list[str]:
+    """Writes config.json + safetensors (sharded with an index past `max_shard_bytes`).
+
+    Files are written under temporary names and renamed, so a crash never leaves a
+    half-written checkpoint under the final names. Multi-host: every process gathers, only
+    process 0 writes. Returns the files written (empty on other processes).
+    """
+    from safetensors.numpy import save_file
+
+    out_dir = os.fspath(out_dir)
+    tensors = hf_state_dict(params, config)
+    if jax.process_index() != 0:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, arr in tensors.items():
+        if max_shard_bytes and shards[-1] and size + arr.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = arr
+        size += arr.nbytes
+    if len(shards) == 1:
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    written = []
+
+    def commit(name: str, write) -> None:
+        final = os.path.join(out_dir, name)
+        tmp = final + ".tmp"
+        write(tmp)
+        os.replace(tmp, final)
+        written.append(final)
+
+    for name, shard in zip(names, shards, strict=True):
+        commit(name, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))},
+            "weight_map": {t: n for n, s in zip(names, shards, strict=True) for t in s},
+        }
+        commit(INDEX_FILE, lambda p: _write_json(index, p))
+    commit("config.json", lambda p: _write_json(config.to_hf(), p))
+    return written
+
+
+def _write_json(obj: Any, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)

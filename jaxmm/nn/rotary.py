@@ -1,0 +1,92 @@
+"""Rotary position embeddings (RoPE) with the Llama 3 and linear frequency scalings.
+
+Positions are always passed explicitly (packed sequences reset them per segment; a KV-cache
+decode continues them per row), so the tables are computed from `positions`, never from a
+static range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """Rotary settings as in a Hugging Face config (`rope_theta` + `rope_scaling`)."""
+
+    theta: float = 10000.0
+    rope_type: str = "default"  # default | linear | llama3
+    factor: float = 1.0
+    low_freq_factor: float = 1.0  # llama3 only
+    high_freq_factor: float = 4.0  # llama3 only
+    original_max_positions: int = 8192  # llama3 only
+
+    def __post_init__(self):
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"rope scaling type {self.rope_type!r} is not supported; supported: {ROPE_TYPES}"
+            )
+        if self.factor <= 0:
+            raise ValueError(f"rope scaling factor must be > 0, got {self.factor}")
+
+
+def inverse_frequencies(head_dim: int, rope: RopeConfig) -> np.ndarray:
+    """float32 [head_dim // 2] inverse frequencies, scaled as the config says.
+
+    Computed in float32 numpy the way transformers computes them in torch, so that the
+    angles (and hence the logits) agree to float32 rounding.
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+    inv_freq = (1.0 / (np.float32(rope.theta) ** exponents)).astype(np.float32)
+    if rope.rope_type == "linear":
+        inv_freq = (inv_freq / np.float32(rope.factor)).astype(np.float32)
+    elif rope.rope_type == "llama3":
+        inv_freq = _llama3_scale(inv_freq, rope)
+    return inv_freq
+
+
+def _llama3_scale(inv_freq: np.ndarray, rope: RopeConfig) -> np.ndarray:
+    """Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between."""
+    old_len = float(rope.original_max_positions)
+    low_wavelen = old_len / rope.low_freq_factor
+    high_wavelen = old_len / rope.high_freq_factor
+    wavelen = (2 * math.pi / inv_freq).astype(np.float32)
+    scaled = np.where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq).astype(np.float32)
+    smooth = (old_len / wavelen - rope.low_freq_factor) / (
+        rope.high_freq_factor - rope.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_cos_sin(
+    positions: jax.Array, head_dim: int, rope: RopeConfig, dtype: jnp.dtype = jnp.float32
+) -> tuple[jax.Array, jax.Array]:
+    """cos, sin tables [..., head_dim] for integer `positions` [...] (angles in float32)."""
+    inv_freq = jnp.asarray(inverse_frequencies(head_dim, rope))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates x [B, T, heads, head_dim] by per-token cos/sin [B, T, head_dim] (half-split layout,
+    as in the Hugging Face Llama/Qwen2 checkpoints)."""
+    cos = cos[:, :, None, :].astype(x.dtype)
+    sin = sin[:, :, None, :].astype(x.dtype)
+    return x * cos + _rotate_half(x) * sin

@@ -1,0 +1,92 @@
+"""Searches a multi-vector index with the queries of a BEIR split; writes a TREC run and
+prints nDCG@10, Recall@10/100, MRR@10 and MAP (trec_eval conventions).
+
+  python launch/search.py --beir_dir data/scifact --index_dir runs/scifact_index \
+      --run_out runs/scifact.trec
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
+# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from jaxmm.data.retrieval import load_beir  # noqa: E402
+from jaxmm.eval.retrieval_metrics import evaluate  # noqa: E402
+from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir  # noqa: E402
+from jaxmm.retrieval import MultiVectorIndex, write_run  # noqa: E402
+
+_BEIR_DIR = flags.DEFINE_string("beir_dir", None, "BEIR folder.", required=True)
+_INDEX_DIR = flags.DEFINE_string(
+    "index_dir", None, "Index built by launch/index.py.", required=True
+)
+_RUN_OUT = flags.DEFINE_string("run_out", None, "Output TREC run file.", required=True)
+_SPLIT = flags.DEFINE_string("split", "test", "qrels/<split>.tsv to evaluate.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", "", "Query encoder folder; default all-MiniLM-L6-v2.")
+_K = flags.DEFINE_integer("k", 100, "Documents retrieved per query.")
+_MAX_QUERY_LEN = flags.DEFINE_integer("max_query_len", 32, "Max tokens per query.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Queries per search call.")
+_METRICS_OUT = flags.DEFINE_string("metrics_out", "", "Optional JSON file for the metrics.")
+
+METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")
+
+
+def encode_queries(encoder: TextEncoder, texts: list[str], max_len: int, batch: int):
+    """Token embeddings padded to a fixed [batch, max_len] so search compiles once."""
+    emb, mask = encoder.token_embeddings(texts, max_len)
+    n, length, dim = emb.shape
+    emb = np.pad(emb, ((0, -n % batch), (0, max_len - length), (0, 0)))
+    mask = np.pad(mask, ((0, -n % batch), (0, max_len - length)))
+    return emb, mask
+
+
+def main(argv):
+    del argv
+    try:
+        run()
+    except (FileNotFoundError, ValueError) as e:  # bad folder / file / shape: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run() -> None:
+    t0 = time.time()
+    data = load_beir(_BEIR_DIR.value, _SPLIT.value)
+    index = MultiVectorIndex.load(_INDEX_DIR.value)
+    encoder = TextEncoder.from_pretrained(_MODEL_DIR.value or minilm_model_dir())
+    if encoder.config.hidden_size != index.dim:
+        raise ValueError(
+            f"encoder hidden size {encoder.config.hidden_size} != index dim {index.dim}"
+        )
+    k = min(_K.value, index.num_docs)
+    qids = list(data.queries)
+    run: dict[str, dict[str, float]] = {}
+    bs = _BATCH_SIZE.value
+    for start in range(0, len(qids), bs):
+        batch_ids = qids[start : start + bs]
+        emb, mask = encode_queries(
+            encoder, [data.queries[q] for q in batch_ids], _MAX_QUERY_LEN.value, bs
+        )
+        scores, doc_ids = index.search(emb, k, mask)
+        for i, qid in enumerate(batch_ids):
+            run[qid] = dict(zip(doc_ids[i], scores[i].tolist(), strict=True))
+    write_run(_RUN_OUT.value, run, tag="jaxmm-maxsim")
+    metrics = evaluate(run, data.qrels, METRICS)
+    logging.info("searched %d queries in %.1fs", len(qids), time.time() - t0)
+    print(json.dumps({"split": _SPLIT.value, "num_queries": len(qids), **metrics}))
+    if _METRICS_OUT.value:
+        with open(_METRICS_OUT.value, "w") as f:
+            json.dump(metrics, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,120 @@
+"""MaxSim kernel gradients (custom_vjp through argmax tokens), fused top-k search, and the
+GPU check; interpret mode on CPU against the pure-jnp reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from maxsim_inputs import GRAD_TOL, VALUE_TOL
+from maxsim_inputs import make_inputs as _inputs
+
+from kernels_pallas.maxsim import api
+from kernels_pallas.maxsim import reference as ref
+
+
+def _cotangent(shape, seed=7):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_maxsim_gradients_match_reference(normalize):
+    q, q_mask, d, d_mod = _inputs(seed=4)
+    g = _cotangent((3, 7))
+
+    def loss(fn, q, d):
+        return jnp.sum(fn(q, q_mask, d, d_mod > 0, normalize) * g)
+
+    kernel = lambda *a: api.maxsim(*a, interpret=True, block_q=1)
+    got = jax.grad(lambda q, d: loss(kernel, q, d), (0, 1))(q, d)
+    want = jax.grad(lambda q, d: loss(ref.maxsim, q, d), (0, 1))(q, d)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, **GRAD_TOL)
+
+
+def test_modality_gradients_match_reference():
+    q, q_mask, d, d_mod = _inputs(seed=5)
+    g = _cotangent((3, 7, 3))
+
+    def loss(q, d, **kw):
+        return jnp.sum(api.maxsim_modality(q, q_mask, d, d_mod, 3, **kw) * g)
+
+    got = jax.grad(lambda q, d: loss(q, d, interpret=True), (0, 1))(q, d)
+    want = jax.grad(lambda q, d: loss(q, d, impl="reference"), (0, 1))(q, d)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, **GRAD_TOL)
+    # Gradient flows only through argmax tokens: padding doc tokens get exactly zero.
+    assert np.all(np.asarray(got[1])[np.asarray(d_mod) == 0] == 0.0)
+
+
+@pytest.mark.parametrize("num_splits,block_q", [(1, 1), (3, 1), (None, 4)])
+def test_fused_topk_matches_exhaustive(num_splits, block_q):
+    """In-kernel running top-k, one or several document splits, 1 or 4 queries per program."""
+    q, q_mask, d, d_mod = _inputs(seed=9, n_d=37)  # 37: not a multiple of block_d
+    valid = jnp.asarray(np.arange(37) % 5 != 4)  # every 5th doc is masked out of the search
+    got_s, got_i = api.maxsim_topk(
+        q, q_mask, d, d_mod > 0, 7, doc_valid=valid, num_splits=num_splits, block_q=block_q,
+        interpret=True,
+    )  # fmt: skip
+    want_s, want_i = ref.maxsim_topk(q, q_mask, d, d_mod > 0, 7, doc_valid=valid)
+    np.testing.assert_allclose(got_s, want_s, **VALUE_TOL)
+    np.testing.assert_array_equal(got_i, want_i)
+    assert not np.any(np.asarray(got_i) % 5 == 4)
+
+
+def test_streaming_scan_topk_matches_exhaustive():
+    """The chunked lax.scan path (CPU reference and k > MAX_FUSED_K)."""
+    q, q_mask, d, d_mod = _inputs(seed=12, n_d=11)
+    valid = jnp.asarray(np.arange(11) != 4)
+    got_s, got_i = api.maxsim_topk(
+        q, q_mask, d, d_mod > 0, 5, doc_valid=valid, chunk_docs=4, impl="reference"
+    )
+    want_s, want_i = ref.maxsim_topk(q, q_mask, d, d_mod > 0, 5, doc_valid=valid)
+    np.testing.assert_allclose(got_s, want_s, **VALUE_TOL)
+    np.testing.assert_array_equal(got_i, want_i)
+
+
+def test_streaming_topk_modality_max():
+    q, q_mask, d, d_mod = _inputs(seed=10, n_d=9)
+    got_s, got_i = api.maxsim_topk(
+        q, q_mask, d, d_mod > 0, 3, d_modality=d_mod, num_modalities=3, num_splits=2,
+        interpret=True,
+    )  # fmt: skip
+    full = ref.maxsim_modality(q, q_mask, d, d_mod, 3).max(-1)
+    want_s, want_i = jax.lax.top_k(full, 3)
+    np.testing.assert_allclose(got_s, want_s, **VALUE_TOL)
+    np.testing.assert_array_equal(got_i, want_i)
+
+
+@pytest.mark.gpu
+def test_gpu_kernels_bf16_match_fp32_reference():
+    """On a GPU the default dispatch runs the compiled Triton kernels."""
+    rng = np.random.default_rng(11)
+    q = jnp.asarray(rng.normal(size=(8, 32, 128)) / np.sqrt(128), jnp.bfloat16)
+    d = jnp.asarray(rng.normal(size=(256, 128, 128)) / np.sqrt(128), jnp.bfloat16)
+    q_mask = jnp.asarray(rng.random((8, 32)) > 0.2)
+    d_mod = jnp.asarray(rng.integers(0, 5, size=(256, 128)), jnp.int32)
+    q32, d32 = q.astype(jnp.float32), d.astype(jnp.float32)
+    # DESIGN.md: bf16 on GPU vs the fp32 reference, atol=2e-2 (bf16 rounding of products
+    # inside tensor-core dots and a different summation order).
+    gpu_tol = dict(atol=2e-2, rtol=0)
+    for n_q in (1, 8):  # single-query and batched block layouts
+        got = api.maxsim(q[:n_q], q_mask[:n_q], d, d_mod > 0)
+        want = ref.maxsim(q32[:n_q], q_mask[:n_q], d32, d_mod > 0)
+        np.testing.assert_allclose(got, want, **gpu_tol)
+    got, arg = api.maxsim_modality(q, q_mask, d, d_mod, 4, return_argmax=True)
+    want = ref.maxsim_modality(q32, q_mask, d32, d_mod, 4)
+    np.testing.assert_allclose(got, want, **gpu_tol)
+    assert arg.shape == (8, 256, 4, 32)
+    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(rng.integers(0, 200, 64))]), jnp.int32)
+    tokens = jnp.asarray(rng.normal(size=(int(offsets[-1]), 128)) / np.sqrt(128), jnp.bfloat16)
+    np.testing.assert_allclose(
+        api.maxsim_packed(q, q_mask, tokens, offsets),
+        ref.maxsim_packed(q32, q_mask, tokens.astype(jnp.float32), offsets),
+        **gpu_tol,
+    )
+    top_s, _ = api.maxsim_topk(q, q_mask, d, d_mod > 0, 10)
+    want_s, _ = ref.maxsim_topk(q32, q_mask, d32, d_mod > 0, 10)
+    np.testing.assert_allclose(top_s, want_s, **gpu_tol)  # ids may swap on near-ties in bf16
+    g = jax.grad(lambda q: api.maxsim(q, q_mask, d32, d_mod > 0).sum())(q32)
+    g_ref = jax.grad(lambda q: ref.maxsim(q, q_mask, d32, d_mod > 0).sum())(q32)
+    np.testing.assert_allclose(g, g_ref, atol=1e-3, rtol=1e-3)  # fp32 inputs: TF32-free dots
