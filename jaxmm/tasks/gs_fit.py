@@ -133,7 +133,10 @@ class GsFitTask(Task):
         d = config.data
         self.size = int(d.image_size)
         self.render_kwargs = dict(
-            background=(1.0, 1.0, 1.0), impl=config.model.impl, capacity=int(config.model.capacity)
+            background=(1.0, 1.0, 1.0),
+            impl=config.model.impl,
+            capacity=int(config.model.capacity),
+            max_per_tile=int(config.model.max_per_tile),
         )
         self._gt = procedural_scene(d.seed)
         self.train_cams = scene_cameras(d.num_train_views, self.size, held_out=False)
@@ -145,9 +148,9 @@ class GsFitTask(Task):
         """Ground-truth renders [V, S, S, 3] (computed once, on the host's default device)."""
         if split not in self._images:
             cams = self.train_cams if split == "train" else self.test_cams
-            out = G.render_batch(
-                self._gt, G.stack_cameras(cams), checkpoint=False, **self.render_kwargs
-            )
+            # Ground truth is rendered exactly: no per-tile cap (a tile lists each Gaussian once).
+            kwargs = dict(self.render_kwargs, max_per_tile=self._gt.num)
+            out = G.render_batch(self._gt, G.stack_cameras(cams), checkpoint=False, **kwargs)
             self._images[split] = np.asarray(out.rgb, np.float32)
         return self._images[split]
 
@@ -196,6 +199,7 @@ class GsFitTask(Task):
             "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-12)),
             "overflow": jnp.sum(out.stats.overflow).astype(jnp.float32),
             "intersections": jnp.mean(out.stats.intersections.astype(jnp.float32)),
+            "tile_overflow": jnp.sum(out.stats.tile_overflow).astype(jnp.float32),
         }
         return loss, metrics
 

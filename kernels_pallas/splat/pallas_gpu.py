@@ -4,8 +4,10 @@ Written against JAX 0.10.2 for the Pallas **Triton lowering** (`jax.experimental
 `pallas.triton`), which runs on A100 and H100 (Mosaic GPU would be Hopper-only).
 Honest status: so far this file has only been *run in interpret mode on CPU*
 (`interpret=True`), where it matches `reference.py` in values and gradients (tests in
-tests/kernels_pallas/splat/). It has not yet been compiled or timed on a GPU; the command for
-that check is in benchmarks/splat.py.
+tests/kernels_pallas/splat/). Both kernels also lower through the Pallas Triton lowering to
+Triton IR for CUDA (`jax.export` with platforms=["cuda"], test_triton_lowering.py), but they
+have never been compiled to PTX, run or timed on a GPU; the command for that check is
+`python benchmarks/splat.py` (and `pytest -m gpu`-free tests pass on GPU with impl="auto").
 
 Design (one program per 16×16 tile, the 256 pixels vectorised inside the program):
 - XLA gathers the intersections' features in sorted order into a feature-major table
