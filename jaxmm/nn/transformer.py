@@ -37,6 +37,26 @@ def layer_norm(dtype: Any, param_dtype: Any, name: str | None = None) -> nn.Laye
     )
 
 
+class _Einsum(nn.Module):
+    """One bias-free projection `einsum(spec, x, kernel)` with a logically named kernel.
+
+    (nn.DenseGeneral initialises a flattened 2-D kernel and reshapes it, which breaks the
+    3-D logical sharding constraint under `jax.set_mesh`; an explicit kernel does not.)
+    """
+
+    spec: str
+    shape: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    std: float
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", _init(self.std, self.axes), self.shape, self.param_dtype)
+        return jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
+
+
 class SelfAttention(nn.Module):
     num_heads: int
     residual_std: float
@@ -50,27 +70,22 @@ class SelfAttention(nn.Module):
         if width % self.num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
         head_dim = width // self.num_heads
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        shape_in = (width, self.num_heads, head_dim)
+        axes_in = ("embed", "heads", "head_dim")
 
         def proj(name: str) -> Array:
-            return nn.DenseGeneral(
-                (self.num_heads, head_dim),
-                use_bias=False,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=_init(INIT_STD, ("embed", "heads", "head_dim")),
-                name=name,
-            )(x)
+            return _Einsum("...d,dhk->...hk", shape_in, axes_in, INIT_STD, name=name, **kw)(x)
 
         q, k, v = proj("query"), proj("key"), proj("value")  # [B, S, heads, head_dim]
         out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
-        return nn.DenseGeneral(
-            width,
-            axis=(-2, -1),
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=_init(self.residual_std, ("heads", "head_dim", "embed")),
+        return _Einsum(
+            "...hk,hkd->...d",
+            (self.num_heads, head_dim, width),
+            ("heads", "head_dim", "embed"),
+            self.residual_std,
             name="out",
+            **kw,
         )(out)
 
 
