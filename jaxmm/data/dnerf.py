@@ -1,0 +1,220 @@
+"""Loader for D-NeRF / Consistent4D style dynamic-scene folders.
+
+    root/transforms_{train,val,test}.json
+      {"camera_angle_x": float, "frames": [{"file_path": "./train/r_000", "time": 0.0,
+                                            "transform_matrix": [[4x4]]}, ...]}
+    root/train/r_000.png  (RGBA; composited on a white background)
+
+`file_path` is relative to `root`; a missing extension means `.png` (Blender convention).
+`transform_matrix` is an OpenGL-axes camera-to-world matrix (converted by `Camera.from_dnerf`).
+Times are stored in [0, 1]; `model_times` maps them to the model's [-1, 1].
+Every malformed input raises `DNerfFormatError` naming the file and the field, before any
+device work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from jaxmm.gaussians.camera import Camera, stack_cameras
+
+SPLITS = ("train", "val", "test")
+
+
+class DNerfFormatError(ValueError):
+    """A transforms file, frame field or image is missing or malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DNerfSplit:
+    images: np.ndarray  # [N, H, W, 3] float32 in [0, 1], composited on white
+    times: np.ndarray  # [N] float32 as stored in the file (D-NeRF: [0, 1])
+    c2w: np.ndarray  # [N, 4, 4] float32, OpenCV axes
+    focal: float  # pixels, after any resize
+    paths: tuple[str, ...]
+
+    @property
+    def num(self) -> int:
+        return len(self.times)
+
+    @property
+    def height(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.images.shape[2]
+
+    def camera(self, i: int) -> Camera:
+        return Camera.create(
+            self.c2w[i], self.focal, self.focal, width=self.width, height=self.height
+        )
+
+    def cameras(self, indices: Sequence[int] | None = None) -> Camera:
+        indices = range(self.num) if indices is None else indices
+        return stack_cameras([self.camera(int(i)) for i in indices])
+
+    def model_times(self) -> np.ndarray:
+        """Stored [0, 1] times mapped to the model's [-1, 1]."""
+        return (2.0 * self.times - 1.0).astype(np.float32)
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise DNerfFormatError(f"{path}: transforms file not found")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DNerfFormatError(
+            f"{path}: invalid JSON at line {e.lineno} col {e.colno}: {e.msg}"
+        ) from e
+    if not isinstance(meta, dict):
+        raise DNerfFormatError(
+            f"{path}: top level must be a JSON object, got {type(meta).__name__}"
+        )
+    return meta
+
+
+def _field(obj: dict, key: str, where: str):
+    if key not in obj:
+        raise DNerfFormatError(f"{where}: missing field {key!r}")
+    return obj[key]
+
+
+def _load_rgba_on_white(path: str, where: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise DNerfFormatError(f"{where}: image file {path} not found")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGBA")
+            rgba = np.asarray(im, np.float32) / 255.0
+    except OSError as e:
+        raise DNerfFormatError(f"{where}: cannot read image {path}: {e}") from e
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    return rgb * alpha + (1.0 - alpha)
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    im = Image.fromarray(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return np.asarray(im.resize((w, h), Image.BOX), np.float32) / 255.0
+
+
+def load_split(
+    root: str,
+    split: str = "train",
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    max_frames: int | None = None,
+) -> DNerfSplit:
+    """Reads `root/transforms_<split>.json` and its images (optionally resized to image_size)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = os.path.join(root, f"transforms_{split}.json")
+    meta = _read_json(path)
+    angle = _field(meta, "camera_angle_x", path)
+    if not isinstance(angle, (int, float)) or not 0.0 < angle < math.pi:
+        raise DNerfFormatError(
+            f"{path}: field 'camera_angle_x' must be a number in (0, pi), got {angle!r}"
+        )
+    frames = _field(meta, "frames", path)
+    if not isinstance(frames, list) or not frames:
+        raise DNerfFormatError(f"{path}: field 'frames' must be a non-empty list")
+    frames = frames[:max_frames] if max_frames else frames
+
+    images, times, c2ws, paths = [], [], [], []
+    first_size = None
+    for i, frame in enumerate(frames):
+        where = f"{path}: frames[{i}]"
+        if not isinstance(frame, dict):
+            raise DNerfFormatError(f"{where}: must be an object")
+        rel = _field(frame, "file_path", where)
+        t = _field(frame, "time", where)
+        m = _field(frame, "transform_matrix", where)
+        if not isinstance(t, (int, float)):
+            raise DNerfFormatError(f"{where}: field 'time' must be a number, got {t!r}")
+        try:
+            m = np.asarray(m, np.float64)
+        except (ValueError, TypeError) as e:
+            raise DNerfFormatError(
+                f"{where}: field 'transform_matrix' is not a numeric matrix"
+            ) from e
+        if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+            raise DNerfFormatError(
+                f"{where}: field 'transform_matrix' must be a finite 4x4 matrix, got shape "
+                f"{m.shape}"
+            )
+        img_path = os.path.normpath(os.path.join(root, rel))
+        if not os.path.splitext(img_path)[1]:
+            img_path += ".png"
+        img = _load_rgba_on_white(img_path, f"{where} field 'file_path'")
+        if first_size is None:
+            first_size = img.shape[:2]
+        elif img.shape[:2] != first_size:
+            raise DNerfFormatError(
+                f"{where}: image {img_path} is {img.shape[1]}x{img.shape[0]} but earlier images "
+                f"are {first_size[1]}x{first_size[0]} (width x height)"
+            )
+        images.append(img)
+        times.append(float(t))
+        c2ws.append(m)
+        paths.append(img_path)
+
+    height, width = first_size
+    focal = 0.5 * width / math.tan(0.5 * float(angle))
+    if image_size is not None:
+        new_h, new_w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        images = [_resize(im, (new_h, new_w)) for im in images]
+        focal *= new_w / width
+    opengl_to_opencv = np.diag([1.0, -1.0, -1.0, 1.0])
+    return DNerfSplit(
+        images=np.stack(images).astype(np.float32),
+        times=np.asarray(times, np.float32),
+        c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),
+        focal=float(focal),
+        paths=tuple(paths),
+    )
+
+
+def write_split(
+    root: str,
+    split: str,
+    images: np.ndarray,
+    alphas: np.ndarray | None,
+    times: Sequence[float],
+    c2w_opencv: np.ndarray,
+    focal: float,
+) -> None:
+    """Writes a split in the same format (used by tests and to export procedural scenes)."""
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    width = images.shape[2]
+    frames = []
+    opencv_to_opengl = np.diag([1.0, -1.0, -1.0, 1.0])
+    for i, img in enumerate(images):
+        rgb = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        a = (
+            np.full(img.shape[:2], 255, np.uint8)
+            if alphas is None
+            else np.clip(alphas[i] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        )
+        Image.fromarray(np.dstack([rgb, a]), "RGBA").save(
+            os.path.join(root, split, f"r_{i:03d}.png")
+        )
+        frames.append(
+            {
+                "file_path": f"./{split}/r_{i:03d}",
+                "time": float(times[i]),
+                "transform_matrix": (np.asarray(c2w_opencv[i]) @ opencv_to_opengl).tolist(),
+            }
+        )
+    meta = {"camera_angle_x": 2.0 * math.atan(0.5 * width / focal), "frames": frames}
+    with open(os.path.join(root, f"transforms_{split}.json"), "w") as f:
+        json.dump(meta, f, indent=1)
