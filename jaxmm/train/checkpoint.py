@@ -111,7 +111,7 @@ def find_checkpoint_dir(path: str) -> str:
 
 def load_params(path: str, abstract_params: Any) -> tuple[int, Any]:
     """Restores only the params of the newest readable checkpoint under `path` (for init_from)."""
-    directory = find_checkpoint_dir(path)
+    directory = os.path.abspath(find_checkpoint_dir(path))  # orbax needs absolute paths
     mgr = ocp.CheckpointManager(directory, item_names=("state", "data"))
     steps = sorted(mgr.all_steps())
     if not steps:
