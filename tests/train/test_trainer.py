@@ -159,3 +159,16 @@ def test_mixed_precision_keeps_fp32_master_params(tmp_path):
     result = trainer_lib.train(c, str(tmp_path))
     assert {p.dtype for p in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
     assert np.isfinite(result.train_metrics["loss"])
+
+
+def test_load_params_accepts_a_relative_workdir(tmp_path, monkeypatch):
+    # `make demo` evaluates runs/demo/... by a relative path; orbax only takes absolute ones.
+    first = trainer_lib.train(toy_config(num_steps=2), str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), first.state.params
+    )
+    step, params = ckpt_lib.load_params("run", abstract)
+    assert step == 2
+    for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
