@@ -16,12 +16,9 @@ import sys
 
 from absl import app, flags, logging
 
-if __package__ in (None, ""):  # `python launch/serve.py` from a checkout
-    _LAUNCH_DIR = os.path.dirname(os.path.abspath(__file__))
-    # launch/profile.py would shadow the standard library's `profile` (imported by torch via
-    # cProfile when transformers loads), so the script folder leaves sys.path.
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _LAUNCH_DIR]
-    sys.path.insert(0, os.path.dirname(_LAUNCH_DIR))
+# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
+# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "HF folder: config.json, safetensors, tokenizer."
