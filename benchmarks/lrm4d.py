@@ -74,7 +74,7 @@ def bench_forward(
     )
     images, times, o, d, _ = inputs(views, size)
     params = jax.jit(model.init)(jax.random.key(0), images, times, o, d)
-    fwd = jax.jit(lambda p, *a: model.apply(p, *a)[0].opacity)
+    fwd = jax.jit(lambda p, *a: model.apply(p, *a)[0].opacities)
     sec = timeit(fwd, params, images, times, o, d, iters=iters)
     tokens = views * (size // s.patch_size) ** 2
     flops = encoder_flops(1, tokens, model.width, model.num_layers)
@@ -88,6 +88,10 @@ def bench_forward(
     }
 
 
+class _Cfg(dict):
+    __getattr__ = dict.__getitem__
+
+
 def bench_train_step(
     size_name: str,
     views_in: int,
@@ -98,7 +102,7 @@ def bench_train_step(
     renderer: str,
     **overrides,
 ) -> dict:
-    from jaxmm.tasks.lrm4d import reconstruct, render_views
+    from jaxmm.tasks.lrm4d import reconstruct, render_kwargs, render_views
 
     s = lrm4d.SIZES[size_name]
     model = lrm4d.LRM4D(
@@ -125,8 +129,7 @@ def bench_train_step(
             intr[0, sup_idx],
             times[0, sup_idx],
             size,
-            renderer,
-            capacity=512 if renderer == "dense" else None,
+            **render_kwargs(_Cfg(renderer=renderer, render_capacity=512)),
         )
         return jnp.mean((pred - target[0]) ** 2)
 

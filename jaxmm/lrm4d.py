@@ -27,13 +27,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxmm import gaussians
 from jaxmm.data import synthetic4d as syn
 from jaxmm.eval import lrm4d_baselines as baselines
 from jaxmm.eval.image_metrics import psnr, ssim
 from jaxmm.gaussians.camera import Camera, stack_cameras
+from jaxmm.gaussians.params import Gaussians4D, slice_at
 from jaxmm.models import lrm4d as lrm4d_model
-from jaxmm.models import lrm4d_render
-from jaxmm.models.lrm4d import Gaussians4D
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,13 @@ class LRM4DModel:
         return g.take(0)
 
     def _render_one(self, g, camera, t, background, filters: bool):
+        from jaxmm.tasks.lrm4d import render_kwargs
+
         if filters:
             g = apply_filters(g, t)
-        cap = self.config.model.get("render_capacity", 0) or None
-        return lrm4d_render.render_4d(g, camera, t, background, capacity=cap)
+        return gaussians.render_4d(
+            g, camera, t, background=background, **render_kwargs(self.config.model)
+        )
 
     def render(
         self,
@@ -103,8 +106,9 @@ class LRM4DModel:
         t: float,
         background=(1.0, 1.0, 1.0),
         filters: bool = False,
-    ) -> lrm4d_render.DenseRender:
-        """Renders one view at time t. `filters` applies the paper's inference filters."""
+    ) -> gaussians.RenderOutput:
+        """Renders one view at time t (`.rgb` [H, W, 3], `.alpha`, `.depth`, `.stats`).
+        `filters` applies the paper's inference filters."""
         return self._render(
             g4d, camera, jnp.float32(t), jnp.asarray(background, jnp.float32), filters=filters
         )
@@ -122,17 +126,14 @@ class LRM4DModel:
 
 def keep_mask(g: Gaussians4D, t, min_marginal: float = 0.05, min_opacity: float = 0.05):
     """Paper inference filters at time t: keep p(t) >= 0.05 and opacity·p(t) >= 0.05."""
-    _, _, weighted = lrm4d_render.slice_at(
-        g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left, g.q_right, g.opacity, t
-    )
-    marginal = weighted / jnp.maximum(g.opacity, 1e-12)
-    return (marginal >= min_marginal) & (weighted >= min_opacity)
+    sliced = slice_at(g, t)
+    return (sliced.marginal_t >= min_marginal) & (sliced.opacities >= min_opacity)
 
 
 def apply_filters(g: Gaussians4D, t, min_marginal: float = 0.05, min_opacity: float = 0.05):
     """Zeroes the opacity of filtered Gaussians (static shapes; they then never contribute)."""
     keep = keep_mask(g, t, min_marginal, min_opacity)
-    return g.replace(opacity=jnp.where(keep, g.opacity, 0.0))
+    return g.replace(opacities=jnp.where(keep, g.opacities, 0.0))
 
 
 def load(workdir: str) -> LRM4DModel:
@@ -373,53 +374,14 @@ def write_gif(path: str, frames: np.ndarray, fps: float = 8.0, scale: int = 4) -
 
 
 def save_ply(path: str, g: Gaussians4D, t: float, filters: bool = True) -> int:
-    """Writes the Gaussians sliced at time t in the standard 3DGS PLY layout; returns the count."""
+    """Writes the Gaussians sliced at time t as a standard 3DGS PLY; returns the count kept."""
+    sliced = slice_at(g, jnp.float32(t))
+    g3 = jax.tree.map(np.asarray, gaussians.gaussians_3d_from_slice(sliced))
     if filters:
         keep = np.asarray(keep_mask(g, jnp.float32(t)))
-    else:
-        keep = np.ones(g.num, bool)
-    means, covs, opac = lrm4d_render.slice_at(
-        g.xyz, g.t, g.scale_xyz, g.scale_t, g.q_left, g.q_right, g.opacity, jnp.float32(t)
-    )
-    means, covs, opac = (np.asarray(x)[keep] for x in (means, covs, opac))
-    evals, evecs = np.linalg.eigh(covs.astype(np.float64))
-    evecs = np.where(np.linalg.det(evecs)[:, None, None] < 0, evecs * np.array([1, 1, -1]), evecs)
-    quats = _matrix_to_quat(evecs)
-    scales = np.sqrt(np.maximum(evals, 1e-12))
-    opac = np.clip(opac, 1e-6, 1 - 1e-6)
-    cols = {
-        "x": means[:, 0],
-        "y": means[:, 1],
-        "z": means[:, 2],
-        "nx": 0 * means[:, 0],
-        "ny": 0 * means[:, 0],
-        "nz": 0 * means[:, 0],
-        **{f"f_dc_{i}": np.asarray(g.sh_dc)[keep][:, i] for i in range(3)},
-        "opacity": np.log(opac / (1 - opac)),
-        **{f"scale_{i}": np.log(scales[:, i]) for i in range(3)},
-        **{f"rot_{i}": quats[:, i] for i in range(4)},
-    }
-    data = np.stack([np.asarray(v, np.float32) for v in cols.values()], -1)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(data)}"]
-    header += [f"property float {name}" for name in cols] + ["end_header"]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode())
-        f.write(data.astype("<f4").tobytes())
-    return len(data)
-
-
-def _matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Rotation matrices [N, 3, 3] -> unit quaternions (w, x, y, z) [N, 4]."""
-    w = np.sqrt(np.maximum(1.0 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], 0.0)) / 2.0
-    x = np.sqrt(np.maximum(1.0 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], 0.0)) / 2.0
-    y = np.sqrt(np.maximum(1.0 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 0.0)) / 2.0
-    z = np.sqrt(np.maximum(1.0 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2], 0.0)) / 2.0
-    x = np.copysign(x, m[:, 2, 1] - m[:, 1, 2])
-    y = np.copysign(y, m[:, 0, 2] - m[:, 2, 0])
-    z = np.copysign(z, m[:, 1, 0] - m[:, 0, 1])
-    q = np.stack([w, x, y, z], -1)
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+        g3 = jax.tree.map(lambda x: x[keep], g3)
+    gaussians.save_ply(path, g3)
+    return g3.num
 
 
 def evaluate_workdir(

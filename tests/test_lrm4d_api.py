@@ -59,7 +59,7 @@ def test_load_reconstruct_equals_training_params(trained):
     # Same params; the reference runs op by op, load() runs one jitted program whose fusions
     # round fp32 differently: 1e-5 (values are O(1)).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b[0], atol=1e-5, rtol=1e-5), g, ref)
-    assert g.xyz.shape == (2 * 16 * 16, 3)
+    assert g.means.shape == (2 * 16 * 16, 4)
     frame = model.render(g, jax.tree.map(lambda x: x[0], lrm4d.clip_cameras(clip, "target")), 0.0)
     assert frame.rgb.shape == (16, 16, 3) and np.all(np.isfinite(frame.rgb))
     with pytest.raises(ValueError, match="one time per image"):
@@ -73,11 +73,16 @@ def test_filters_drop_gaussians_far_in_time(trained):
     g = model.reconstruct(
         clip["input_images"], lrm4d.clip_cameras(clip, "input"), clip["input_times"]
     )
-    g = g.replace(
-        t=np.where(np.arange(g.num) % 2 == 0, -1.0, 1.0).astype(np.float32),
-        scale_t=np.full(g.num, 0.1, np.float32),
-        opacity=np.full(g.num, 0.9, np.float32),
+    identity = np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (g.num, 1))
+    g = g.replace(  # no space-time rotation, so Σtt = scale_t²
+        means=np.asarray(g.means).copy(),
+        scales=np.asarray(g.scales).copy(),
+        q_left=identity,
+        q_right=identity,
+        opacities=np.full(g.num, 0.9, np.float32),
     )
+    g.means[:, 3] = np.where(np.arange(g.num) % 2 == 0, -1.0, 1.0)
+    g.scales[:, 3] = 0.1
     keep = np.asarray(lrm4d.keep_mask(g, -1.0))
     # p(t) = exp(-0.5 (2 / 0.1)^2) ~ 0 for the Gaussians centred at t = +1.
     np.testing.assert_array_equal(keep, np.arange(g.num) % 2 == 0)

@@ -18,10 +18,12 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.gaussians.camera import Camera, look_at_c2w
-from jaxmm.models.lrm4d_render import render_3d
+from jaxmm.gaussians.params import Slice3D, rgb_to_sh_dc
+from jaxmm.gaussians.render import render_slice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,11 +172,15 @@ def focal_px(spec: SceneSpec) -> float:
 
 @functools.partial(jax.jit, static_argnames=("size",))
 def _render_views(means, covs, rgb, opacity, c2w, focal, size: int):
+    """Exact (every Gaussian × every pixel) renders: the ground truth of the procedural data."""
+    sh_dc, ones = rgb_to_sh_dc(rgb), jnp.ones_like(opacity)
+
     def one(m, c, pose):
         cam = Camera(
             c2w=pose, fx=focal, fy=focal, cx=size / 2.0, cy=size / 2.0, width=size, height=size
         )
-        out = render_3d(m, c, rgb, opacity, cam)
+        g = Slice3D(means=m, covs=c, opacities=opacity, marginal_t=ones, sh_dc=sh_dc)
+        out = render_slice(g, cam, impl="dense", max_per_tile=None)
         return out.rgb, out.alpha
 
     return jax.vmap(one)(means, covs, c2w)

@@ -64,7 +64,11 @@ class Gaussians4D:
 
     @property
     def num(self) -> int:
-        return self.means.shape[0]
+        return self.means.shape[-2]
+
+    def take(self, index) -> Gaussians4D:
+        """Indexes the leading (batch) axes, e.g. `g.take(b)` for one sample of [B, N]."""
+        return jax.tree.map(lambda x: x[index], self)
 
     def covariances(self) -> jax.Array:
         """Σ = R S Sᵀ Rᵀ, [N, 4, 4]."""
@@ -206,4 +210,31 @@ def covariances_3d(g: Gaussians3D) -> Slice3D:
         opacities=g.opacities,
         marginal_t=jnp.ones_like(g.opacities),
         sh_dc=g.sh_dc,
+    )
+
+
+def rotmat_to_quat(m: jax.Array) -> jax.Array:
+    """Rotation matrices [..., 3, 3] -> unit quaternions (w, x, y, z) [..., 4], w >= 0."""
+    d0, d1, d2 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    half_sqrt = lambda x: 0.5 * jnp.sqrt(jnp.maximum(x, 0.0))
+    w = half_sqrt(1.0 + d0 + d1 + d2)
+    x = jnp.copysign(half_sqrt(1.0 + d0 - d1 - d2), m[..., 2, 1] - m[..., 1, 2])
+    y = jnp.copysign(half_sqrt(1.0 - d0 + d1 - d2), m[..., 0, 2] - m[..., 2, 0])
+    z = jnp.copysign(half_sqrt(1.0 - d0 - d1 + d2), m[..., 1, 0] - m[..., 0, 1])
+    q = jnp.stack([w, x, y, z], -1)
+    return q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+
+
+def gaussians_3d_from_slice(s: Slice3D) -> Gaussians3D:
+    """A time slice as ordinary 3D Gaussians (eigen-decomposed covariance, opacity o·p(t)),
+    e.g. to export one moment of a 4D scene to PLY for 3DGS viewers."""
+    evals, evecs = jnp.linalg.eigh(s.covs)
+    flip = jnp.linalg.det(evecs) < 0  # make the eigenbasis a rotation
+    evecs = evecs.at[..., :, 2].multiply(jnp.where(flip, -1.0, 1.0)[..., None])
+    return Gaussians3D(
+        means=s.means,
+        scales=jnp.sqrt(jnp.maximum(evals, 1e-12)),
+        quats=rotmat_to_quat(evecs),
+        opacities=s.opacities,
+        sh_dc=s.sh_dc,
     )

@@ -2,6 +2,9 @@
 
 Everything except the rasteriser is plain jnp and differentiates by autodiff; the rasteriser
 (`kernels_pallas.splat`) is a custom-VJP Pallas kernel on GPU and a pure-jnp twin elsewhere.
+`impl="dense"` replaces bin + rasterise by the small-image compositor of `gaussians.dense`
+(every Gaussian × every pixel, or the nearest `max_per_tile` per small tile): the fast choice
+for tiny images on CPU, and an independent check of the tiled path.
 Shapes are static: the intersection buffer has `capacity` slots and the count of dropped
 intersections is returned in `stats.overflow` (never silent). Bad input raises before any
 device work; non-finite Gaussians are dropped (counted in `stats.nonfinite`), and a camera
@@ -17,6 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxmm.gaussians import dense
 from jaxmm.gaussians.binning import bin_gaussians, tile_grid
 from jaxmm.gaussians.camera import Camera
 from jaxmm.gaussians.params import (
@@ -46,6 +50,9 @@ class RenderOutput:
     alpha: jax.Array  # [H, W] 1 - final transmittance
     depth: jax.Array  # [H, W] expected depth Σ wᵢ dᵢ / Σ wᵢ (0 where alpha < 1e-4)
     stats: RenderStats
+
+
+IMPLS = (*raster_api.IMPLS, "dense")
 
 
 def default_capacity(num_gaussians: int) -> int:
@@ -85,6 +92,19 @@ def _render_slice(
     g, finite = sanitize(g)
     nonfinite = (nonfinite + jnp.sum(~finite)).astype(jnp.int32)
     proj = project(g, camera, near=near)
+    visible = jnp.sum(proj.valid).astype(jnp.int32)
+    if impl == "dense":
+        rgb_acc, depth_acc, trans, hits, dropped = dense.composite(
+            proj, width=width, height=height, tile_size=tile_size, max_per_tile=max_per_tile
+        )
+        stats = RenderStats(
+            intersections=hits,
+            overflow=jnp.int32(0),
+            tile_overflow=dropped,
+            visible=visible,
+            nonfinite=nonfinite,
+        )
+        return _finish(rgb_acc, depth_acc, trans, background, stats)
     binned = bin_gaussians(
         proj.means2d,
         proj.radii,
@@ -110,30 +130,28 @@ def _render_slice(
         max_per_tile=max_per_tile,
         impl=impl,
     )
-    alpha = 1.0 - trans
-    rgb = rgb_acc + trans[..., None] * background
-    has_alpha = alpha > 1e-4
-    depth = jnp.where(has_alpha, depth_acc / jnp.where(has_alpha, alpha, 1.0), 0.0)
-
     impl_name, _ = raster_api.resolve_impl(impl)
     if impl_name == "reference" and max_per_tile is not None:
         counts = binned.tile_ranges[:, 1] - binned.tile_ranges[:, 0]
         tile_overflow = jnp.sum(jnp.maximum(counts - max_per_tile, 0))
     else:
         tile_overflow = jnp.int32(0)
-    finite = (
-        jnp.all(jnp.isfinite(g.means), -1)
-        & jnp.all(jnp.isfinite(g.covs), (-1, -2))
-        & jnp.isfinite(g.opacities)
-        & jnp.all(jnp.isfinite(g.sh_dc), -1)
-    )
     stats = RenderStats(
         intersections=binned.num_intersections,
         overflow=binned.overflow,
         tile_overflow=tile_overflow.astype(jnp.int32),
-        visible=jnp.sum(proj.valid).astype(jnp.int32),
+        visible=visible,
         nonfinite=nonfinite,
     )
+    return _finish(rgb_acc, depth_acc, trans, background, stats)
+
+
+def _finish(rgb_acc, depth_acc, trans, background, stats: RenderStats) -> RenderOutput:
+    """Composites over the background; depth normalised by alpha (0 where nothing was hit)."""
+    alpha = 1.0 - trans
+    rgb = rgb_acc + trans[..., None] * background
+    has_alpha = alpha > 1e-4
+    depth = jnp.where(has_alpha, depth_acc / jnp.where(has_alpha, alpha, 1.0), 0.0)
     return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, stats=stats)
 
 
@@ -152,6 +170,9 @@ def render_slice(
 ) -> RenderOutput:
     """Renders 3D Gaussians given as (means, covariances, opacities, SH DC).
 
+    impl: "auto" (Pallas on GPU, reference elsewhere), "pallas", "reference" or "dense" (no
+    binning: for small images; `max_per_tile=None` composites every Gaussian at every pixel,
+    an int the nearest that many per `tile_size` tile, dropped pairs in `stats.tile_overflow`).
     `nonfinite` adds a count of Gaussians already dropped upstream to `stats.nonfinite`."""
     _check_camera(camera)
     n = g.means.shape[0]
@@ -160,11 +181,21 @@ def render_slice(
     capacity = default_capacity(n) if capacity is None else int(capacity)
     if capacity <= 0:
         raise ValueError(f"capacity must be > 0, got {capacity}")
-    if max_per_tile is not None:  # a tile lists each Gaussian at most once
-        max_per_tile = max(1, min(int(max_per_tile), capacity, n))
-    if tile_size != 16 and impl != "reference":
-        raise ValueError(f"the Pallas rasteriser is built for 16x16 tiles, got {tile_size}")
-    raster_api.resolve_impl(impl)  # validates the name
+    if impl == "dense":
+        if max_per_tile is not None and (camera.width % tile_size or camera.height % tile_size):
+            raise ValueError(
+                f"impl='dense': image {camera.height}x{camera.width} is not divisible by "
+                f"tile_size={tile_size}"
+            )
+        if max_per_tile is not None:
+            max_per_tile = max(1, min(int(max_per_tile), n))
+    else:
+        if max_per_tile is not None:  # a tile lists each Gaussian at most once
+            max_per_tile = max(1, min(int(max_per_tile), capacity, n))
+        if tile_size != 16 and impl != "reference":
+            raise ValueError(f"the Pallas rasteriser is built for 16x16 tiles, got {tile_size}")
+        if impl not in IMPLS:
+            raise ValueError(f"render impl={impl!r}; choose one of {IMPLS}")
     return _render_slice(
         g,
         camera,
@@ -205,12 +236,14 @@ def render_batch(
     times: jax.Array | None = None,
     *,
     checkpoint: bool = True,
+    views_per_step: int = 1,
     **kwargs,
 ) -> RenderOutput:
     """Renders V views of the same Gaussians: `cameras` stacked [V] (see `stack_cameras`),
-    `times` [V] for 4D Gaussians. Each view is `jax.checkpoint`ed so the backward recomputes
-    one view at a time instead of keeping every view's rasteriser residuals. Outputs gain a
-    leading V axis. Differentiable w.r.t. all Gaussian parameters."""
+    `times` [V] for 4D Gaussians. Outputs gain a leading V axis; differentiable w.r.t. all
+    Gaussian parameters. Views run `views_per_step` at a time (`lax.map`), each group
+    `jax.checkpoint`ed, so the backward keeps one group's rasteriser residuals instead of all
+    V views' (the paper's per-view checkpointing; raise it to trade memory for parallelism)."""
     _check_camera(cameras)
     if cameras.c2w.ndim != 3:
         raise ValueError(f"render_batch: cameras.c2w must be [V, 4, 4], got {cameras.c2w.shape}")
@@ -236,7 +269,10 @@ def render_batch(
 
     if checkpoint:
         one_view = jax.checkpoint(one_view)
-    return jax.vmap(one_view)(cameras, times)
+    if not 1 <= views_per_step:
+        raise ValueError(f"render_batch: views_per_step must be >= 1, got {views_per_step}")
+    step = min(views_per_step, num_views)
+    return jax.lax.map(lambda x: one_view(*x), (cameras, times), batch_size=step)
 
 
 def _to_slice(g, t) -> Slice3D:

@@ -8,8 +8,10 @@ LayerNorm and one linear layer map each token back to 8×8 pixels × 20 Gaussian
 
     xyz 3 | t 1 | rgb 3 | scale_xyz 3 | scale_t 1 | q_left 4 | q_right 4 | opacity 1
 
-activated as in the paper (see `activate`). Optional learnable "free Gaussian" tokens get
-their own 20-channel head; their centre is predicted directly (clipped to [-1, 1]³).
+activated as in the paper (see `activate`) into `jaxmm.gaussians.Gaussians4D` (leading dims
+[B, N]; means = (x, y, z, t), scales = (sx, sy, sz, st)), which the renderer takes directly.
+Optional learnable "free Gaussian" tokens get their own 20-channel head; their centre is
+predicted directly (clipped to [-1, 1]³).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxmm.gaussians.params import Gaussians4D
 from jaxmm.nn.patchify import patchify, unpatchify
 from jaxmm.nn.rays import ray_map
 from jaxmm.nn.transformer import INIT_STD, Encoder, layer_norm
@@ -52,28 +54,6 @@ SIZES: dict[str, LRM4DSize] = {
 }
 
 
-@flax.struct.dataclass
-class Gaussians4D:
-    """Activated 4D Gaussians, leading dims [..., N]. Time is in the model's [-1, 1] units."""
-
-    xyz: Array  # [..., N, 3] centre, inside [-1, 1]^3
-    t: Array  # [..., N] temporal centre
-    sh_dc: Array  # [..., N, 3] degree-0 SH coefficient; rgb = 0.28209479 * sh_dc + 0.5
-    scale_xyz: Array  # [..., N, 3]
-    scale_t: Array  # [..., N]
-    q_left: Array  # [..., N, 4] unit quaternion (w, x, y, z)
-    q_right: Array  # [..., N, 4] unit quaternion (w, x, y, z)
-    opacity: Array  # [..., N] in (0, 1)
-
-    @property
-    def num(self) -> int:
-        return self.opacity.shape[-1]
-
-    def take(self, index) -> Gaussians4D:
-        """Selects along the leading axes, e.g. `g[b]` for one sample of a batch."""
-        return jax.tree.map(lambda x: x[index], self)
-
-
 def activate(raw: Array, origins: Array | None, directions: Array | None) -> Gaussians4D:
     """Paper activations of the 20 raw channels [..., N, 20].
 
@@ -92,20 +72,20 @@ def activate(raw: Array, origins: Array | None, directions: Array | None) -> Gau
     else:
         xyz = xyz_raw
     normalize = lambda q: q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+    scale_xyz = jnp.minimum(jnp.exp(sxyz_raw - SCALE_BIAS), SCALE_XYZ_MAX)
+    scale_t = jnp.minimum(jnp.exp(st_raw - SCALE_BIAS), SCALE_T_MAX)
     return Gaussians4D(
-        xyz=jnp.clip(xyz, -1.0, 1.0),
-        t=t_raw,
-        sh_dc=rgb_raw,
-        scale_xyz=jnp.minimum(jnp.exp(sxyz_raw - SCALE_BIAS), SCALE_XYZ_MAX),
-        scale_t=jnp.minimum(jnp.exp(st_raw - SCALE_BIAS), SCALE_T_MAX),
+        means=jnp.concatenate([jnp.clip(xyz, -1.0, 1.0), t_raw[..., None]], -1),
+        scales=jnp.concatenate([scale_xyz, scale_t[..., None]], -1),
         q_left=normalize(ql_raw),
         q_right=normalize(qr_raw),
-        opacity=jax.nn.sigmoid(op_raw - OPACITY_BIAS),
+        opacities=jax.nn.sigmoid(op_raw - OPACITY_BIAS),
+        sh_dc=rgb_raw,
     )
 
 
 def concat_gaussians(a: Gaussians4D, b: Gaussians4D) -> Gaussians4D:
-    return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=a.opacity.ndim - 1), a, b)
+    return jax.tree.map(lambda x, y: jnp.concatenate([x, y], axis=a.opacities.ndim - 1), a, b)
 
 
 def input_features(images: Array, times: Array, origins: Array, directions: Array) -> Array:

@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxmm import gaussians
 from jaxmm.data.pipeline import batched
 from jaxmm.data.synthetic4d import SceneSpec, Synthetic4D
 from jaxmm.gaussians.camera import Camera
+from jaxmm.gaussians.params import Gaussians4D
 from jaxmm.models import lrm4d as lrm4d_model
-from jaxmm.models import lrm4d_render
 from jaxmm.nn.rays import pixel_rays
 from jaxmm.train.task import DataShard, Task
 
@@ -59,49 +60,30 @@ def rays_from(c2w: jax.Array, intr: jax.Array, height: int, width: int):
     return pixel_rays(c2w, intr[..., 0], intr[..., 1], intr[..., 2], intr[..., 3], height, width)
 
 
-def reconstruct(model, params, images, times, c2w, intr) -> lrm4d_model.Gaussians4D:
+def reconstruct(model, params, images, times, c2w, intr) -> Gaussians4D:
     """images [B, V, H, W, 3] in [0, 1] -> Gaussians [B, N]."""
     origins, dirs = rays_from(c2w, intr, images.shape[2], images.shape[3])
     g, _ = model.apply({"params": params}, images, times, origins, dirs)
     return g
 
 
-def render_views(
-    g: lrm4d_model.Gaussians4D,
-    c2w,
-    intr,
-    times,
-    size: int,
-    renderer: str,
-    capacity: int | None = None,
-):
-    """One sample's Gaussians [N] -> rgb [V, H, W, 3] for V cameras/times (checkpointed per view).
+def render_kwargs(model_cfg) -> dict:
+    """`gaussians.render_batch` options from `config.model`.
 
-    renderer "dense": the small-image compositor of `models.lrm4d_render` (capacity: Gaussians
-    per 8×8 tile, None = all); "splat": the tiled renderer of `jaxmm.gaussians`.
+    renderer "dense": the small-image compositor (`impl="dense"`, 8×8 tiles, the nearest
+    `render_capacity` Gaussians per tile, 0 = all); "splat": the tiled rasteriser (Pallas on GPU).
     """
-    cams = cameras_from(c2w, intr, size)
+    renderer = model_cfg.renderer
     if renderer == "dense":
-        return lrm4d_render.render_batch(g, cams, times, capacity=capacity).rgb
-    if renderer == "splat":  # the tiled renderer of jaxmm.gaussians
-        from jaxmm import gaussians
-
-        return gaussians.render_batch(to_splat(g), cams, times).rgb
+        return dict(impl="dense", tile_size=8, max_per_tile=model_cfg.render_capacity or None)
+    if renderer == "splat":
+        return dict(impl="auto")
     raise ValueError(f"config.model.renderer must be 'dense' or 'splat', got {renderer!r}")
 
 
-def to_splat(g: lrm4d_model.Gaussians4D):
-    """Converts to `jaxmm.gaussians`' 4D Gaussian pytree (tiled renderer)."""
-    from jaxmm import gaussians
-
-    return gaussians.Gaussians4D(
-        means=jnp.concatenate([g.xyz, g.t[..., None]], -1),
-        scales=jnp.concatenate([g.scale_xyz, g.scale_t[..., None]], -1),
-        q_left=g.q_left,
-        q_right=g.q_right,
-        opacities=g.opacity,
-        sh_dc=g.sh_dc,
-    )
+def render_views(g: Gaussians4D, c2w, intr, times, size: int, **render_kw):
+    """One sample's Gaussians [N] -> rgb [V, H, W, 3] for V cameras/times, view by view."""
+    return gaussians.render_batch(g, cameras_from(c2w, intr, size), times, **render_kw).rgb
 
 
 class LRM4DTask(Task):
@@ -145,11 +127,9 @@ class LRM4DTask(Task):
             batch["input_c2w"],
             batch["input_intrinsics"],
         )
-        m = self.config.model
+        render_kw = render_kwargs(self.config.model)
         pred = jax.vmap(
-            lambda g1, c2w, intr, t: render_views(
-                g1, c2w, intr, t, self.size, m.renderer, m.render_capacity or None
-            )
+            lambda g1, c2w, intr, t: render_views(g1, c2w, intr, t, self.size, **render_kw)
         )(g, batch["target_c2w"], batch["target_intrinsics"], batch["target_times"])
         target = batch["target_images"]
         mse = jnp.mean(jnp.square(pred - target))
@@ -169,7 +149,7 @@ class LRM4DTask(Task):
             perc = jnp.mean(perceptual_loss(self.vgg_params, pred, target))
             loss = loss + self.config.loss.perceptual_weight * perc
             metrics["perceptual"] = perc
-        metrics["opacity_mean"] = jnp.mean(g.opacity)
+        metrics["opacity_mean"] = jnp.mean(g.opacities)
         return loss, metrics
 
     def train_dataset(self, shard: DataShard) -> grain.IterDataset:

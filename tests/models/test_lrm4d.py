@@ -43,19 +43,19 @@ def test_activations_and_clamps():
     origins[1] = [0.0, 0.0, -0.5]
     dirs = np.tile(np.array([0.0, 0.0, 1.0], np.float32), (n, 1))
     g = lrm4d.activate(jnp.asarray(raw), origins, dirs)
-    np.testing.assert_allclose(g.xyz[0], [0, 0, 1.0], atol=1e-6)  # -2 + 4.5 clipped to 1
-    np.testing.assert_allclose(g.xyz[1], [0, 0, -0.4], atol=1e-6)  # -0.5 + 0.1
-    np.testing.assert_allclose(g.xyz[4], [0, 0, -2.0 + 2.3], atol=1e-6)  # ω=0.5: δ = 2.3
+    np.testing.assert_allclose(g.means[0, :3], [0, 0, 1.0], atol=1e-6)  # -2 + 4.5 clipped to 1
+    np.testing.assert_allclose(g.means[1, :3], [0, 0, -0.4], atol=1e-6)  # -0.5 + 0.1
+    np.testing.assert_allclose(g.means[4, :3], [0, 0, -2.0 + 2.3], atol=1e-6)  # ω=0.5: δ = 2.3
     raw_far = raw.copy()
     raw_far[:, 0:3] = -100.0  # depth 0.1 from z = -2: clipped to the [-1, 1] box
-    assert float(lrm4d.activate(jnp.asarray(raw_far), origins, dirs).xyz[0, 2]) == -1.0
-    np.testing.assert_allclose(g.scale_xyz[2], [0.3] * 3)
-    np.testing.assert_allclose(g.scale_t[2], 1.0)
-    np.testing.assert_allclose(g.scale_xyz[0], np.exp(-2.3), rtol=1e-6)
+    assert float(lrm4d.activate(jnp.asarray(raw_far), origins, dirs).means[0, 2]) == -1.0
+    np.testing.assert_allclose(g.scales[2, :3], [0.3] * 3)
+    np.testing.assert_allclose(g.scales[2, 3], 1.0)
+    np.testing.assert_allclose(g.scales[0, :3], np.exp(-2.3), rtol=1e-6)
     np.testing.assert_allclose(g.q_left[3], [0, 0.6, 0, 0.8], atol=1e-6)
-    np.testing.assert_allclose(g.opacity[4], 0.5, atol=1e-6)
-    np.testing.assert_allclose(g.opacity[0], 1 / (1 + np.exp(2.0)), rtol=1e-6)
-    np.testing.assert_array_equal(g.t, raw[:, 3])
+    np.testing.assert_allclose(g.opacities[4], 0.5, atol=1e-6)
+    np.testing.assert_allclose(g.opacities[0], 1 / (1 + np.exp(2.0)), rtol=1e-6)
+    np.testing.assert_array_equal(g.means[:, 3], raw[:, 3])
     np.testing.assert_array_equal(g.sh_dc, raw[:, 4:7])
 
 
@@ -68,12 +68,12 @@ def test_forward_shapes_free_gaussians_and_bad_input():
     params = model.init(jax.random.key(0), images, times, o[None], d[None])
     g, raw = model.apply(params, images, times, o[None], d[None])
     n = views * size * size + 3
-    assert raw.shape == (1, n, 20) and g.xyz.shape == (1, n, 3) and g.opacity.shape == (1, n)
-    assert float(jnp.max(jnp.abs(g.xyz))) <= 1.0
+    assert raw.shape == (1, n, 20) and g.means.shape == (1, n, 4) and g.opacities.shape == (1, n)
+    assert float(jnp.max(jnp.abs(g.means[..., :3]))) <= 1.0
     # Pixel-aligned Gaussians lie on their pixel's ray.
-    pix = g.xyz[0, : views * size * size] - o.reshape(-1, 3)
+    pix = g.means[0, : views * size * size, :3] - o.reshape(-1, 3)
     cross = jnp.cross(pix, d.reshape(-1, 3))
-    unclipped = jnp.all(jnp.abs(g.xyz[0, : views * size * size]) < 1.0, axis=-1)
+    unclipped = jnp.all(jnp.abs(g.means[0, : views * size * size, :3]) < 1.0, axis=-1)
     assert float(jnp.max(jnp.where(unclipped[:, None], jnp.abs(cross), 0.0))) < 1e-5
     with pytest.raises(ValueError, match="times must be"):
         model.apply(params, images, jnp.zeros((1, 3)), o[None], d[None])
@@ -89,7 +89,7 @@ def test_bf16_compute_keeps_float32_outputs_and_is_close():
     params = f32.init(jax.random.key(0), images, times, o[None], d[None])
     _, raw32 = f32.apply(params, images, times, o[None], d[None])
     g16, raw16 = bf16.apply(params, images, times, o[None], d[None])
-    assert raw16.dtype == jnp.float32 and g16.opacity.dtype == jnp.float32
+    assert raw16.dtype == jnp.float32 and g16.opacities.dtype == jnp.float32
     # bf16 has 8 mantissa bits: atol 2e-2 (DESIGN.md bf16 tolerance).
     np.testing.assert_allclose(raw16, raw32, atol=2e-2)
 
