@@ -57,6 +57,9 @@ def get_config(arg: str | None = None):
     c.model.remat = not cpu
     c.model.renderer = "dense" if cpu else "splat"  # dense: small-image CPU compositor
     c.model.render_capacity = 512  # dense renderer: nearest Gaussians kept per 8x8 tile (0: all)
+    # Supervision views rendered together (vmap) per checkpointed step: all of them on the CPU
+    # demo (small images: parallelism wins), one at a time at scale (bounds activation memory).
+    c.model.render_views_per_step = 4 if cpu else 1
 
     d = c.data
     d.source = "synthetic"

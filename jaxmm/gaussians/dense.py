@@ -106,7 +106,7 @@ def composite(
 
     k = min(int(max_per_tile), proj.depths.shape[0])
     score = jnp.where(hits, -proj.depths[None], -jnp.inf)
-    neg_depth, idx = jax.lax.top_k(score, k)  # [T, K], nearest first
+    neg_depth, idx = jax.lax.top_k(jax.lax.stop_gradient(score), k)  # [T, K], nearest first
     dropped = jnp.sum(jnp.maximum(jnp.sum(hits, axis=-1) - k, 0)).astype(jnp.int32)
     offs = jnp.arange(tile_size, dtype=jnp.float32) + 0.5
     off_v, off_u = jnp.meshgrid(offs, offs, indexing="ij")
