@@ -81,11 +81,11 @@ def render_kwargs(model_cfg) -> dict:
     raise ValueError(f"config.model.renderer must be 'dense' or 'splat', got {renderer!r}")
 
 
-def render_views(g: Gaussians4D, c2w, intr, times, size: int, views_per_step=1, **render_kw):
-    """One sample's Gaussians [N] -> rgb [V, H, W, 3] for V cameras/times, `views_per_step`
-    views at a time (each group checkpointed: the memory of one group, not of V views)."""
-    cams = cameras_from(c2w, intr, size)
-    return gaussians.render_batch(g, cams, times, views_per_step=views_per_step, **render_kw).rgb
+def render_views(g: Gaussians4D, c2w, intr, times, size: int, **render_kw):
+    """One sample's Gaussians [N] -> rgb [V, H, W, 3] for V cameras/times. `render_kw` go to
+    `gaussians.render_batch` (e.g. views_per_step, checkpoint: one checkpointed group of
+    views at a time bounds memory by one group, not V views)."""
+    return gaussians.render_batch(g, cameras_from(c2w, intr, size), times, **render_kw).rgb
 
 
 class LRM4DTask(Task):
@@ -130,7 +130,10 @@ class LRM4DTask(Task):
             batch["input_intrinsics"],
         )
         m = self.config.model
-        render_kw = render_kwargs(m) | {"views_per_step": m.get("render_views_per_step", 1)}
+        render_kw = render_kwargs(m) | {
+            "views_per_step": m.get("render_views_per_step", 1),
+            "checkpoint": m.get("render_checkpoint", True),
+        }
         pred = jax.vmap(
             lambda g1, c2w, intr, t: render_views(g1, c2w, intr, t, self.size, **render_kw)
         )(g, batch["target_c2w"], batch["target_intrinsics"], batch["target_times"])
