@@ -66,7 +66,6 @@ def get_config(arg: str | None = None):
     # Supervision views rendered together (vmap) per checkpointed step: all of them on the CPU
     # demo (small images: parallelism wins), one at a time at scale (bounds activation memory).
     c.model.render_views_per_step = 4 if cpu else 1
-    c.model.render_checkpoint = not cpu  # recompute renders in the backward (saves memory)
 
     d = c.data
     d.source = "synthetic"
@@ -88,4 +87,6 @@ def get_config(arg: str | None = None):
     c.eval = base_config().model
     c.eval.num_scenes = 8 if cpu else 64
     c.eval.setup = "alternating_canonical"
+    # LPIPS weights file(s), comma-separated (jaxmm/eval/lpips.py); "" = LPIPS not reported.
+    c.eval.lpips_weights = ""
     return c

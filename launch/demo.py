@@ -25,6 +25,9 @@ from absl import app, flags  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes its outputs.")
 _JOB = flags.DEFINE_enum("job", "lrm4d", ["lrm4d", "toy"], "Which demo to run.")
+_LPIPS = flags.DEFINE_string(
+    "lpips_weights", "", "LPIPS weights file(s), comma-separated; reports LPIPS when given."
+)
 
 
 def toy_demo(workdir: str) -> dict:
@@ -73,7 +76,7 @@ def main(argv):
     else:
         from jaxmm import lrm4d
 
-        report = lrm4d.run_demo(_WORKDIR.value)
+        report = lrm4d.run_demo(_WORKDIR.value, lpips_weights=_LPIPS.value or None)
         if not report.get("beats_baselines", False):
             print("[demo] WARNING: the model did not beat both baselines on every setup")
     print(f"[demo] metrics written to {os.path.join(_WORKDIR.value, 'metrics.json')}")

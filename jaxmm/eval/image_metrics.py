@@ -2,8 +2,8 @@
 
 Images are float [..., H, W, 3] in [0, 1]. SSIM uses the standard 11×11 Gaussian window
 (σ = 1.5), K1 = 0.01, K2 = 0.03, "valid" filtering, averaged over pixels and channels — the
-settings of the 3DGS/LRM evaluation scripts. LPIPS needs learned weights that cannot be
-downloaded here, so the evaluation reports it only when a weights file is given.
+settings of the 3DGS/LRM evaluation scripts. LPIPS (learned weights, read from a local file)
+is in `jaxmm.eval.lpips`.
 """
 
 from __future__ import annotations

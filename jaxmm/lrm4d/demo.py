@@ -21,16 +21,21 @@ def run_demo(
     num_scenes: int = 8,
     fresh: bool = True,
     filters: bool = True,
+    lpips_weights: str | None = None,
 ) -> dict:
     """Trains `configs/lrm4d.py:<variant>` on procedural 4D scenes, evaluates held-out objects
     at novel view–time pairs under the paper's three camera setups next to the nearest-view and
     mean-colour baselines (model rendered with the paper's inference filters unless
-    `filters=False`), and writes metrics.json, a turntable GIF and a PLY into `workdir`."""
+    `filters=False`), and writes metrics.json, a turntable GIF/MP4/PNG and a PLY into `workdir`.
+    LPIPS is reported too when `lpips_weights` names its weights (see `jaxmm.eval.lpips`)."""
     import shutil
 
     from jaxmm import config as config_lib
+    from jaxmm.eval.lpips import load_lpips
     from jaxmm.train import trainer
 
+    if lpips_weights:
+        load_lpips(lpips_weights)  # a bad weights file fails now, not after training
     run_dir = os.path.join(workdir, "lrm4d")
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -44,7 +49,12 @@ def run_demo(
     result = trainer.train(config, run_dir)
     train_s = time.perf_counter() - t0
     report = evaluate_workdir(
-        run_dir, setups=SETUPS, num_scenes=num_scenes, out_dir=workdir, filters=filters
+        run_dir,
+        setups=SETUPS,
+        num_scenes=num_scenes,
+        out_dir=workdir,
+        filters=filters,
+        lpips_weights=lpips_weights,
     )
     report["train_seconds"] = train_s
     report["train_final"] = result.train_metrics
@@ -62,15 +72,18 @@ def run_demo(
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'setup':24s} {'method':14s} {'PSNR':>7s} {'SSIM':>7s}"]
+    with_lpips = any("model/lpips" in report.get(s, {}) for s in SETUPS)
+    head = f"{'setup':24s} {'method':14s} {'PSNR':>7s} {'SSIM':>7s}"
+    lines = [head + (f" {'LPIPS':>7s}" if with_lpips else "")]
     for s in SETUPS:
         if s not in report:
             continue
         for name in ("model", "nearest_view", "mean_colour"):
-            lines.append(
-                f"{s:24s} {name:14s} {report[s][f'{name}/psnr']:7.2f} "
-                f"{report[s][f'{name}/ssim']:7.3f}"
-            )
+            row = report[s]
+            line = f"{s:24s} {name:14s} {row[f'{name}/psnr']:7.2f} {row[f'{name}/ssim']:7.3f}"
+            if with_lpips:
+                line += f" {row.get(f'{name}/lpips', float('nan')):7.3f}"
+            lines.append(line)
     if "beats_baselines" in report:
         lines.append(f"4D-LRM beats both baselines on every setup: {report['beats_baselines']}")
     return "\n".join(lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -16,6 +15,7 @@ import numpy as np
 from jaxmm.data import synthetic4d as syn
 from jaxmm.eval import lrm4d_baselines as baselines
 from jaxmm.eval.image_metrics import psnr, ssim
+from jaxmm.eval.lpips import LPIPSMetric, load_lpips
 from jaxmm.lrm4d.inference import LRM4DModel, load
 from jaxmm.lrm4d.media import (
     contact_sheet,
@@ -27,8 +27,6 @@ from jaxmm.lrm4d.media import (
 )
 from jaxmm.lrm4d.setups import clip_cameras, dnerf_eval_clip, synthetic_eval_clips
 
-log = logging.getLogger(__name__)
-
 
 def evaluate(
     model: LRM4DModel,
@@ -39,13 +37,16 @@ def evaluate(
     num_inputs: int | None = None,
     num_targets: int = 8,
     filters: bool = False,
-    lpips_weights: str | None = None,
+    lpips_weights: str | LPIPSMetric | None = None,
 ) -> dict[str, float]:
-    """PSNR / SSIM of the model and the two baselines on held-out views and times.
+    """PSNR / SSIM (/ LPIPS) of the model and the two baselines on held-out views and times.
 
     dataset: a `SceneSpec` or `Synthetic4D` (procedural held-out objects under `setup`), a
     D-NeRF folder path, or a list of clip dicts (as returned by `synthetic_eval_clips`).
+    lpips_weights: LPIPS weights file(s) (see `jaxmm.eval.lpips`) or a loaded metric; LPIPS is
+    reported only when given.
     """
+    lpips = load_lpips(lpips_weights) if isinstance(lpips_weights, str) else lpips_weights
     if isinstance(dataset, syn.Synthetic4D):
         dataset = dataset.spec
     if isinstance(dataset, syn.SceneSpec):
@@ -54,8 +55,6 @@ def evaluate(
         clips = [dnerf_eval_clip(dataset, num_inputs or 12, model.config.data.image_size)]
     else:
         clips = list(dataset)
-    if lpips_weights:
-        log.warning("LPIPS is not implemented in jaxmm yet; reporting PSNR/SSIM only")
     rows: dict[str, list[float]] = {}
     recon_s = []
     for clip in clips:
@@ -82,6 +81,9 @@ def evaluate(
         for name, pred in preds.items():
             rows.setdefault(f"{name}/psnr", []).extend(np.asarray(psnr(pred, target)).tolist())
             rows.setdefault(f"{name}/ssim", []).extend(np.asarray(ssim(pred, target)).tolist())
+            if lpips is not None:
+                d = np.asarray(lpips(pred, target)).tolist()
+                rows.setdefault(f"{name}/lpips", []).extend(d)
     metrics = {k: float(np.mean(v)) for k, v in rows.items()}
     metrics["reconstruct_s"] = float(np.median(recon_s[1:] if len(recon_s) > 1 else recon_s))
     metrics["num_targets"] = float(len(rows["model/psnr"]))
@@ -110,10 +112,12 @@ def evaluate_workdir(
     filters: bool = False,
     out_dir: str | None = None,
     gif_frames: int = 24,
+    lpips_weights: str | None = None,
 ) -> dict:
     """Loads the workdir's model, evaluates each setup and writes into `out_dir`: metrics.json,
     the turntable/time sweep of a held-out object (prediction | ground truth) as GIF and MP4,
     a still of it (turntable.png: predicted row above ground-truth row) and a PLY at t = 0."""
+    lpips = load_lpips(lpips_weights) if lpips_weights else None  # bad path: fail first
     model = load(workdir)
     out_dir = out_dir or os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -121,10 +125,12 @@ def evaluate_workdir(
     n_in = num_inputs or model.config.data.num_input_views
     for setup in setups:
         if dnerf_root:
-            results[setup] = evaluate(model, dnerf_root, setup, num_inputs=n_in, filters=filters)
+            results[setup] = evaluate(
+                model, dnerf_root, setup, num_inputs=n_in, filters=filters, lpips_weights=lpips
+            )
         else:
             results[setup] = evaluate_synthetic(
-                model, num_scenes, setup, num_inputs=n_in, filters=filters
+                model, num_scenes, setup, num_inputs=n_in, filters=filters, lpips_weights=lpips
             )
     from jaxmm.tasks.lrm4d import scene_spec
 

@@ -130,10 +130,7 @@ class LRM4DTask(Task):
             batch["input_intrinsics"],
         )
         m = self.config.model
-        render_kw = render_kwargs(m) | {
-            "views_per_step": m.get("render_views_per_step", 1),
-            "checkpoint": m.get("render_checkpoint", True),
-        }
+        render_kw = render_kwargs(m) | {"views_per_step": m.get("render_views_per_step", 1)}
         pred = jax.vmap(
             lambda g1, c2w, intr, t: render_views(g1, c2w, intr, t, self.size, **render_kw)
         )(g, batch["target_c2w"], batch["target_intrinsics"], batch["target_times"])
@@ -167,7 +164,10 @@ class LRM4DTask(Task):
 
         model = lrm4d.LRM4DModel(self.config, params)
         return lrm4d.evaluate_synthetic(
-            model, num_scenes=self.config.eval.num_scenes, setup=self.config.eval.setup
+            model,
+            num_scenes=self.config.eval.num_scenes,
+            setup=self.config.eval.setup,
+            lpips_weights=self.config.eval.get("lpips_weights", "") or None,
         )
 
 

@@ -114,3 +114,20 @@ def test_evaluate_workdir_writes_metrics_gif_mp4_png_ply(trained):
     ply = gaussians.load_ply(out["ply"])  # standard 3DGS layout, read back by our loader
     assert isinstance(ply, gaussians.Gaussians3D) and ply.num == out["ply_gaussians"] > 0
     assert os.path.isfile(os.path.join(workdir, "eval", "metrics.json"))
+
+
+def test_evaluate_reports_lpips_when_weights_are_given(trained, tmp_path):
+    from safetensors.numpy import save_file
+
+    from jaxmm.eval.lpips import random_state_dict
+
+    workdir, config, _ = trained
+    model = lrm4d.load(workdir)
+    path = str(tmp_path / "lpips_vgg.safetensors")
+    save_file(random_state_dict("vgg"), path)
+    m = lrm4d.evaluate(model, scene_spec(config), num_scenes=1, num_targets=2, lpips_weights=path)
+    for name in ("model", "nearest_view", "mean_colour"):
+        assert np.isfinite(m[f"{name}/lpips"]) and m[f"{name}/lpips"] > 0
+    assert "model/lpips" not in lrm4d.evaluate(model, scene_spec(config), num_scenes=1)
+    with pytest.raises(FileNotFoundError, match="LPIPS weights file"):
+        lrm4d.evaluate_workdir(workdir, lpips_weights=str(tmp_path / "missing.safetensors"))
