@@ -49,3 +49,21 @@ def dense_composite(means2d, conics, colors, opacities, depths, valid, width, he
     alpha_img = 1 - trans
     depth = np.where(alpha_img > 1e-4, dep / np.maximum(alpha_img, 1e-12), 0.0)
     return rgb + trans[..., None] * np.asarray(background), alpha_img, depth
+
+
+def brute_force_render(g: Gaussians3D, cam, background):
+    """Projects with the library, then composites every Gaussian at every pixel in float64."""
+    from jaxmm import gaussians
+
+    proj = gaussians.project(gaussians.covariances_3d(g), cam)
+    return dense_composite(
+        proj.means2d,
+        proj.conics,
+        proj.colors,
+        proj.opacities,
+        proj.depths,
+        np.asarray(proj.valid),
+        cam.width,
+        cam.height,
+        background,
+    )

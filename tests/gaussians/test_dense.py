@@ -7,25 +7,10 @@ import numpy as np
 import pytest
 
 from jaxmm import gaussians as G
-from tests.gaussians.scenes import dense_composite, random_scene
+from tests.gaussians.scenes import brute_force_render, random_scene
 
 BG = (0.2, 0.5, 1.0)
 CAM = dict(fov_x_deg=45.0, width=32, height=24)
-
-
-def _brute_force(g, cam):
-    proj = G.project(G.covariances_3d(g), cam)
-    return dense_composite(
-        proj.means2d,
-        proj.conics,
-        proj.colors,
-        proj.opacities,
-        proj.depths,
-        np.asarray(proj.valid),
-        cam.width,
-        cam.height,
-        BG,
-    )
 
 
 @pytest.mark.parametrize("opacity", [(0.05, 0.34), (0.6, 1.0)])
@@ -34,7 +19,7 @@ def test_dense_matches_brute_force(opacity):
     g = random_scene(3, 50, opacity=opacity, scale=(0.1, 0.4))
     cam = G.Camera.look_at((0.3, -3.5, 1.0), **CAM)
     out = G.render(g, cam, background=BG, impl="dense", max_per_tile=None, tile_size=8)
-    rgb, alpha, depth = _brute_force(g, cam)
+    rgb, alpha, depth = brute_force_render(g, cam, BG)
     # fp32 log-space transmittance vs float64 sequential products: ~1e-6 observed.
     np.testing.assert_allclose(out.rgb, rgb, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(out.alpha, alpha, atol=1e-5, rtol=1e-5)

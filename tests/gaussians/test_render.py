@@ -6,24 +6,9 @@ import numpy as np
 import pytest
 
 from jaxmm import gaussians as G
-from tests.gaussians.scenes import dense_composite, random_scene
+from tests.gaussians.scenes import brute_force_render, random_scene
 
 BG = (0.2, 0.5, 1.0)
-
-
-def _dense(g, cam):
-    proj = G.project(G.covariances_3d(g), cam)
-    return dense_composite(
-        proj.means2d,
-        proj.conics,
-        proj.colors,
-        proj.opacities,
-        proj.depths,
-        np.asarray(proj.valid),
-        cam.width,
-        cam.height,
-        BG,
-    )
 
 
 @pytest.mark.parametrize(
@@ -40,7 +25,7 @@ def test_reference_matches_dense_compositor(seed, n, opacity, size):
     g = random_scene(seed, n, opacity=opacity, scale=(0.2, 0.5) if size[0] == 16 else (0.05, 0.3))
     cam = G.Camera.look_at((0.3, -3.5, 1.0), fov_x_deg=45.0, width=size[0], height=size[1])
     out = G.render(g, cam, background=BG, impl="reference", chunk=8)
-    rgb, alpha, depth = _dense(g, cam)
+    rgb, alpha, depth = brute_force_render(g, cam, BG)
     # fp32 (exp-cumsum transmittance) vs float64 sequential products: ~1e-6 observed.
     np.testing.assert_allclose(out.rgb, rgb, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(out.alpha, alpha, atol=1e-5, rtol=1e-5)

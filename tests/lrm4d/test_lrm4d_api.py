@@ -7,36 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmm import config as config_lib
 from jaxmm import gaussians, lrm4d
 from jaxmm.tasks.lrm4d import LRM4DTask, reconstruct, scene_spec
 from jaxmm.train import trainer as trainer_lib
+from tests.lrm4d.small import small_config
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("lrm4d_run"))
-    c = config_lib.load_config_file("configs/lrm4d.py:runlocal")
-    values = {
-        "num_steps": 1,
-        "batch_size": 8,
-        "optimizer.warmup_steps": 0,
-        "progress_bar": False,
-        "checkpoint.async_save": False,
-        "checkpoint.every_steps": 1,
-        "data.image_size": 16,
-        "data.num_input_views": 2,
-        "data.num_target_views": 1,
-        "data.points_per_primitive": 16,
-        "model.width": 32,
-        "model.num_layers": 1,
-        "model.num_heads": 2,
-        "model.render_capacity": 64,
-        "eval.num_scenes": 0,
-    }
-    with c.unlocked():
-        for k, v in values.items():
-            config_lib.set_key(c, k, v)
+    c = small_config(**{"num_steps": 1, "checkpoint.every_steps": 1, "data.num_target_views": 1})
     result = trainer_lib.train(c, workdir)
     return workdir, c, jax.device_get(result.state.params)
 
