@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 0  # 0: evaluate only at the end
     c.profile_steps = ()  # (first_step, num_steps): trace that window into workdir/profile
     c.max_consecutive_nonfinite = 5
+    # Wall-clock budget of this process's training loop (compile included); 0 = none. When it
+    # runs out the run saves, evaluates and ends as if num_steps were reached.
+    c.max_train_minutes = 0.0
     c.progress_bar = True
     c.init_from = ""  # workdir or checkpoint dir whose params initialise this run (curricula)
 
@@ -181,6 +184,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         "must be an int > 0",
     )
     need(isinstance(config.batch_size, int) and config.batch_size > 0, "batch_size", "must be > 0")
+    need(
+        config.get("max_train_minutes", 0) >= 0, "max_train_minutes", "must be >= 0 (0 = no budget)"
+    )
     accum = config.grad_accum_steps
     need(isinstance(accum, int) and accum >= 1, "grad_accum_steps", "must be an int >= 1")
     need(

@@ -51,6 +51,7 @@ class TrainResult:
     eval_metrics: dict[str, float]
     resumed_from: int | None
     stopped_early: bool  # True when a SIGTERM made the run save and stop
+    out_of_time: bool = False  # True when config.max_train_minutes ended the run before num_steps
 
 
 def check_workdir(workdir: str) -> None:
@@ -309,7 +310,9 @@ class Trainer:
         profiling = False
         bar = _progress(cfg, start)
         t_window = time.perf_counter()
-        stopped = False
+        stopped = out_of_time = False
+        budget_s = 60.0 * float(cfg.get("max_train_minutes", 0) or 0)
+        t_start = time.perf_counter()
         with _StopFlag() as stop:
             for step in range(start, cfg.num_steps):
                 batch = next(data_iter)
@@ -352,6 +355,15 @@ class Trainer:
                     ckpt.save(done, state, data_iter.get_state())
                     stopped = True
                     break
+                if budget_s and done < cfg.num_steps and time.perf_counter() - t_start > budget_s:
+                    log.warning(
+                        "max_train_minutes=%g reached after step %d of %d: saving and evaluating",
+                        cfg.max_train_minutes,
+                        done,
+                        cfg.num_steps,
+                    )
+                    out_of_time = True
+                    break
             if profiling:
                 jax.profiler.stop_trace()
             if prev_metrics is not None:
@@ -371,6 +383,7 @@ class Trainer:
             eval_metrics=eval_metrics,
             resumed_from=None,
             stopped_early=stopped,
+            out_of_time=out_of_time,
         )
 
     def _check_finite(self, metrics, step: int) -> None:

@@ -87,3 +87,40 @@ def test_unwritable_workdir_exits_1(tmp_path):
         check=False,
     )
     assert proc.returncode == 1 and "cannot be created" in proc.stderr
+
+
+def test_lrm4d_goal_sizes_the_run_to_its_budget(tmp_path):
+    shrink = {
+        "data.image_size": 16,
+        "data.num_input_views": 2,
+        "data.num_target_views": 1,
+        "data.points_per_primitive": 16,
+        "model.width": 32,
+        "model.num_layers": 1,
+        "model.num_heads": 2,
+        "model.render_capacity": 64,
+        "batch_size": 8,
+        "progress_bar": False,
+        "checkpoint.async_save": False,
+    }
+    args = [f"--config.{k}={v}" for k, v in shrink.items()]
+    run(
+        "lrm4d_goal.py",
+        "--config=configs/lrm4d.py:runlocal",
+        f"--workdir={tmp_path}",
+        "--minutes=0.3",
+        "--num_scenes=1",
+        "--probe_steps=6",
+        *args,
+    )
+    goal = json.load(open(tmp_path / "goal.json"))
+    assert goal["probe_steps_per_sec"] > 0 and goal["steps"] >= 1
+    assert set(goal["psnr_margin_over_nearest_view"]) == {
+        "alternating_canonical",
+        "frame_interpolation",
+        "two_rotating",
+    }
+    assert goal["passes"] == all(m >= 3.0 for m in goal["psnr_margin_over_nearest_view"].values())
+    assert (tmp_path / "turntable.gif").is_file()
+    bad = run("lrm4d_goal.py", "--config=configs/toy.py:tiny", f"--workdir={tmp_path}", check=False)
+    assert bad.returncode == 2 and "4D-LRM config" in bad.stderr

@@ -172,3 +172,17 @@ def test_load_params_accepts_a_relative_workdir(tmp_path, monkeypatch):
     assert step == 2
     for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_time_budget_saves_evaluates_and_resumes(tmp_path):
+    # A budget far below one step's time: the run ends after its first step, with a checkpoint
+    # and the final evaluation, and a later run with more time continues from there.
+    c = toy_config(num_steps=20, max_train_minutes=1e-6, **{"checkpoint.every_steps": 100})
+    result = trainer_lib.train(c, str(tmp_path))
+    assert result.out_of_time and not result.stopped_early
+    assert int(result.state.step) == 1 and "eval/mse" in result.eval_metrics
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+    again = trainer_lib.train(toy_config(num_steps=20), str(tmp_path))
+    assert again.resumed_from == 1 and int(again.state.step) == 20 and not again.out_of_time
+    with pytest.raises(ValueError, match="config.max_train_minutes"):
+        config_lib.validate(toy_config(max_train_minutes=-1.0))
