@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # pytest workers: 2 matches the CI machine's cores; override with `make test PYTEST_WORKERS=0`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench gpu-check lint clean
 
 $(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ test-all: $(VENV)/.test
 
 bench: $(VENV)/.core
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Every GPU figure the docs and issues ask for, in one go (needs an NVIDIA GPU; CUDA 12 wheels).
+# Logs land in runs/gpu_check/; the 4D-LRM 25-minute quality check runs last.
+gpu-check: $(VENV)/.test
+	$(PIP) install -e ".[cuda]"
+	mkdir -p runs/gpu_check
+	$(PY) -m pytest -q -m gpu 2>&1 | tee runs/gpu_check/pytest_gpu.log
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b 2>&1 | tee runs/gpu_check/$$(basename $$b .py).log; done
+	$(PY) launch/lrm4d_goal.py --config=configs/lrm4d.py:small --workdir=runs/gpu_check/lrm4d_goal \
+		2>&1 | tee runs/gpu_check/lrm4d_goal.log
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check .
