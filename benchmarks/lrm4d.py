@@ -60,18 +60,18 @@ def inputs(views: int, size: int, batch: int = 1):
     return images, times, np.broadcast_to(o, images.shape), np.broadcast_to(d, images.shape), c2w
 
 
+def make_model(size_name: str, dtype, **kw) -> lrm4d.LRM4D:
+    """A size preset with optional width / num_layers / num_heads overrides (smoke runs)."""
+    s = lrm4d.SIZES[size_name]
+    shape = {k: kw.pop(k, getattr(s, k)) for k in ("width", "num_layers", "num_heads")}
+    return lrm4d.LRM4D(patch_size=s.patch_size, dtype=dtype, **shape, **kw)
+
+
 def bench_forward(
     size_name: str, views: int, size: int, dtype, iters: int, impl=None, **overrides
 ) -> dict:
     s = lrm4d.SIZES[size_name]
-    model = lrm4d.LRM4D(
-        patch_size=s.patch_size,
-        width=overrides.get("width", s.width),
-        num_layers=overrides.get("num_layers", s.num_layers),
-        num_heads=overrides.get("num_heads", s.num_heads),
-        dtype=dtype,
-        attention_impl=impl,
-    )
+    model = make_model(size_name, dtype, attention_impl=impl, **overrides)
     images, times, o, d, _ = inputs(views, size)
     params = jax.jit(model.init)(jax.random.key(0), images, times, o, d)
     fwd = jax.jit(lambda p, *a: model.apply(p, *a)[0].opacities)
@@ -104,15 +104,7 @@ def bench_train_step(
 ) -> dict:
     from jaxmm.tasks.lrm4d import reconstruct, render_kwargs, render_views
 
-    s = lrm4d.SIZES[size_name]
-    model = lrm4d.LRM4D(
-        patch_size=s.patch_size,
-        width=overrides.get("width", s.width),
-        num_layers=overrides.get("num_layers", s.num_layers),
-        num_heads=overrides.get("num_heads", s.num_heads),
-        dtype=dtype,
-        remat=True,
-    )
+    model = make_model(size_name, dtype, remat=True, **overrides)
     images, times, o, d, c2w = inputs(views_in, size)
     f = 0.5 * size / np.tan(np.radians(25))
     intr = np.tile(np.array([f, f, size / 2, size / 2], np.float32), (1, views_in, 1))

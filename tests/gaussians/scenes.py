@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from jaxmm.gaussians.params import Gaussians3D
+from jaxmm.gaussians.params import Gaussians3D, Gaussians4D
 
 
 def random_scene(seed: int, n: int, *, opacity=(0.05, 0.34), scale=(0.05, 0.3)) -> Gaussians3D:
@@ -66,4 +66,17 @@ def brute_force_render(g: Gaussians3D, cam, background):
         cam.width,
         cam.height,
         background,
+    )
+
+
+def random_scene_4d(seed: int, n: int, *, extent: float, scale=(0.1, 0.4), opacity=(0.3, 0.9)):
+    """n random 4D Gaussians: xyzt means in [-extent, extent], unnormalised rotor quats."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 6)
+    return Gaussians4D(
+        means=jax.random.uniform(k[0], (n, 4), minval=-extent, maxval=extent),
+        scales=jax.random.uniform(k[1], (n, 4), minval=scale[0], maxval=scale[1]),
+        q_left=jax.random.normal(k[2], (n, 4)),
+        q_right=jax.random.normal(k[3], (n, 4)),
+        opacities=jax.random.uniform(k[4], (n,), minval=opacity[0], maxval=opacity[1]),
+        sh_dc=jax.random.normal(k[5], (n, 3)),
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmm import gaussians as G
-from tests.gaussians.scenes import brute_force_render, random_scene
+from tests.gaussians.scenes import brute_force_render, random_scene, random_scene_4d
 
 BG = (0.2, 0.5, 1.0)
 CAM = dict(fov_x_deg=45.0, width=32, height=24)
@@ -60,16 +60,7 @@ def test_dense_gradients_match_tiled_reference():
 
 
 def test_dense_render_4d_matches_tiled_and_batch_is_per_view():
-    k = jax.random.split(jax.random.PRNGKey(8), 6)
-    n = 40
-    g4 = G.Gaussians4D(
-        means=jax.random.uniform(k[0], (n, 4), minval=-0.6, maxval=0.6),
-        scales=jax.random.uniform(k[1], (n, 4), minval=0.05, maxval=0.4),
-        q_left=jax.random.normal(k[2], (n, 4)),
-        q_right=jax.random.normal(k[3], (n, 4)),
-        opacities=jax.random.uniform(k[4], (n,), minval=0.05, maxval=0.34),
-        sh_dc=jax.random.normal(k[5], (n, 3)),
-    )
+    g4 = random_scene_4d(8, 40, extent=0.6, scale=(0.05, 0.4), opacity=(0.05, 0.34))
     cams = G.orbit_cameras(2, 2.6, width=16, height=16)
     times = jnp.array([-0.3, 0.4])
     tiled = G.render_4d(g4, cams[1], times[1], impl="reference")

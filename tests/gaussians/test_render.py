@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxmm import gaussians as G
-from tests.gaussians.scenes import brute_force_render, random_scene
+from tests.gaussians.scenes import brute_force_render, random_scene, random_scene_4d
 
 BG = (0.2, 0.5, 1.0)
 
@@ -90,16 +90,7 @@ def test_bad_inputs_raise_before_device_work():
 
 @pytest.mark.slow  # ~60 s on a loaded 2-core CPU (three jit compiles incl. a vmapped grad)
 def test_render_batch_4d_matches_per_view_and_is_differentiable():
-    k = jax.random.split(jax.random.PRNGKey(6), 6)
-    n = 20
-    g4 = G.Gaussians4D(
-        means=jax.random.uniform(k[0], (n, 4), minval=-1.0, maxval=1.0),
-        scales=jax.random.uniform(k[1], (n, 4), minval=0.1, maxval=0.4),
-        q_left=jax.random.normal(k[2], (n, 4)),
-        q_right=jax.random.normal(k[3], (n, 4)),
-        opacities=jax.random.uniform(k[4], (n,), minval=0.3, maxval=0.9),
-        sh_dc=jax.random.normal(k[5], (n, 3)),
-    )
+    g4 = random_scene_4d(6, 20, extent=1.0)
     cams = G.orbit_cameras(3, 3.5, width=16, height=16)
     times = jnp.array([-0.5, 0.0, 0.5])
     batch = G.render_batch(g4, G.stack_cameras(cams), times, impl="reference")
