@@ -12,8 +12,10 @@ parameters in, the sorted intersection table written and read back, the image ou
 the backward, which reads them again and writes gradients) divided by the time. It is a
 floor on real traffic, so it is comparable between implementations, not a roofline.
 The reference is given the exact largest tile list (no truncation) so both compute the same
-image. Goals on one H100: Pallas fwd+bwd ≥ 10× the reference at 800K, 256²; 24 views of 786K
-at 256² fwd+bwd < 100 ms.
+image. Last, the `impl="dense"` compositor's written backward against its autodiff twin at
+the tiny 4D-LRM's training shape (32 views x 16 tiles of 8x8 px x 256 Gaussians per tile; the
+CPU demo's hot loop). Goals on one H100: Pallas fwd+bwd ≥ 10× the reference at 800K, 256²;
+24 views of 786K at 256² fwd+bwd < 100 ms.
 """
 
 from __future__ import annotations
@@ -128,6 +130,40 @@ def bench_case(n: int, size: int, views: int, reps: int, chunk: int, impls, smok
     return results
 
 
+def bench_dense_backward(views: int, tiles: int, per_tile: int, reps: int) -> None:
+    """fwd+bwd of the dense compositor: written VJP vs autodiff of the same forward."""
+    from jaxmm.gaussians import dense
+
+    k = jax.random.split(jax.random.PRNGKey(0), 6)
+    lead = (views, tiles)
+    px = jnp.arange(8, dtype=jnp.float32) + 0.5
+    px_u = jnp.broadcast_to(jnp.tile(px, 8), (*lead, 64))
+    px_v = jnp.broadcast_to(jnp.repeat(px, 8), (*lead, 64))
+    inv_var = jax.random.uniform(k[0], (*lead, per_tile, 2), minval=0.05, maxval=0.5)
+    args = (
+        jax.random.uniform(k[1], (*lead, per_tile, 2), minval=-2.0, maxval=10.0),
+        jnp.stack([inv_var[..., 0], jnp.zeros(inv_var.shape[:-1]), inv_var[..., 1]], -1),
+        jax.random.uniform(k[2], (*lead, per_tile, 3)),
+        jax.random.uniform(k[3], (*lead, per_tile), maxval=0.5),
+        jnp.sort(jax.random.uniform(k[4], (*lead, per_tile)), axis=-1),
+    )
+    ok = jnp.ones((*lead, per_tile), bool)
+
+    def grad_of(fn):
+        def loss(*a):
+            rgb, trans, depth = fn(px_u, px_v, *a, ok)
+            return jnp.sum(rgb**2) + jnp.sum(trans) + jnp.sum(depth)
+
+        return jax.jit(jax.grad(loss, argnums=tuple(range(5))))
+
+    written = timeit(grad_of(dense._composite), *args, reps=reps)
+    autodiff = timeit(grad_of(dense._composite_autodiff), *args, reps=reps)
+    print(
+        f"dense compositor fwd+bwd {views}x{tiles} tiles x {per_tile}: written VJP "
+        f"{written * 1e3:.1f} ms, autodiff {autodiff * 1e3:.1f} ms, ratio {autodiff / written:.2f}x"
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny CPU run (Pallas interpret mode)")
@@ -143,6 +179,7 @@ def main():
             print("--smoke on GPU: compiled Pallas")
         bench_case(300, 32, 1, 1, 16, impls, smoke=True)
         bench_case(300, 32, 2, 1, 16, impls, smoke=True)
+        bench_dense_backward(4, 16, 64, reps=1)
         return
     if not on_gpu:
         print("warning: no GPU; Pallas runs in interpret mode and timings mean nothing")
@@ -150,6 +187,7 @@ def main():
         for size in (128, 256):
             bench_case(n, size, 1, args.reps, args.chunk, impls, smoke=False)
     bench_case(786_432, 256, 24, args.reps, args.chunk, impls, smoke=False)
+    bench_dense_backward(32, 16, 256, args.reps)
 
 
 if __name__ == "__main__":

@@ -21,25 +21,120 @@ ALPHA_MAX = 0.99
 T_MIN = 1e-4
 
 
-def _composite(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
-    """Front-to-back over depth-sorted Gaussians [..., K] for pixels [..., P].
+def _cumsum_last(x, block: int = 16):
+    """Inclusive cumsum over the last axis as two small triangular matmuls.
 
-    Returns (rgb [..., P, 3] before background, T [..., P], Σ w·depth [..., P])."""
-    dx = px_u[..., :, None] - means2d[..., None, :, 0]  # [..., P, K]
+    XLA's CPU cumsum over K = 256 costs about twice this (and its transpose as much again);
+    the within-block and block-offset sums are exact f32 (HIGHEST precision on GPU)."""
+    *lead, k = x.shape
+    if k % block or k <= block:
+        return jnp.cumsum(x, axis=-1)
+    hi = jax.lax.Precision.HIGHEST
+    within = jnp.einsum(
+        "...j,ij->...i",
+        x.reshape(*lead, k // block, block),
+        jnp.tril(jnp.ones((block, block), x.dtype)),
+        precision=hi,
+    )
+    n = k // block
+    offsets = jnp.einsum(
+        "...j,ij->...i", within[..., -1], jnp.tril(jnp.ones((n, n), x.dtype), -1), precision=hi
+    )
+    return (within + offsets[..., None]).reshape(x.shape)
+
+
+def _terms(px_u, px_v, means2d, conics, opacities, ok):
+    """Per (pixel, Gaussian) compositing terms [..., P, K] shared by the forward and backward."""
+    dx = px_u[..., :, None] - means2d[..., None, :, 0]
     dy = px_v[..., :, None] - means2d[..., None, :, 1]
     a, b, c = (conics[..., None, :, i] for i in range(3))
     power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
-    alpha = jnp.minimum(ALPHA_MAX, opacities[..., None, :] * jnp.exp(jnp.minimum(power, 0.0)))
-    alpha = jnp.where((power <= 0.0) & ok[..., None, :] & (alpha >= ALPHA_MIN), alpha, 0.0)
+    gauss = jnp.exp(jnp.minimum(power, 0.0))
+    raw = opacities[..., None, :] * gauss
+    alpha = jnp.minimum(ALPHA_MAX, raw)
+    valid = (power <= 0.0) & ok[..., None, :] & (alpha >= ALPHA_MIN)
+    alpha = jnp.where(valid, alpha, 0.0)
     log_keep = jnp.log1p(-alpha)
-    log_t_incl = jnp.cumsum(log_keep, axis=-1)
+    log_t_incl = _cumsum_last(log_keep)
     # T only falls, so "stop before T < 1e-4" keeps a prefix of the depth order.
     use = log_t_incl >= jnp.log(T_MIN)
-    weights = jnp.where(use, alpha * jnp.exp(log_t_incl - log_keep), 0.0)  # α·T_exclusive
-    rgb = jnp.einsum("...pk,...kc->...pc", weights, colors)
+    t_excl = jnp.exp(log_t_incl - log_keep)
+    weights = jnp.where(use, alpha * t_excl, 0.0)  # α·T_exclusive
     final_t = jnp.exp(jnp.sum(jnp.where(use, log_keep, 0.0), axis=-1))
-    depth = jnp.einsum("...pk,...k->...p", weights, depths)
-    return rgb, final_t, depth
+    return dict(
+        dx=dx, dy=dy, a=a, b=b, c=c, power=power, gauss=gauss, raw=raw, alpha=alpha,
+        valid=valid, use=use, t_excl=t_excl, weights=weights, final_t=final_t,
+    )  # fmt: skip
+
+
+@jax.custom_vjp
+def _composite(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
+    """Front-to-back over depth-sorted Gaussians [..., K] for pixels [..., P].
+
+    Returns (rgb [..., P, 3] before background, T [..., P], Σ w·depth [..., P]). The backward
+    is written out (the 3DGS rasteriser's gradient, with a suffix sum for the transmittance
+    terms) and recomputes the pair terms instead of storing them, so it holds only the inputs;
+    `_composite_autodiff` is its autodiff twin (benchmarks/splat.py prints their ratio)."""
+    w = _terms(px_u, px_v, means2d, conics, opacities, ok)
+    return _outputs(w, colors, depths)
+
+
+def _outputs(t, colors, depths):
+    rgb = jnp.einsum("...pk,...kc->...pc", t["weights"], colors)
+    depth = jnp.einsum("...pk,...k->...p", t["weights"], depths)
+    return rgb, t["final_t"], depth
+
+
+def _composite_fwd(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
+    t = _terms(px_u, px_v, means2d, conics, opacities, ok)
+    return _outputs(t, colors, depths), (px_u, px_v, means2d, conics, colors, opacities, depths, ok)
+
+
+def _composite_bwd(res, cotangents):
+    px_u, px_v, means2d, conics, colors, opacities, depths, ok = res
+    g_rgb, g_t, g_depth = cotangents
+    t = _terms(px_u, px_v, means2d, conics, opacities, ok)
+    w, use = t["weights"], t["use"]
+    # dL/dw for every pair, then dL/dlog(1-α_k): every later used Gaussian's w·dL/dw (their
+    # T_exclusive contains 1-α_k) plus the final transmittance's share.
+    e = (
+        jnp.einsum("...pc,...kc->...pk", g_rgb, colors)
+        + g_depth[..., :, None] * depths[..., None, :]
+    )
+    ew = e * w
+    later = jnp.sum(ew, axis=-1, keepdims=True) - _cumsum_last(ew)
+    g_log_keep = later + jnp.where(use, (g_t * t["final_t"])[..., :, None], 0.0)
+    g_alpha = jnp.where(use, e * t["t_excl"], 0.0) - g_log_keep / (1.0 - t["alpha"])
+    g_raw = jnp.where(t["valid"] & (t["raw"] < ALPHA_MAX), g_alpha, 0.0)
+    g_opacities = jnp.sum(g_raw * t["gauss"], axis=-2)
+    g_power = jnp.where(t["power"] < 0.0, g_raw * opacities[..., None, :] * t["gauss"], 0.0)
+    dx, dy, a, b, c = t["dx"], t["dy"], t["a"], t["b"], t["c"]
+    g_means = jnp.stack(
+        [
+            jnp.sum(g_power * (a * dx + b * dy), axis=-2),
+            jnp.sum(g_power * (c * dy + b * dx), axis=-2),
+        ],
+        axis=-1,
+    )
+    g_conics = jnp.stack(
+        [
+            jnp.sum(g_power * (-0.5 * dx * dx), axis=-2),
+            jnp.sum(g_power * (-dx * dy), axis=-2),
+            jnp.sum(g_power * (-0.5 * dy * dy), axis=-2),
+        ],
+        axis=-1,
+    )
+    g_colors = jnp.einsum("...pk,...pc->...kc", w, g_rgb)
+    g_depths = jnp.einsum("...pk,...p->...k", w, g_depth)
+    return None, None, g_means, g_conics, g_colors, g_opacities, g_depths, None
+
+
+_composite.defvjp(_composite_fwd, _composite_bwd)
+
+
+def _composite_autodiff(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
+    """`_composite` differentiated by JAX autodiff (the reference for its written backward)."""
+    return _outputs(_terms(px_u, px_v, means2d, conics, opacities, ok), colors, depths)
 
 
 def _tile_hits(proj: Projected, width: int, height: int, tile_size: int):
