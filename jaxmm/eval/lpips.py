@@ -65,13 +65,15 @@ def _vgg16_layout() -> tuple:
 
 
 LAYOUTS = {"alex": _ALEX, "vgg": _vgg16_layout()}
-# Module index after which each of the five features is tapped (relu1 .. relu5[_3]).
-TAPS = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
+# lpips.pretrained_networks: the torchvision module index each slice (1-5) stops before; each
+# of the five features (relu1 .. relu5[_3]) is tapped after the slice's last module.
+SLICE_ENDS = {"alex": (2, 5, 8, 10, 12), "vgg": (4, 9, 16, 23, 30)}
+TAPS = {net: tuple(end - 1 for end in ends) for net, ends in SLICE_ENDS.items()}
 TAP_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 # Smallest image side with at least one pixel left at the last tap.
 MIN_SIZE = {"alex": 31, "vgg": 16}
-# lpips.pretrained_networks: the torchvision module index each slice (1-5) stops before.
-SLICE_ENDS = {"alex": (2, 5, 8, 10, 12), "vgg": (4, 9, 16, 23, 30)}
+# A metric, not a training loss: full f32 convolutions on GPU too (no TF32).
+_PRECISION = jax.lax.Precision.HIGHEST
 
 
 class LPIPS(nn.Module):
@@ -92,6 +94,7 @@ class LPIPS(nn.Module):
                     (k, k),
                     strides=stride,
                     padding=((pad, pad), (pad, pad)),
+                    precision=_PRECISION,
                     name=f"conv{index}",
                 )(x)
             elif layer[0] == "relu":
@@ -102,7 +105,8 @@ class LPIPS(nn.Module):
                 k = taps.index(index)
                 f = x / (jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)) + EPS)
                 w = self.param(f"lin{k}", nn.initializers.ones, (x.shape[-1],))
-                distance = distance + jnp.mean((f[:n] - f[n:]) ** 2 @ w, axis=(1, 2))
+                d = jnp.einsum("nhwc,c->nhw", (f[:n] - f[n:]) ** 2, w, precision=_PRECISION)
+                distance = distance + jnp.mean(d, axis=(1, 2))
             if index == taps[-1]:
                 break
         return distance

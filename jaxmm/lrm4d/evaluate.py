@@ -38,19 +38,22 @@ def evaluate(
     num_targets: int = 8,
     filters: bool = False,
     lpips_weights: str | LPIPSMetric | None = None,
+    novel_times: bool = False,
 ) -> dict[str, float]:
     """PSNR / SSIM (/ LPIPS) of the model and the two baselines on held-out views and times.
 
     dataset: a `SceneSpec` or `Synthetic4D` (procedural held-out objects under `setup`), a
     D-NeRF folder path, or a list of clip dicts (as returned by `synthetic_eval_clips`).
     lpips_weights: LPIPS weights file(s) (see `jaxmm.eval.lpips`) or a loaded metric; LPIPS is
-    reported only when given.
+    reported only when given. novel_times: procedural targets only at frames no input sees.
     """
     lpips = load_lpips(lpips_weights) if isinstance(lpips_weights, str) else lpips_weights
     if isinstance(dataset, syn.Synthetic4D):
         dataset = dataset.spec
     if isinstance(dataset, syn.SceneSpec):
-        clips = synthetic_eval_clips(dataset, num_scenes, setup, num_inputs, num_targets)
+        clips = synthetic_eval_clips(
+            dataset, num_scenes, setup, num_inputs, num_targets, novel_times=novel_times
+        )
     elif isinstance(dataset, str):
         clips = [dnerf_eval_clip(dataset, num_inputs or 12, model.config.data.image_size)]
     else:
@@ -113,6 +116,7 @@ def evaluate_workdir(
     out_dir: str | None = None,
     gif_frames: int = 24,
     lpips_weights: str | None = None,
+    novel_times: bool = False,
 ) -> dict:
     """Loads the workdir's model, evaluates each setup and writes into `out_dir`: metrics.json,
     the turntable/time sweep of a held-out object (prediction | ground truth) as GIF and MP4,
@@ -130,7 +134,13 @@ def evaluate_workdir(
             )
         else:
             results[setup] = evaluate_synthetic(
-                model, num_scenes, setup, num_inputs=n_in, filters=filters, lpips_weights=lpips
+                model,
+                num_scenes,
+                setup,
+                num_inputs=n_in,
+                filters=filters,
+                lpips_weights=lpips,
+                novel_times=novel_times,
             )
     from jaxmm.tasks.lrm4d import scene_spec
 

@@ -53,9 +53,11 @@ def synthetic_eval_clips(
     num_targets: int = 8,
     elevation_deg: float = 15.0,
     radius: float = 2.6,
+    novel_times: bool = False,
 ) -> list[dict]:
     """Held-out procedural objects (stream 1) seen by a setup's cameras; targets are random
-    (camera, frame) pairs on the sphere, i.e. novel view–time combinations."""
+    (camera, frame) pairs on the sphere, i.e. novel view–time combinations. `novel_times`
+    draws target frames only among those no input view sees (held-out times)."""
     spec = syn.SceneSpec(**{**spec.__dict__, "stream": 1})
     source = syn.Synthetic4D(spec)
     clips = []
@@ -71,6 +73,12 @@ def synthetic_eval_clips(
         )
         in_frames = np.array([f for _, f in views])
         tgt_frames = rng.integers(0, spec.num_frames, size=num_targets)
+        if novel_times:
+            unseen = np.setdiff1d(np.arange(spec.num_frames), in_frames)
+            if not len(unseen):
+                raise ValueError(f"novel_times: setup {setup!r} sees every one of the "
+                                 f"{spec.num_frames} frames")  # fmt: skip
+            tgt_frames = rng.choice(unseen, size=num_targets)
         tgt_c2w = syn.sphere_camera_c2w(rng, spec, num_targets)
         clip = {}
         for name, c2w, frames in (("input", in_c2w, in_frames), ("target", tgt_c2w, tgt_frames)):

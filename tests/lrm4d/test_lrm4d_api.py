@@ -82,6 +82,19 @@ def test_setups_follow_the_paper():
         lrm4d.setup_views("orbit", 8)
 
 
+def test_novel_times_hold_out_every_input_frame(trained):
+    _, config, _ = trained
+    spec = scene_spec(config)
+    for novel in (False, True):
+        clips = lrm4d.synthetic_eval_clips(
+            spec, 2, "frame_interpolation", num_inputs=None, num_targets=16, novel_times=novel
+        )
+        seen = [set(c["input_frames"].tolist()) & set(c["target_frames"].tolist()) for c in clips]
+        assert (not any(seen)) if novel else any(seen)  # 16 random frames of 24, half of them seen
+    with pytest.raises(ValueError, match="sees every one"):
+        lrm4d.synthetic_eval_clips(spec, 1, "alternating_canonical", novel_times=True)
+
+
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # the MP4 writer spawns ffmpeg
 def test_evaluate_workdir_writes_metrics_gif_mp4_png_ply(trained):
     workdir, _, _ = trained
