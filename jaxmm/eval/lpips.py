@@ -228,6 +228,13 @@ def load_lpips(paths: str | Sequence[str], net: str | None = None) -> LPIPSMetri
     return params_from_state_dict(state, net)
 
 
+def as_metric(weights: str | Sequence[str] | LPIPSMetric | None) -> LPIPSMetric | None:
+    """A loaded metric as is, weights file(s) loaded, None or "" -> None (LPIPS off)."""
+    if weights is None or isinstance(weights, LPIPSMetric):
+        return weights
+    return load_lpips(weights) if weights else None
+
+
 def random_state_dict(net: str, seed: int = 0) -> dict[str, np.ndarray]:
     """Random weights named as `lpips.LPIPS(net=net).state_dict()` (tests; not a metric)."""
     rng = np.random.default_rng(seed)

@@ -67,22 +67,25 @@ def _terms(px_u, px_v, means2d, conics, opacities, ok):
     )  # fmt: skip
 
 
-@jax.custom_vjp
-def _composite(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
-    """Front-to-back over depth-sorted Gaussians [..., K] for pixels [..., P].
-
-    Returns (rgb [..., P, 3] before background, T [..., P], Σ w·depth [..., P]). The backward
-    is written out (the 3DGS rasteriser's gradient, with a suffix sum for the transmittance
-    terms) and recomputes the pair terms instead of storing them, so it holds only the inputs;
-    `_composite_autodiff` is its autodiff twin (benchmarks/splat.py prints their ratio)."""
-    w = _terms(px_u, px_v, means2d, conics, opacities, ok)
-    return _outputs(w, colors, depths)
-
-
 def _outputs(t, colors, depths):
     rgb = jnp.einsum("...pk,...kc->...pc", t["weights"], colors)
     depth = jnp.einsum("...pk,...k->...p", t["weights"], depths)
     return rgb, t["final_t"], depth
+
+
+def _composite_autodiff(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
+    """Front-to-back over depth-sorted Gaussians [..., K] for pixels [..., P].
+
+    Returns (rgb [..., P, 3] before background, T [..., P], Σ w·depth [..., P]). Differentiated
+    by JAX autodiff: the twin that `_composite`'s written backward is tested against."""
+    return _outputs(_terms(px_u, px_v, means2d, conics, opacities, ok), colors, depths)
+
+
+# The same forward with its backward written out (the 3DGS rasteriser's gradient, with a
+# suffix sum for the transmittance terms). The backward recomputes the pair terms instead of
+# storing them, so it holds only the inputs; benchmarks/splat.py prints its speed ratio to
+# `_composite_autodiff`.
+_composite = jax.custom_vjp(_composite_autodiff)
 
 
 def _composite_fwd(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
@@ -130,11 +133,6 @@ def _composite_bwd(res, cotangents):
 
 
 _composite.defvjp(_composite_fwd, _composite_bwd)
-
-
-def _composite_autodiff(px_u, px_v, means2d, conics, colors, opacities, depths, ok):
-    """`_composite` differentiated by JAX autodiff (the reference for its written backward)."""
-    return _outputs(_terms(px_u, px_v, means2d, conics, opacities, ok), colors, depths)
 
 
 def _tile_hits(proj: Projected, width: int, height: int, tile_size: int):

@@ -31,11 +31,10 @@ def run_demo(
     import shutil
 
     from jaxmm import config as config_lib
-    from jaxmm.eval.lpips import load_lpips
+    from jaxmm.eval.lpips import as_metric
     from jaxmm.train import trainer
 
-    if lpips_weights:
-        load_lpips(lpips_weights)  # a bad weights file fails now, not after training
+    lpips = as_metric(lpips_weights)  # a bad weights file fails now, not after training
     run_dir = os.path.join(workdir, "lrm4d")
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -54,7 +53,7 @@ def run_demo(
         num_scenes=num_scenes,
         out_dir=workdir,
         filters=filters,
-        lpips_weights=lpips_weights,
+        lpips_weights=lpips,
     )
     report["train_seconds"] = train_s
     report["train_final"] = result.train_metrics

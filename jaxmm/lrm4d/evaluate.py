@@ -15,7 +15,7 @@ import numpy as np
 from jaxmm.data import synthetic4d as syn
 from jaxmm.eval import lrm4d_baselines as baselines
 from jaxmm.eval.image_metrics import psnr, ssim
-from jaxmm.eval.lpips import LPIPSMetric, load_lpips
+from jaxmm.eval.lpips import LPIPSMetric, as_metric
 from jaxmm.lrm4d.inference import LRM4DModel, load
 from jaxmm.lrm4d.media import (
     contact_sheet,
@@ -47,7 +47,7 @@ def evaluate(
     lpips_weights: LPIPS weights file(s) (see `jaxmm.eval.lpips`) or a loaded metric; LPIPS is
     reported only when given. novel_times: procedural targets only at frames no input sees.
     """
-    lpips = load_lpips(lpips_weights) if isinstance(lpips_weights, str) else lpips_weights
+    lpips = as_metric(lpips_weights)
     if isinstance(dataset, syn.Synthetic4D):
         dataset = dataset.spec
     if isinstance(dataset, syn.SceneSpec):
@@ -115,13 +115,13 @@ def evaluate_workdir(
     filters: bool = False,
     out_dir: str | None = None,
     gif_frames: int = 24,
-    lpips_weights: str | None = None,
+    lpips_weights: str | LPIPSMetric | None = None,
     novel_times: bool = False,
 ) -> dict:
     """Loads the workdir's model, evaluates each setup and writes into `out_dir`: metrics.json,
     the turntable/time sweep of a held-out object (prediction | ground truth) as GIF and MP4,
     a still of it (turntable.png: predicted row above ground-truth row) and a PLY at t = 0."""
-    lpips = load_lpips(lpips_weights) if lpips_weights else None  # bad path: fail first
+    lpips = as_metric(lpips_weights)  # a bad weights file fails before the model loads
     model = load(workdir)
     out_dir = out_dir or os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)

@@ -167,7 +167,7 @@ class LRM4DTask(Task):
             model,
             num_scenes=self.config.eval.num_scenes,
             setup=self.config.eval.setup,
-            lpips_weights=self.config.eval.get("lpips_weights", "") or None,
+            lpips_weights=self.config.eval.get("lpips_weights", ""),
         )
 
 
