@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxmm.config import DEFAULT_RULES  # noqa: E402
+from jaxmm.sharding import DEFAULT_RULES  # noqa: E402
 from jaxmm.models.llm import LLM, LLMConfig, init_cache  # noqa: E402
 from jaxmm.sharding import make_mesh, params_shardings  # noqa: E402
 

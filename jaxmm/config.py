@@ -13,23 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import ml_collections
 
-# Default logical-axis rules (MaxText style): logical name -> mesh axis / axes / None.
-# Data parallel over (data, fsdp); parameters' `embed` axis sharded over fsdp (ZeRO-3 style);
-# heads / mlp / vocab over tensor (Megatron style).
-DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("seq", None),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("vocab", "tensor"),
-    ("gaussians", ("data", "fsdp")),
-    ("docs", ("data", "fsdp")),
-)
-
-MESH_AXES = ("data", "fsdp", "tensor")
+from jaxmm import sharding
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -61,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # -1: all devices not used by the other axes
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
-    c.logical_axis_rules = DEFAULT_RULES
+    c.logical_axis_rules = sharding.DEFAULT_RULES
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 50
@@ -226,20 +210,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     for name, axes in config.logical_axis_rules:
         for ax in (axes,) if isinstance(axes, str) else (axes or ()):
             need(
-                ax in MESH_AXES, "logical_axis_rules", f"rule {name!r} -> unknown mesh axis {ax!r}"
+                ax in sharding.MESH_AXES,
+                "logical_axis_rules",
+                f"rule {name!r} -> unknown mesh axis {ax!r}",
             )
     need(len(set(rule_names)) == len(rule_names), "logical_axis_rules", "duplicate logical names")
-    sizes = [config.mesh[a] for a in MESH_AXES]
-    need(
-        all(isinstance(s, int) and (s == -1 or s >= 1) for s in sizes),
-        "mesh",
-        f"axis sizes must be >= 1 or -1, got {dict(zip(MESH_AXES, sizes, strict=True))}",
-    )
-    need(sizes.count(-1) <= 1, "mesh", "at most one axis may be -1")
+    # The mesh is checked by the one function that builds it (errors name config.mesh).
+    shape = sharding.resolve_mesh_shape(config.mesh, num_devices)
     if num_devices is not None:
-        from jaxmm.sharding import resolve_mesh_shape
-
-        shape = resolve_mesh_shape(config.mesh, num_devices)  # raises with the field name
         data_par = shape["data"] * shape["fsdp"]
         need(
             config.batch_size // accum % data_par == 0,

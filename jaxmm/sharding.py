@@ -17,18 +17,42 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmm.config import MESH_AXES
-
 Rules = Sequence[tuple[str, Any]]
 
+MESH_AXES = ("data", "fsdp", "tensor")
 
-def resolve_mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
-    """Fills a single -1 axis with the remaining devices; checks the product."""
-    sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
-    fixed = math.prod(s for s in sizes.values() if s != -1)
+# Default logical-axis rules: logical name -> mesh axis / axes / None. Data parallel over
+# (data, fsdp); parameters' `embed` axis sharded over fsdp (ZeRO-3 style); heads / mlp / vocab
+# over tensor (Megatron style).
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("seq", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+)
+
+
+def resolve_mesh_shape(
+    mesh_cfg: Mapping[str, int], num_devices: int | None = None
+) -> dict[str, int]:
+    """Checks `config.mesh` and fills its one -1 axis with the remaining devices.
+
+    Without `num_devices` only the sizes themselves are checked (config validation before any
+    device is known) and a -1 axis stays -1.
+    """
+    sizes = {a: mesh_cfg[a] for a in MESH_AXES}
+    if not all(isinstance(s, int) and (s == -1 or s >= 1) for s in sizes.values()):
+        raise ValueError(f"config.mesh: axis sizes must be >= 1 or -1, got {sizes}")
     wild = [a for a, s in sizes.items() if s == -1]
     if len(wild) > 1:
         raise ValueError(f"config.mesh: at most one axis may be -1, got {sizes}")
+    if num_devices is None:
+        return sizes
+    fixed = math.prod(s for s in sizes.values() if s != -1)
     if wild:
         if num_devices % fixed:
             raise ValueError(

@@ -21,7 +21,7 @@ def test_resolve_mesh_shape():
 
 
 def test_logical_rules_never_reuse_a_mesh_axis():
-    rules = config_lib.DEFAULT_RULES
+    rules = sharding.DEFAULT_RULES
     assert sharding.logical_to_spec(("batch", "embed"), rules) == P(("data", "fsdp"), None)
     assert sharding.logical_to_spec(("embed", "mlp"), rules) == P("fsdp", "tensor")
 

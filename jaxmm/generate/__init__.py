@@ -10,7 +10,6 @@ from jaxmm.generate.backends import (
     CachedBackend,
     EngineBackend,
     OpenAIBackend,
-    ScriptedBackend,
 )
 from jaxmm.generate.params import GenerationParams
 
@@ -23,7 +22,6 @@ __all__ = [
     "GenerationParams",
     "OpenAIBackend",
     "OpenAIServer",
-    "ScriptedBackend",
 ]
 
 

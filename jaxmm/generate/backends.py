@@ -5,8 +5,6 @@
   library HTTP only, with retries and backoff.
 * `CachedBackend`: wraps any backend with an on-disk call cache (sqlite) keyed by
   (backend, model, prompt, params), so an interrupted pipeline resumes without repeating calls.
-* `ScriptedBackend`: a deterministic test double that answers from a table, for pipeline
-  orchestration tests.
 
 This module imports no JAX: a pipeline pointed at a remote server never loads it.
 """
@@ -44,7 +42,6 @@ __all__ = [
     "EngineBackend",
     "GenerationParams",
     "OpenAIBackend",
-    "ScriptedBackend",
 ]
 
 
@@ -87,25 +84,25 @@ class EngineBackend(Backend):
         self._lock = threading.Lock()  # the engine is single-threaded
 
     def complete(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
-        _check_prompts(prompts)
+        check_prompts(prompts)
         with self._lock:
             return [c.text for c in self.engine.generate(list(prompts), params)]
 
     def chat(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[str]:
         for c in conversations:
-            _check_conversation(c)
+            check_conversation(c)
         with self._lock:
             return [c.text for c in self.engine.chat(list(conversations), params)]
 
     def stream_complete(self, prompt: str, params: GenerationParams) -> Iterator[str]:
-        _check_prompts([prompt])
+        check_prompts([prompt])
         with self._lock:
             for ev in self.engine.stream([prompt], params):
                 if ev.delta:
                     yield ev.delta
 
     def stream_chat(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        _check_conversation(conversation)
+        check_conversation(conversation)
         with self._lock:
             ids = self.engine.chat_prompt_ids(conversation)
             for ev in self.engine.stream([ids], params):
@@ -151,25 +148,25 @@ class OpenAIBackend(Backend):
 
     # -- public API
     def complete(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
-        _check_prompts(prompts)
+        check_prompts(prompts)
         return self._map(
             lambda p: self._text(self._post("/completions", self._body(p, params))), prompts
         )
 
     def chat(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[str]:
         for c in conversations:
-            _check_conversation(c)
+            check_conversation(c)
         return self._map(
             lambda c: self._text(self._post("/chat/completions", self._body(c, params))),
             conversations,
         )
 
     def stream_complete(self, prompt: str, params: GenerationParams) -> Iterator[str]:
-        _check_prompts([prompt])
+        check_prompts([prompt])
         yield from self._stream("/completions", self._body(prompt, params))
 
     def stream_chat(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        _check_conversation(conversation)
+        check_conversation(conversation)
         yield from self._stream("/chat/completions", self._body(conversation, params))
 
     def models(self) -> list[str]:
@@ -375,61 +372,12 @@ class CachedBackend(Backend):
         return [found[k] for k, _ in keys]
 
 
-# ---------------------------------------------------------------------------- test double
-class ScriptedBackend(Backend):
-    """Answers from a table: deterministic, for testing pipeline orchestration.
-
-    `responses` maps a prompt to its answer, or is a function prompt -> answer. For chat the
-    lookup key is the content of the last message (or `chat_key(conversation)`). Unknown
-    prompts return `default`, or raise BackendError naming the prompt when it is None.
-    Every call is recorded in `calls` as (kind, prompt or conversation, params).
-    """
-
-    name = "scripted"
-
-    def __init__(
-        self,
-        responses: Mapping[str, str] | Callable[[str], str],
-        *,
-        default: str | None = None,
-        chat_key: Callable[[Conversation], str] | None = None,
-        model: str = "scripted",
-    ):
-        self.responses = responses
-        self.default = default
-        self.chat_key = chat_key or (lambda conv: conv[-1]["content"])
-        self.model = model
-        self.calls: list[tuple[str, Any, GenerationParams]] = []
-
-    def _answer(self, key: str, params: GenerationParams) -> str:
-        if callable(self.responses):
-            text = self.responses(key)
-        elif key in self.responses:
-            text = self.responses[key]
-        elif self.default is not None:
-            text = self.default
-        else:
-            raise BackendError(f"ScriptedBackend has no answer for prompt {key!r:.200}")
-        return _apply_stop(text, params.stop)
-
-    def complete(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
-        _check_prompts(prompts)
-        self.calls.extend(("complete", p, params) for p in prompts)
-        return [self._answer(p, params) for p in prompts]
-
-    def chat(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[str]:
-        for c in conversations:
-            _check_conversation(c)
-        self.calls.extend(("chat", list(c), params) for c in conversations)
-        return [self._answer(self.chat_key(c), params) for c in conversations]
-
-
-def _apply_stop(text: str, stop: Sequence[str]) -> str:
+def apply_stop(text: str, stop: Sequence[str]) -> str:
     hits = [i for s in stop if (i := text.find(s)) >= 0]
     return text[: min(hits)] if hits else text
 
 
-def _check_prompts(prompts: Sequence[str]) -> None:
+def check_prompts(prompts: Sequence[str]) -> None:
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, got one string")
     for i, p in enumerate(prompts):
@@ -437,7 +385,7 @@ def _check_prompts(prompts: Sequence[str]) -> None:
             raise TypeError(f"prompts[{i}] must be a string, got {type(p).__name__}")
 
 
-def _check_conversation(conversation: Conversation) -> None:
+def check_conversation(conversation: Conversation) -> None:
     if isinstance(conversation, str | Mapping) or not conversation:
         raise TypeError("a conversation must be a non-empty list of {'role', 'content'} dicts")
     for i, m in enumerate(conversation):

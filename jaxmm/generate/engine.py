@@ -28,13 +28,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm import sharding
 from jaxmm.generate import steps
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.text import TextTracker
+from jaxmm.models import hf, llm
 
 Message = Mapping[str, Any]
 DEFAULT_MAX_SEQ_LEN = 8192
@@ -135,14 +138,11 @@ class Engine:
         self._rules = tuple(rules) if rules is not None else None
         cache_shardings = None
         if mesh is not None:
-            from jaxmm.config import DEFAULT_RULES
-            from jaxmm.sharding import logical_sharding
-
-            self._rules = self._rules or DEFAULT_RULES
+            self._rules = self._rules or sharding.DEFAULT_RULES
             if cache_logical_axes is None:
                 raise ValueError("cache_logical_axes is required with a mesh")
             cache_shardings = jax.tree.map(
-                lambda axes: logical_sharding(mesh, axes, self._rules),
+                lambda axes: sharding.logical_sharding(mesh, axes, self._rules),
                 cache_logical_axes,
                 is_leaf=lambda x: isinstance(x, tuple),
             )
@@ -199,9 +199,7 @@ class Engine:
         cache holds 2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements,
         which at Llama 3.1's 128K context would not fit next to the weights.
         """
-        from transformers import AutoTokenizer
-
-        from jaxmm.models import hf, llm
+        from transformers import AutoTokenizer  # heavy; only when loading a folder
 
         model_dir = os.fspath(model_dir)
         if not os.path.exists(os.path.join(model_dir, "config.json")):
@@ -233,8 +231,6 @@ class Engine:
         """Mesh + logical-axis rules for sharded models (flax's logical constraints)."""
         stack = contextlib.ExitStack()
         if self._mesh is not None:
-            import flax.linen as nn
-
             set_mesh = getattr(jax, "set_mesh", None)  # `with mesh:` is deprecated
             stack.enter_context(set_mesh(self._mesh) if set_mesh else self._mesh)
             stack.enter_context(nn.logical_axis_rules(self._rules))

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm import sharding
 from jaxmm.models.llm import LLM, LLMConfig
 
 SINGLE_FILE = "model.safetensors"
@@ -173,10 +174,9 @@ def load_hf(
     shapes = nn.meta.unbox(boxed)
     shardings = None
     if mesh is not None:
-        from jaxmm.config import DEFAULT_RULES
-        from jaxmm.sharding import params_shardings
-
-        shardings = params_shardings(boxed, mesh, rules if rules is not None else DEFAULT_RULES)
+        shardings = sharding.params_shardings(
+            boxed, mesh, rules if rules is not None else sharding.DEFAULT_RULES
+        )
     files = _weight_files(ckpt_dir)
     maps = name_map(config)
 

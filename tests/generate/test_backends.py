@@ -14,9 +14,9 @@ from jaxmm.generate.backends import (
     BackendError,
     CachedBackend,
     OpenAIBackend,
-    ScriptedBackend,
 )
 from jaxmm.generate.params import GenerationParams
+from tests.generate.scripted import ScriptedBackend
 
 P = GenerationParams(max_tokens=8)
 
