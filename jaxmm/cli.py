@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 
@@ -91,23 +91,52 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run(main, argv: Sequence[str] | None = None) -> None:
-    """Runs `main(config, rest_argv)` with absl flags, turning UsageErrors into exit code 2."""
-    from absl import app
+def run(
+    main: Callable[..., None],
+    argv: Sequence[str] | None = None,
+    *,
+    config: bool = True,
+    required: Sequence[str] = (),
+    errors: tuple[type[BaseException], ...] = (),
+) -> None:
+    """The one entry of every `launch/*.py`: `cli.run(main, ...)` under `__main__`.
+
+    With `config=True` it reads `--config=...:variant` and `--config.a.b=v` overrides (errors
+    exit 2 and name the field), initialises multi-host JAX when the environment asks for it and
+    calls `main(config, argv)`; otherwise `main(argv)`. Flags named in `required` must be given
+    (exit 2 otherwise). Exceptions of the types in `errors` (bad files, folders, shapes: the
+    user's input) print `error: ...` without a traceback and exit 1.
+    """
+    from absl import app, flags
 
     argv = list(sys.argv if argv is None else argv)
-    try:
-        spec, overrides, rest = split_config_args(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    spec, overrides, rest = None, [], argv
+    if config:
+        try:
+            spec, overrides, rest = split_config_args(argv)
+        except UsageError as e:
+            _exit(e, 2)
 
     def _main(rest_argv):
+        for name in required:
+            if not flags.FLAGS[name].value:
+                _exit(f"missing --{name}", 2)
+        args = [rest_argv]
+        if config:
+            try:
+                args = [load_config(spec, overrides), rest_argv]
+            except UsageError as e:
+                _exit(e, 2)
+            maybe_initialize_distributed()
+        setup_logging()
         try:
-            config = load_config(spec, overrides)
-        except UsageError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        return main(config, rest_argv)
+            main(*args)
+        except errors as e:
+            _exit(e, 1)
 
     app.run(_main, argv=rest)
+
+
+def _exit(message: object, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

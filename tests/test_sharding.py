@@ -6,7 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxmm import config as config_lib
-from jaxmm import sharding
+from jaxmm import sharding, tasks
 from jaxmm.train.trainer import Trainer
 
 
@@ -45,7 +45,7 @@ def _toy(mesh, steps=3):
 
 
 def _run_steps(config, tmp_path, devices):
-    trainer = Trainer(config, str(tmp_path), devices=devices)
+    trainer = Trainer(config, str(tmp_path), tasks.build(config), devices=devices)
     state = trainer.init_state()
     data = trainer.data_iterator()
     losses = []

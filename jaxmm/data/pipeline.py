@@ -6,13 +6,23 @@ trainer stores in each checkpoint resumes the exact same stream of batches.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
-from jaxmm.train.task import DataShard
+
+@dataclasses.dataclass(frozen=True)
+class DataShard:
+    """Which slice of the data this JAX process reads (grain shards by process)."""
+
+    index: int
+    count: int
+    per_process_batch: int
+    seed: int
 
 
 def batched(
@@ -48,6 +58,4 @@ def batched(
 
 def stack(records: list[Any]) -> Any:
     """Stacks a list of dict-of-array records into one dict of arrays (leading dim = batch)."""
-    import jax
-
     return jax.tree.map(lambda *xs: np.stack(xs), *records)

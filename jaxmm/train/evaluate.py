@@ -7,15 +7,17 @@ import os
 import ml_collections
 
 from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train.task import Task
+from jaxmm.train.trainer import Trainer
 
 
-def evaluate_latest(config: ml_collections.ConfigDict, workdir: str) -> tuple[int, dict]:
+def evaluate_latest(
+    config: ml_collections.ConfigDict, workdir: str, task: Task
+) -> tuple[int, dict]:
     """Restores the newest readable checkpoint's params and runs `task.evaluate`."""
-    from jaxmm.train.trainer import Trainer
-
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"no checkpoints in {workdir!r}: train first")
-    trainer = Trainer(config, workdir)
+    trainer = Trainer(config, workdir, task)
     step, params = ckpt_lib.load_params(workdir, trainer.abstract_state.params)
     with trainer._context():
         metrics = trainer.task.evaluate(params, step, workdir)

@@ -16,14 +16,14 @@ import jax
 import ml_collections
 
 from jaxmm import sharding
+from jaxmm.train.task import Task
+from jaxmm.train.trainer import Trainer
 
 
-def compile_train_step(config: ml_collections.ConfigDict, workdir: str | None = None):
-    """Returns (trainer, compiled executable) for one train step of `config`."""
-    from jaxmm.train.trainer import Trainer
-
+def compile_train_step(config: ml_collections.ConfigDict, task: Task, workdir: str | None = None):
+    """Returns (trainer, compiled executable) for one train step of `task` under `config`."""
     workdir = workdir or tempfile.mkdtemp(prefix="jaxmm_profile_")
-    trainer = Trainer(config, workdir)
+    trainer = Trainer(config, workdir, task)
     batch = next(trainer.data_iterator())
     step_fn, axes = trainer.compile_step(batch)
     abstract_batch = jax.tree.map(

@@ -1,8 +1,9 @@
 """The contract between the one trainer and every experiment.
 
 launch -> config -> task -> trainer. A config names its task (`config.task = "toy"`); the
-module `jaxmm.tasks.<name>` exposes `build(config) -> Task`. The trainer imports no model: it
-only calls the methods below, inside its own mesh, jit, checkpointing and logging.
+registry `jaxmm.tasks.build(config)` builds it from `jaxmm.tasks.<name>` and the launch script
+hands it to the trainer. The trainer imports no model and no task: it only calls the methods
+below, inside its own mesh, jit, checkpointing and logging.
 
 Parameters returned by `init` may carry Flax logical-axis metadata
 (`nn.with_logical_partitioning`, `nn.LogicallyPartitioned`); the trainer turns those names
@@ -12,27 +13,19 @@ into shardings with `config.logical_axis_rules` and stores plain arrays in the t
 from __future__ import annotations
 
 import abc
-import dataclasses
-import importlib
 from typing import Any
 
 import grain
 import jax
 import ml_collections
 
+from jaxmm.data.pipeline import DataShard
+
+__all__ = ["Batch", "DataShard", "Metrics", "PyTree", "Task"]
+
 PyTree = Any
 Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class DataShard:
-    """Which slice of the data this JAX process reads (grain shards by process)."""
-
-    index: int
-    count: int
-    per_process_batch: int
-    seed: int
 
 
 class Task(abc.ABC):
@@ -68,22 +61,3 @@ class Task(abc.ABC):
     def evaluate(self, params: PyTree, step: int, workdir: str) -> dict[str, float]:
         """Host-side periodic evaluation; returns scalar metrics to log. Optional."""
         return {}
-
-
-def build_task(config: ml_collections.ConfigDict) -> Task:
-    """Imports `jaxmm.tasks.<config.task>` and calls its `build(config)`."""
-    name = config.task
-    try:
-        module = importlib.import_module(f"jaxmm.tasks.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"jaxmm.tasks.{name}":
-            raise
-        import pkgutil
-
-        import jaxmm.tasks
-
-        known = sorted(m.name for m in pkgutil.iter_modules(jaxmm.tasks.__path__))
-        raise ValueError(
-            f"config.task={name!r} names no module in jaxmm/tasks/; known: {known}"
-        ) from None
-    return module.build(config)

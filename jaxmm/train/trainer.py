@@ -33,7 +33,7 @@ from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import optim
 from jaxmm.train import state as state_lib
 from jaxmm.train.metrics import MetricWriter
-from jaxmm.train.task import DataShard, Task, build_task
+from jaxmm.train.task import DataShard, Task
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,15 @@ class Trainer:
         self,
         config: ml_collections.ConfigDict,
         workdir: str,
+        task: Task,
         devices: Sequence[jax.Device] | None = None,
-        task: Task | None = None,
     ):
         devices = list(devices) if devices is not None else jax.devices()
         config_lib.validate(config, num_devices=len(devices))
         check_workdir(workdir)
         self.config = config
         self.workdir = workdir
-        self.task = task or build_task(config)
+        self.task = task
         self.mesh = sharding.make_mesh(config.mesh, devices)
         self.rules = tuple(config.logical_axis_rules)
         self._repl = NamedSharding(self.mesh, PartitionSpec())
@@ -417,10 +417,13 @@ def _progress(cfg, start: int):
 
 
 def train(
-    config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task: Task,
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrainResult:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
-    return Trainer(config, workdir, devices=devices).run()
+    """Trains `task` under `config` in `workdir`, resuming from its latest checkpoint if any."""
+    return Trainer(config, workdir, task, devices=devices).run()
 
 
 def describe(result: TrainResult) -> str:

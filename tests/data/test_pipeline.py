@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmm.data.jsonl import JsonlSource
-from jaxmm.data.pipeline import batched
-from jaxmm.train.task import DataShard
+from jaxmm.data.pipeline import DataShard, batched
 
 
 def _source(n=40):

@@ -5,8 +5,7 @@ import grain
 import numpy as np
 
 from jaxmm.data import synthetic4d as syn
-from jaxmm.data.pipeline import batched
-from jaxmm.train.task import DataShard
+from jaxmm.data.pipeline import DataShard, batched
 
 SPEC = syn.SceneSpec(image_size=16, num_input_views=2, num_target_views=3, points_per_primitive=16)
 

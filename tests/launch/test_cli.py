@@ -52,7 +52,7 @@ def test_train_twice_continues_then_eval(tmp_path):
 
 def test_profile_prints_compiled_cost(tmp_path):
     out = run(
-        "profile.py", "--config=configs/toy.py:tiny", f"--dump_dir={tmp_path}", "--json"
+        "profile_step.py", "--config=configs/toy.py:tiny", f"--dump_dir={tmp_path}", "--json"
     ).stdout
     stats = _json_tail(out)
     assert stats["flops"] > 0 and stats["bytes_accessed"] > 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmm import gaussians, lrm4d
+from jaxmm import gaussians, lrm4d, tasks
 from jaxmm.tasks.lrm4d import LRM4DTask, reconstruct, scene_spec
 from jaxmm.train import trainer as trainer_lib
 from tests.lrm4d.small import small_config
@@ -17,7 +17,7 @@ from tests.lrm4d.small import small_config
 def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("lrm4d_run"))
     c = small_config(**{"num_steps": 1, "checkpoint.every_steps": 1, "data.num_target_views": 1})
-    result = trainer_lib.train(c, workdir)
+    result = trainer_lib.train(c, workdir, tasks.build(c))
     return workdir, c, jax.device_get(result.state.params)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from jaxmm import config as config_lib
 from jaxmm import gaussians as G
+from jaxmm import tasks
 from jaxmm.tasks import gs_fit
 
 
@@ -57,7 +58,7 @@ def test_trainer_runs_gs_fit_and_writes_renders_and_ply(tmp_path):
     from jaxmm.train import trainer as trainer_lib
 
     c = _config(num_steps=20, eval_every_steps=20, log_every_steps=10, batch_size=8)  # 8 devices
-    result = trainer_lib.train(c, str(tmp_path))
+    result = trainer_lib.train(c, str(tmp_path), tasks.build(c))
     assert np.isfinite(result.eval_metrics["eval/psnr_test"])
     assert len(glob.glob(str(tmp_path / "renders" / "step_000020" / "test_*.png"))) == 8
     g = G.load_ply(os.path.join(tmp_path, "gaussians.ply"))

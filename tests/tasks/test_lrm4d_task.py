@@ -7,14 +7,19 @@ import numpy as np
 import pytest
 
 from jaxmm import config as config_lib
+from jaxmm import tasks
 from jaxmm.tasks.lrm4d import LRM4DTask
 from jaxmm.train import trainer as trainer_lib
 from tests.lrm4d.small import small_config
 
 
+def _train(config, workdir):
+    return trainer_lib.train(config, workdir, tasks.build(config))
+
+
 def test_sharded_train_steps_learn_and_shard_params(tmp_path):
     assert jax.device_count() == 8
-    result = trainer_lib.train(small_config(), str(tmp_path))
+    result = _train(small_config(), str(tmp_path))
     m = result.train_metrics
     assert np.isfinite(m["loss"]) and m["nonfinite_total"] == 0
     assert 5.0 < m["psnr"] < 40.0

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxmm import config as config_lib
+from jaxmm import tasks
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train.trainer import Trainer
 
@@ -37,7 +38,7 @@ def _cmd(workdir):
 
 def _final_params(workdir):
     c = config_lib.load_config_file("configs/toy.py:tiny")
-    abstract = Trainer(c, str(workdir) + "_probe").abstract_state.params
+    abstract = Trainer(c, str(workdir) + "_probe", tasks.build(c)).abstract_state.params
     step, params = ckpt_lib.load_params(str(workdir), abstract)
     assert step == STEPS
     return params

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 
 from jaxmm import config as config_lib
+from jaxmm import tasks
 from jaxmm.tasks.toy import ToySource, ToyTask
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import trainer as trainer_lib
 from jaxmm.train.metrics import read_jsonl
+
+
+def _train(config, workdir):
+    return trainer_lib.train(config, workdir, tasks.build(config))
 
 
 def toy_config(**overrides):
@@ -30,7 +35,7 @@ def test_run_writes_metrics_tensorboard_checkpoints(tmp_path):
     c = toy_config(
         num_steps=20, log_every_steps=5, eval_every_steps=10, **{"checkpoint.every_steps": 10}
     )
-    result = trainer_lib.train(c, str(tmp_path))
+    result = trainer_lib.train(c, str(tmp_path), tasks.build(c))
     rows = read_jsonl(str(tmp_path / "metrics.jsonl"))
     train_steps = [r["step"] for r in rows if "train/loss" in r]
     assert train_steps == [5, 10, 15, 20]
@@ -44,8 +49,8 @@ def test_run_writes_metrics_tensorboard_checkpoints(tmp_path):
 
 
 def test_grad_accumulation_matches_full_batch(tmp_path):
-    one = trainer_lib.train(toy_config(num_steps=2), str(tmp_path / "a"))
-    two = trainer_lib.train(toy_config(num_steps=2, grad_accum_steps=4), str(tmp_path / "b"))
+    one = _train(toy_config(num_steps=2), str(tmp_path / "a"))
+    two = _train(toy_config(num_steps=2, grad_accum_steps=4), str(tmp_path / "b"))
     for a, b in zip(
         jax.tree.leaves(one.state.params), jax.tree.leaves(two.state.params), strict=True
     ):
@@ -75,7 +80,7 @@ class PoisonedTask(ToyTask):
 
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
     c = toy_config(num_steps=30)
-    trainer = trainer_lib.Trainer(c, str(tmp_path), task=PoisonedTask(c))
+    trainer = trainer_lib.Trainer(c, str(tmp_path), PoisonedTask(c))
     # Count poisoned batches independently, from the same deterministic stream.
     it = trainer.data_iterator()
     expected = sum(bool(np.isnan(next(it)["x"]).any()) for _ in range(30))
@@ -93,19 +98,19 @@ class AlwaysNaNTask(ToyTask):
 
 def test_consecutive_nonfinite_stops_with_clear_error(tmp_path):
     c = toy_config(num_steps=20, max_consecutive_nonfinite=3)
-    trainer = trainer_lib.Trainer(c, str(tmp_path), task=AlwaysNaNTask(c))
+    trainer = trainer_lib.Trainer(c, str(tmp_path), AlwaysNaNTask(c))
     with pytest.raises(trainer_lib.NonFiniteError, match="3 consecutive steps"):
         trainer.run()
 
 
 def test_profile_window_writes_a_trace(tmp_path):
-    trainer_lib.train(toy_config(num_steps=6, profile_steps=(2, 2)), str(tmp_path))
+    _train(toy_config(num_steps=6, profile_steps=(2, 2)), str(tmp_path))
     assert glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
 
 
 def test_corrupt_latest_checkpoint_falls_back_and_keeps_files(tmp_path):
     c = toy_config(num_steps=20, **{"checkpoint.every_steps": 10})
-    trainer_lib.train(c, str(tmp_path))
+    trainer_lib.train(c, str(tmp_path), tasks.build(c))
     state_dir = tmp_path / "checkpoints" / "20" / "state"
     corrupted = [f for f in glob.glob(str(state_dir / "**"), recursive=True) if os.path.isfile(f)]
     for f in corrupted:
@@ -113,7 +118,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_keeps_files(tmp_path):
             fh.write(b"garbage")
     c = toy_config(num_steps=30, **{"checkpoint.every_steps": 10})
     with pytest.warns(RuntimeWarning, match="checkpoint step 20 .* failed to restore"):
-        result = trainer_lib.train(c, str(tmp_path))
+        result = trainer_lib.train(c, str(tmp_path), tasks.build(c))
     assert result.resumed_from == 10
     kept = glob.glob(str(tmp_path / "checkpoints" / "corrupt_20_*"))
     assert len(kept) == 1 and os.path.isdir(os.path.join(kept[0], "state"))
@@ -125,11 +130,11 @@ def test_corrupt_latest_checkpoint_falls_back_and_keeps_files(tmp_path):
 
 
 def test_init_from_loads_params_of_another_run(tmp_path):
-    first = trainer_lib.train(toy_config(num_steps=5), str(tmp_path / "a"))
+    first = _train(toy_config(num_steps=5), str(tmp_path / "a"))
     c = toy_config(num_steps=1, init_from=str(tmp_path / "a"), seed=123)
     with c.unlocked():
         c.optimizer.learning_rate = 1e-30
-    second = trainer_lib.train(c, str(tmp_path / "b"))
+    second = trainer_lib.train(c, str(tmp_path / "b"), tasks.build(c))
     for a, b in zip(
         jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params), strict=True
     ):
@@ -140,7 +145,7 @@ def test_workdir_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="cannot be created"):
-        trainer_lib.Trainer(toy_config(), str(blocker / "run"))
+        trainer_lib.Trainer(toy_config(), str(blocker / "run"), tasks.build(toy_config()))
 
 
 def test_load_params_errors(tmp_path):
@@ -150,20 +155,20 @@ def test_load_params_errors(tmp_path):
 
 def test_keep_n_checkpoints(tmp_path):
     c = toy_config(num_steps=20, **{"checkpoint.every_steps": 5, "checkpoint.keep": 2})
-    trainer_lib.train(c, str(tmp_path))
+    trainer_lib.train(c, str(tmp_path), tasks.build(c))
     assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["15", "20"]
 
 
 def test_mixed_precision_keeps_fp32_master_params(tmp_path):
     c = toy_config(num_steps=3, **{"precision.compute_dtype": "bfloat16"})
-    result = trainer_lib.train(c, str(tmp_path))
+    result = trainer_lib.train(c, str(tmp_path), tasks.build(c))
     assert {p.dtype for p in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
     assert np.isfinite(result.train_metrics["loss"])
 
 
 def test_load_params_accepts_a_relative_workdir(tmp_path, monkeypatch):
     # `make demo` evaluates runs/demo/... by a relative path; orbax only takes absolute ones.
-    first = trainer_lib.train(toy_config(num_steps=2), str(tmp_path / "run"))
+    first = _train(toy_config(num_steps=2), str(tmp_path / "run"))
     monkeypatch.chdir(tmp_path)
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), first.state.params
@@ -178,11 +183,11 @@ def test_time_budget_saves_evaluates_and_resumes(tmp_path):
     # A budget far below one step's time: the run ends after its first step, with a checkpoint
     # and the final evaluation, and a later run with more time continues from there.
     c = toy_config(num_steps=20, max_train_minutes=1e-6, **{"checkpoint.every_steps": 100})
-    result = trainer_lib.train(c, str(tmp_path))
+    result = trainer_lib.train(c, str(tmp_path), tasks.build(c))
     assert result.out_of_time and not result.stopped_early
     assert int(result.state.step) == 1 and "eval/mse" in result.eval_metrics
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
-    again = trainer_lib.train(toy_config(num_steps=20), str(tmp_path))
+    again = _train(toy_config(num_steps=20), str(tmp_path))
     assert again.resumed_from == 1 and int(again.state.step) == 20 and not again.out_of_time
     with pytest.raises(ValueError, match="config.max_train_minutes"):
         config_lib.validate(toy_config(max_train_minutes=-1.0))

@@ -1,23 +1,21 @@
 """Compile a config's train step without running it; print its cost and memory analysis.
 
-    python launch/profile.py --config=configs/toy.py:tiny
-    python launch/profile.py --config=configs/toy.py:tiny --dump_dir=/tmp/hlo --json
+    python launch/profile_step.py --config=configs/toy.py:tiny
+    python launch/profile_step.py --config=configs/toy.py:tiny --dump_dir=/tmp/hlo --json
 
 For a runtime trace use `launch/train.py ... --config.profile_steps="(10,5)"` and open
-`<workdir>/profile` in TensorBoard (profile plugin) or Perfetto.
+`<workdir>/profile` in TensorBoard (profile plugin) or Perfetto. (Not named `profile.py`: a
+script's folder comes first on sys.path, and that name would shadow the standard library's
+`profile`, which cProfile imports.)
 """
 
 import json
-import os
-import sys
 
-# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
-# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import jax
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from jaxmm import cli  # noqa: E402
+from jaxmm import cli, tasks
+from jaxmm.train import profiling
 
 _DUMP = flags.DEFINE_string("dump_dir", None, "Write the optimised HLO text here.")
 _JSON = flags.DEFINE_bool("json", False, "Print the analysis as JSON.")
@@ -25,13 +23,7 @@ _JSON = flags.DEFINE_bool("json", False, "Print the analysis as JSON.")
 
 def main(config, argv):
     del argv
-    cli.maybe_initialize_distributed()
-    cli.setup_logging()
-    import jax
-
-    from jaxmm.train import profiling
-
-    _, compiled = profiling.compile_train_step(config)
+    _, compiled = profiling.compile_train_step(config, tasks.build(config))
     stats = profiling.analyse(compiled)
     if _DUMP.value:
         stats["hlo_path"] = profiling.dump_hlo(compiled, _DUMP.value)
