@@ -10,15 +10,10 @@ Reported: generated tokens/s for each (compile / warm-up excluded), and the rati
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny model on CPU, few tokens.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Requests decoded together.")

@@ -16,22 +16,17 @@ with `save_hf`. Decode time = time(prompt + N tokens) - time(prompt + 1 token) o
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from jaxmm.sharding import DEFAULT_RULES  # noqa: E402
-from jaxmm.models.llm import LLM, LLMConfig, init_cache  # noqa: E402
-from jaxmm.sharding import make_mesh, params_shardings  # noqa: E402
+from jaxmm.models.llm import LLM, LLMConfig, init_cache
+from jaxmm.sharding import DEFAULT_RULES, make_mesh, params_shardings
 
 # Llama-3.2-1B shapes (tied embeddings, GQA 32/8, llama3 rope scaling).
 LLAMA_1B = dict(

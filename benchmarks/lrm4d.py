@@ -13,19 +13,15 @@ with the tiled `jaxmm.gaussians` renderer (per-view checkpointed).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxmm.models import lrm4d  # noqa: E402
-from jaxmm.nn.rays import pixel_rays  # noqa: E402
-from jaxmm.nn.transformer import encoder_flops  # noqa: E402
+from jaxmm.gaussians.camera import Camera, look_at_c2w, rays
+from jaxmm.models import lrm4d
+from jaxmm.nn.transformer import encoder_flops
 
 # Dense bf16 peak FLOP/s per device kind (vendor datasheets, no sparsity).
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
@@ -47,13 +43,11 @@ def timeit(fn, *args, iters: int) -> float:
 
 def inputs(views: int, size: int, batch: int = 1):
     az = np.linspace(0, 2 * np.pi, views, endpoint=False)
-    from jaxmm.gaussians.camera import look_at_c2w
-
     c2w = np.stack(
         [look_at_c2w((2.5 * np.cos(a), 2.5 * np.sin(a), 0.5), (0, 0, 0), (0, 0, 1)) for a in az]
     )
     f = 0.5 * size / np.tan(np.radians(25))
-    o, d = pixel_rays(c2w, f, f, size / 2, size / 2, size, size)
+    o, d = rays(Camera.create(c2w, f, f, size / 2, size / 2, width=size, height=size))
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(batch, views, size, size, 3)).astype(np.float32)
     times = np.tile(np.linspace(-1, 1, views, dtype=np.float32), (batch, 1))
@@ -102,26 +96,23 @@ def bench_train_step(
     renderer: str,
     **overrides,
 ) -> dict:
-    from jaxmm.tasks.lrm4d import reconstruct, render_kwargs, render_views
-
     model = make_model(size_name, dtype, remat=True, **overrides)
     images, times, o, d, c2w = inputs(views_in, size)
     f = 0.5 * size / np.tan(np.radians(25))
     intr = np.tile(np.array([f, f, size / 2, size / 2], np.float32), (1, views_in, 1))
-    c2w = c2w[None].astype(np.float32)
-    params = jax.jit(model.init)(jax.random.key(0), images, times, o, d)
+    cams = Camera.from_intrinsics(c2w[None].astype(np.float32), intr, width=size, height=size)
+    sup_cams = jax.tree.map(lambda x: x[0, sup_idx], cams)
     sup_idx = np.arange(views_sup) % views_in
     target = images[:, sup_idx]
+    params = jax.jit(model.init)(jax.random.key(0), images, times, o, d)
 
     def loss(p):
-        g = reconstruct(model, p["params"], images, times, c2w, intr).take(0)
-        pred = render_views(
+        g = lrm4d.reconstruct(model, p["params"], images, times, cams).take(0)
+        pred = lrm4d.render_views(
             g,
-            c2w[0, sup_idx],
-            intr[0, sup_idx],
+            sup_cams,
             times[0, sup_idx],
-            size,
-            **render_kwargs(_Cfg(renderer=renderer, render_capacity=512)),
+            **lrm4d.render_options(_Cfg(renderer=renderer, render_capacity=512)),
         )
         return jnp.mean((pred - target[0]) ** 2)
 

@@ -104,7 +104,8 @@ def run(
     With `config=True` it reads `--config=...:variant` and `--config.a.b=v` overrides (errors
     exit 2 and name the field), initialises multi-host JAX when the environment asks for it and
     calls `main(config, argv)`; otherwise `main(argv)`. Flags named in `required` must be given
-    (exit 2 otherwise). Exceptions of the types in `errors` (bad files, folders, shapes: the
+    (exit 2 otherwise), and `main` may raise `UsageError` (exit 2). Exceptions of the types in
+    `errors` (bad files, folders, shapes: the
     user's input) print `error: ...` without a traceback and exit 1.
     """
     from absl import app, flags
@@ -131,6 +132,8 @@ def run(
         setup_logging()
         try:
             main(*args)
+        except UsageError as e:
+            _exit(e, 2)
         except errors as e:
             _exit(e, 1)
 

@@ -16,15 +16,13 @@ spans the budget (`num_steps` = 0.95 · (minutes · 60 − overhead) · steps/s)
 import json
 import os
 import shutil
-import sys
+import time
 
-# Repo root replaces this script's folder on sys.path: launch/profile.py must not shadow
-# the standard library's `profile` module (cProfile imports it, e.g. under transformers).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from jaxmm import cli  # noqa: E402
+from jaxmm import cli, lrm4d, tasks
+from jaxmm.train import trainer
+from jaxmm.train.metrics import read_jsonl
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (replaced: the check starts fresh).")
 _MINUTES = flags.DEFINE_float("minutes", 25.0, "Training wall-clock budget, compile included.")
@@ -36,11 +34,6 @@ _PROBE = flags.DEFINE_integer("probe_steps", 30, "Steps of the speed probe (not 
 def probe(config, workdir: str, steps: int) -> tuple[float, float]:
     """(steps/s of the last logging window, seconds of the run not spent in steps: compile,
     setup, checkpoint) of a short run: the budget pays that overhead once as well."""
-    import time
-
-    from jaxmm.train import trainer
-    from jaxmm.train.metrics import read_jsonl
-
     probe = config.copy_and_resolve_references()
     with probe.unlocked():
         probe.num_steps = steps
@@ -50,7 +43,7 @@ def probe(config, workdir: str, steps: int) -> tuple[float, float]:
         probe.max_train_minutes = 0.0
     shutil.rmtree(workdir, ignore_errors=True)
     t0 = time.perf_counter()
-    trainer.train(probe, workdir)
+    trainer.train(probe, workdir, tasks.build(probe))
     wall = time.perf_counter() - t0
     rows = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "train/loss" in r]
     sps = float(rows[-1]["train/steps_per_sec"])
@@ -59,16 +52,8 @@ def probe(config, workdir: str, steps: int) -> tuple[float, float]:
 
 def main(config, argv):
     del argv
-    if not _WORKDIR.value:
-        print("error: missing --workdir", file=sys.stderr)
-        sys.exit(2)
     if config.task != "lrm4d":
-        print(f"error: --config must be a 4D-LRM config, got task {config.task!r}", file=sys.stderr)
-        sys.exit(2)
-    cli.setup_logging()
-    from jaxmm import lrm4d
-    from jaxmm.train import trainer
-
+        raise cli.UsageError(f"--config must be a 4D-LRM config, got task {config.task!r}")
     workdir = _WORKDIR.value
     sps, overhead_s = probe(config, os.path.join(workdir, "probe"), _PROBE.value)
     with config.unlocked():
@@ -82,7 +67,7 @@ def main(config, argv):
     )
     run_dir = os.path.join(workdir, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
-    result = trainer.train(config, run_dir)
+    result = trainer.train(config, run_dir, tasks.build(config))
     report = lrm4d.evaluate_workdir(
         run_dir, setups=lrm4d.SETUPS, num_scenes=_SCENES.value, out_dir=workdir, novel_times=True
     )
@@ -105,4 +90,4 @@ def main(config, argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, required=["workdir"])

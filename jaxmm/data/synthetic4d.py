@@ -42,6 +42,21 @@ class SceneSpec:
     seed: int = 0
     stream: int = 0  # 0 train, 1 held-out objects
 
+    @classmethod
+    def from_config(cls, config, stream: int = 0) -> SceneSpec:
+        """The spec of an experiment config's `config.data` (`configs/lrm4d.py`)."""
+        d = config.data
+        return cls(
+            image_size=d.image_size,
+            num_frames=d.num_frames,
+            num_input_views=d.num_input_views,
+            num_target_views=d.num_target_views,
+            max_primitives=d.max_primitives,
+            points_per_primitive=d.points_per_primitive,
+            seed=d.seed,
+            stream=stream,
+        )
+
 
 def frame_to_time(k, num_frames: int):
     """Frame k of a K-frame clip -> model time 2k/(K-1) - 1 in [-1, 1]."""

@@ -57,6 +57,25 @@ class Camera:
         )
 
     @classmethod
+    def from_intrinsics(cls, c2w, intrinsics, *, width: int, height: int) -> Camera:
+        """From the array form data records carry: c2w [..., 4, 4] and intrinsics [..., 4]
+        (fx, fy, cx, cy in pixels). Traceable: no host checks, so it runs inside jit."""
+        return cls(
+            c2w=c2w,
+            fx=intrinsics[..., 0],
+            fy=intrinsics[..., 1],
+            cx=intrinsics[..., 2],
+            cy=intrinsics[..., 3],
+            width=width,
+            height=height,
+        )
+
+    @property
+    def intrinsics(self) -> jax.Array:
+        """[..., 4] (fx, fy, cx, cy): the array form of `from_intrinsics`."""
+        return jnp.stack([self.fx, self.fy, self.cx, self.cy], axis=-1)
+
+    @classmethod
     def look_at(
         cls,
         eye: Sequence[float],
@@ -132,17 +151,25 @@ def look_at_c2w(eye, target, up) -> np.ndarray:
 
 
 def rays(camera: Camera) -> tuple[jax.Array, jax.Array]:
-    """Per-pixel ray origins and unit directions [H, W, 3] through pixel centres."""
-    u = jnp.arange(camera.width, dtype=jnp.float32) + 0.5
-    v = jnp.arange(camera.height, dtype=jnp.float32) + 0.5
-    uu, vv = jnp.meshgrid(u, v, indexing="xy")  # [H, W]
-    d_cam = jnp.stack(
-        [(uu - camera.cx) / camera.fx, (vv - camera.cy) / camera.fy, jnp.ones_like(uu)], -1
-    )
-    d_world = d_cam @ camera.c2w[:3, :3].T
-    d_world = d_world / jnp.linalg.norm(d_world, axis=-1, keepdims=True)
-    origins = jnp.broadcast_to(camera.c2w[:3, 3], d_world.shape)
-    return origins, d_world
+    """World-space ray origins and unit directions through pixel centres, each [..., H, W, 3]
+    for a camera with leaves [...] (one camera, or a stack: `stack_cameras`)."""
+    c2w = jnp.asarray(camera.c2w)
+    batch = c2w.shape[:-2]
+
+    def expand(x) -> jax.Array:  # [...] -> [..., 1, 1] to broadcast over pixels
+        return jnp.broadcast_to(jnp.asarray(x, c2w.dtype), batch)[..., None, None]
+
+    u = jnp.arange(camera.width, dtype=c2w.dtype) + 0.5
+    v = jnp.arange(camera.height, dtype=c2w.dtype) + 0.5
+    x_cam = (u[None, :] - expand(camera.cx)) / expand(camera.fx)  # [..., 1, W]
+    y_cam = (v[:, None] - expand(camera.cy)) / expand(camera.fy)  # [..., H, 1]
+    x_cam, y_cam = jnp.broadcast_arrays(x_cam, y_cam)
+    dirs_cam = jnp.stack([x_cam, y_cam, jnp.ones_like(x_cam)], axis=-1)  # [..., H, W, 3]
+    rot = c2w[..., None, None, :3, :3]
+    dirs = jnp.einsum("...ij,...j->...i", rot, dirs_cam)
+    dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
+    origins = jnp.broadcast_to(c2w[..., None, None, :3, 3], dirs.shape)
+    return origins, dirs
 
 
 def stack_cameras(cameras: Sequence[Camera]) -> Camera:

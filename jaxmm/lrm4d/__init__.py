@@ -12,12 +12,11 @@ front/left/back/right), `frame_interpolation` (front and back views on even fram
 are never seen), `two_rotating` (two opposite cameras orbiting over the clip, alternating frames).
 
 Modules: `inference` (load / reconstruct / render / filters), `setups` (camera setups and
-evaluation clips), `evaluate` (metrics next to the baselines), `media` (GIF / MP4 / PNG / PLY),
-`demo` (the `make demo` job).
+evaluation clips), `evaluate` (metrics next to the baselines), `media` (GIF / MP4 / PNG / PLY).
+The `make demo` job that trains and evaluates the tiny model is `launch/demo.py`.
 """
 
-from jaxmm.lrm4d.demo import format_table, run_demo
-from jaxmm.lrm4d.evaluate import evaluate, evaluate_synthetic, evaluate_workdir
+from jaxmm.lrm4d.evaluate import evaluate, evaluate_synthetic, evaluate_workdir, format_table
 from jaxmm.lrm4d.inference import LRM4DModel, apply_filters, keep_mask, load
 from jaxmm.lrm4d.media import (
     contact_sheet,
@@ -50,7 +49,6 @@ __all__ = [
     "format_table",
     "keep_mask",
     "load",
-    "run_demo",
     "save_ply",
     "setup_views",
     "synthetic_eval_clips",

@@ -25,7 +25,7 @@ from jaxmm.lrm4d.media import (
     write_mp4,
     write_png,
 )
-from jaxmm.lrm4d.setups import clip_cameras, dnerf_eval_clip, synthetic_eval_clips
+from jaxmm.lrm4d.setups import SETUPS, clip_cameras, dnerf_eval_clip, synthetic_eval_clips
 
 
 def evaluate(
@@ -97,12 +97,12 @@ def evaluate_synthetic(
     model: LRM4DModel, num_scenes: int = 8, setup: str = "alternating_canonical", **kw
 ) -> dict[str, float]:
     """Held-out procedural objects with the model's training-time input-view count."""
-    from jaxmm.tasks.lrm4d import scene_spec
-
     if num_scenes <= 0:
         return {}
     kw.setdefault("num_inputs", model.config.data.num_input_views)
-    return evaluate(model, scene_spec(model.config), setup, num_scenes=num_scenes, **kw)
+    return evaluate(
+        model, syn.SceneSpec.from_config(model.config), setup, num_scenes=num_scenes, **kw
+    )
 
 
 def evaluate_workdir(
@@ -142,9 +142,7 @@ def evaluate_workdir(
                 lpips_weights=lpips,
                 novel_times=novel_times,
             )
-    from jaxmm.tasks.lrm4d import scene_spec
-
-    spec = scene_spec(model.config)
+    spec = syn.SceneSpec.from_config(model.config)
     clip = synthetic_eval_clips(spec, 1, setups[0], n_in)[0]
     g = model.reconstruct(clip["input_images"], clip_cameras(clip, "input"), clip["input_times"])
     pred, times = turntable(model, g, num_frames=gif_frames, filters=filters)
@@ -172,3 +170,22 @@ def _ground_truth_turntable(
     )
     rgb, _ = syn.render_scene(scene, c2w, times, spec)
     return rgb
+
+
+def format_table(report: dict) -> str:
+    """The PSNR / SSIM (/ LPIPS) table of an `evaluate_workdir` report, one row per method."""
+    with_lpips = any("model/lpips" in report.get(s, {}) for s in SETUPS)
+    head = f"{'setup':24s} {'method':14s} {'PSNR':>7s} {'SSIM':>7s}"
+    lines = [head + (f" {'LPIPS':>7s}" if with_lpips else "")]
+    for s in SETUPS:
+        if s not in report:
+            continue
+        for name in ("model", "nearest_view", "mean_colour"):
+            row = report[s]
+            line = f"{s:24s} {name:14s} {row[f'{name}/psnr']:7.2f} {row[f'{name}/ssim']:7.3f}"
+            if with_lpips:
+                line += f" {row.get(f'{name}/lpips', float('nan')):7.3f}"
+            lines.append(line)
+    if "beats_baselines" in report:
+        lines.append(f"4D-LRM beats both baselines on every setup: {report['beats_baselines']}")
+    return "\n".join(lines)

@@ -3,6 +3,7 @@ and the paper's inference filters (p(t) < 0.05, weighted opacity < 0.05)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -13,32 +14,26 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmm import gaussians
+from jaxmm import gaussians, sharding
 from jaxmm.gaussians.camera import Camera, stack_cameras
 from jaxmm.gaussians.params import Gaussians4D, slice_at
 from jaxmm.models import lrm4d as lrm4d_model
+from jaxmm.train import checkpoint as ckpt_lib
 
 
 class LRM4DModel:
     """A trained 4D-LRM: config + params, with jitted reconstruct and render."""
 
     def __init__(self, config: ml_collections.ConfigDict, params: Any):
-        from jaxmm.tasks.lrm4d import _model_cfg
-
         self.config = config
         self.params = params
-        self.module = lrm4d_model.from_config(_model_cfg(config))
-        self._apply = jax.jit(self._reconstruct_arrays)
+        self.module = lrm4d_model.build(config)
+        self._apply = jax.jit(functools.partial(lrm4d_model.reconstruct, self.module))
         self._render = jax.jit(self._render_one, static_argnames=("filters",))
 
     @property
     def patch_size(self) -> int:
         return self.module.patch_size
-
-    def _reconstruct_arrays(self, params, images, times, c2w, intr):
-        from jaxmm.tasks.lrm4d import reconstruct
-
-        return reconstruct(self.module, params, images, times, c2w, intr)
 
     def reconstruct(self, images, cameras: Camera | Sequence[Camera], times) -> Gaussians4D:
         """images [V, H, W, 3] in [0, 1], V cameras, times [V] in [-1, 1] -> Gaussians [V·H·W]."""
@@ -63,17 +58,15 @@ class LRM4DModel:
             )
         if images.min() < 0.0 or images.max() > 1.0:
             raise ValueError("reconstruct: images must be float in [0, 1]")
-        intr = jnp.stack([cams.fx, cams.fy, cams.cx, cams.cy], -1)
-        g = self._apply(self.params, images[None], times[None], cams.c2w[None], intr[None])
+        batched = jax.tree.map(lambda x: x[None], cams)  # a batch of one sample
+        g = self._apply(self.params, images[None], times[None], batched)
         return g.take(0)
 
     def _render_one(self, g, camera, t, background, filters: bool):
-        from jaxmm.tasks.lrm4d import render_kwargs
-
         if filters:
             g = apply_filters(g, t)
         return gaussians.render_4d(
-            g, camera, t, background=background, **render_kwargs(self.config.model)
+            g, camera, t, background=background, **lrm4d_model.render_options(self.config.model)
         )
 
     def render(
@@ -115,10 +108,6 @@ def apply_filters(g: Gaussians4D, t, min_marginal: float = 0.05, min_opacity: fl
 
 def load(workdir: str) -> LRM4DModel:
     """Loads `workdir/config.json` and the params of the newest checkpoint in the workdir."""
-    from jaxmm import sharding
-    from jaxmm.tasks.lrm4d import build
-    from jaxmm.train import checkpoint as ckpt_lib
-
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found: is {workdir!r} a training workdir?")
@@ -126,13 +115,13 @@ def load(workdir: str) -> LRM4DModel:
         config = ml_collections.ConfigDict(json.load(f))
     if config.get("task") != "lrm4d":
         raise ValueError(f"{cfg_path}: task is {config.get('task')!r}, not 'lrm4d'")
-    task = build(config)
+    module = lrm4d_model.build(config)
+    inputs = lrm4d_model.example_inputs(config)
+    shapes = jax.eval_shape(lambda rng: lrm4d_model.init(module, rng, *inputs), jax.random.key(0))
     dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    dtype = jnp.dtype(config.precision.param_dtype)
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(
-            a.shape, jnp.dtype(config.precision.param_dtype), sharding=dev
-        ),
-        sharding.unbox(jax.eval_shape(task.init, jax.random.key(0))),
+        lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=dev), sharding.unbox(shapes)
     )
     _, params = ckpt_lib.load_params(workdir, abstract)
     return LRM4DModel(config, params)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.data import synthetic4d as syn
+from jaxmm.data.dnerf import load_split
 from jaxmm.gaussians.camera import Camera
 
 SETUPS = ("alternating_canonical", "frame_interpolation", "two_rotating")
@@ -98,8 +99,6 @@ def synthetic_eval_clips(
 
 def dnerf_eval_clip(root: str, num_inputs: int = 12, image_size: int | None = None) -> dict:
     """D-NeRF / Consistent4D folder: inputs = train frames evenly spaced in time, targets = test."""
-    from jaxmm.data.dnerf import load_split
-
     train = load_split(root, "train", image_size=image_size)
     test = load_split(root, "test", image_size=image_size)
     order = np.argsort(train.times, kind="stable")
@@ -119,10 +118,11 @@ def dnerf_eval_clip(root: str, num_inputs: int = 12, image_size: int | None = No
 
 
 def clip_cameras(clip: dict, name: str) -> Camera:
-    from jaxmm.tasks.lrm4d import cameras_from
-
+    """The stacked cameras of a clip's `input` or `target` views (sized like its images)."""
     images = clip[f"{name}_images"]
-    cams = cameras_from(
-        jnp.asarray(clip[f"{name}_c2w"]), jnp.asarray(clip[f"{name}_intrinsics"]), images.shape[2]
+    return Camera.from_intrinsics(
+        jnp.asarray(clip[f"{name}_c2w"]),
+        jnp.asarray(clip[f"{name}_intrinsics"]),
+        width=images.shape[2],
+        height=images.shape[1],
     )
-    return cams.replace(height=images.shape[1]) if images.shape[1] != images.shape[2] else cams

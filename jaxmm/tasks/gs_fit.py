@@ -94,15 +94,12 @@ def scene_cameras(num: int, size: int, *, held_out: bool) -> list[G.Camera]:
 def camera_arrays(cams: list[G.Camera]) -> dict[str, np.ndarray]:
     return {
         "c2w": np.stack([np.asarray(c.c2w) for c in cams]),
-        "intrinsics": np.stack([np.asarray([c.fx, c.fy, c.cx, c.cy], np.float32) for c in cams]),
+        "intrinsics": np.stack([np.asarray(c.intrinsics) for c in cams]),
     }
 
 
 def cameras_from_batch(batch, size: int) -> G.Camera:
-    k = batch["intrinsics"]
-    return G.Camera(
-        c2w=batch["c2w"], fx=k[:, 0], fy=k[:, 1], cx=k[:, 2], cy=k[:, 3], width=size, height=size
-    )
+    return G.Camera.from_intrinsics(batch["c2w"], batch["intrinsics"], width=size, height=size)
 
 
 class ViewSource:

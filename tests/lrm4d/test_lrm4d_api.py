@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from jaxmm import gaussians, lrm4d, tasks
-from jaxmm.tasks.lrm4d import LRM4DTask, reconstruct, scene_spec
+from jaxmm.data.synthetic4d import SceneSpec
+from jaxmm.models import lrm4d as lrm4d_model
+from jaxmm.tasks.lrm4d import LRM4DTask
 from jaxmm.train import trainer as trainer_lib
 from tests.lrm4d.small import small_config
 
@@ -24,18 +26,19 @@ def trained(tmp_path_factory):
 def test_load_reconstruct_equals_training_params(trained):
     workdir, config, params = trained
     model = lrm4d.load(workdir)
-    clip = lrm4d.synthetic_eval_clips(scene_spec(config), 1, "alternating_canonical", 2, 2)[0]
+    clip = lrm4d.synthetic_eval_clips(
+        SceneSpec.from_config(config), 1, "alternating_canonical", 2, 2
+    )[0]
     g = model.reconstruct(
         clip["input_images"], lrm4d.clip_cameras(clip, "input"), clip["input_times"]
     )
     task = LRM4DTask(config)
-    ref = reconstruct(
+    ref = lrm4d_model.reconstruct(
         task.model,
         params,
         clip["input_images"][None],
         clip["input_times"][None],
-        clip["input_c2w"][None],
-        clip["input_intrinsics"][None],
+        jax.tree.map(lambda x: x[None], lrm4d.clip_cameras(clip, "input")),
     )
     # Same params; the reference runs op by op, load() runs one jitted program whose fusions
     # round fp32 differently: 1e-5 (values are O(1)).
@@ -50,7 +53,9 @@ def test_load_reconstruct_equals_training_params(trained):
 def test_filters_drop_gaussians_far_in_time(trained):
     workdir, _, _ = trained
     model = lrm4d.load(workdir)
-    clip = lrm4d.synthetic_eval_clips(scene_spec(model.config), 1, "alternating_canonical", 2, 1)[0]
+    clip = lrm4d.synthetic_eval_clips(
+        SceneSpec.from_config(model.config), 1, "alternating_canonical", 2, 1
+    )[0]
     g = model.reconstruct(
         clip["input_images"], lrm4d.clip_cameras(clip, "input"), clip["input_times"]
     )
@@ -84,7 +89,7 @@ def test_setups_follow_the_paper():
 
 def test_novel_times_hold_out_every_input_frame(trained):
     _, config, _ = trained
-    spec = scene_spec(config)
+    spec = SceneSpec.from_config(config)
     for novel in (False, True):
         clips = lrm4d.synthetic_eval_clips(
             spec, 2, "frame_interpolation", num_inputs=None, num_targets=16, novel_times=novel
@@ -118,9 +123,11 @@ def test_evaluate_reports_lpips_when_weights_are_given(trained, tmp_path):
     model = lrm4d.load(workdir)
     path = str(tmp_path / "lpips_vgg.safetensors")
     save_file(random_state_dict("vgg"), path)
-    m = lrm4d.evaluate(model, scene_spec(config), num_scenes=1, num_targets=2, lpips_weights=path)
+    m = lrm4d.evaluate(
+        model, SceneSpec.from_config(config), num_scenes=1, num_targets=2, lpips_weights=path
+    )
     for name in ("model", "nearest_view", "mean_colour"):
         assert np.isfinite(m[f"{name}/lpips"]) and m[f"{name}/lpips"] > 0
-    assert "model/lpips" not in lrm4d.evaluate(model, scene_spec(config), num_scenes=1)
+    assert "model/lpips" not in lrm4d.evaluate(model, SceneSpec.from_config(config), num_scenes=1)
     with pytest.raises(FileNotFoundError, match="LPIPS weights file"):
         lrm4d.evaluate_workdir(workdir, lpips_weights=str(tmp_path / "missing.safetensors"))

@@ -5,15 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxmm.gaussians.camera import Camera, rays
 from jaxmm.models import lrm4d
-from jaxmm.nn.rays import pixel_rays
 
 
 def _rays(views: int, size: int):
     c2w = np.tile(np.eye(4, dtype=np.float32), (views, 1, 1))
     c2w[:, 2, 3] = -2.5
     c2w[:, 0, 3] = np.linspace(-0.5, 0.5, views)
-    return pixel_rays(c2w, size, size, size / 2, size / 2, size, size)
+    return rays(Camera.create(c2w, size, size, size / 2, size / 2, width=size, height=size))
 
 
 def test_input_features_order_and_ranges():

@@ -37,10 +37,9 @@ def test_perceptual_loss_off_without_weights_warns(caplog):
 
 
 def test_records_are_deterministic_and_independent_views():
-    from jaxmm.data.synthetic4d import Synthetic4D
-    from jaxmm.tasks.lrm4d import scene_spec
+    from jaxmm.data.synthetic4d import SceneSpec, Synthetic4D
 
-    src = Synthetic4D(scene_spec(small_config()))
+    src = Synthetic4D(SceneSpec.from_config(small_config()))
     a, b = src[3], src[3]
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
