@@ -38,8 +38,8 @@ def probe(config, workdir: str, steps: int) -> tuple[float, float]:
     setup, checkpoint) of a short run: the budget pays that overhead once as well."""
     import time
 
+    from jaxmm.io.jsonl import read_jsonl
     from jaxmm.train import trainer
-    from jaxmm.train.metrics import read_jsonl
 
     probe = config.copy_and_resolve_references()
     with probe.unlocked():

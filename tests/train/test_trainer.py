@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from jaxmm import config as config_lib
+from jaxmm.io.jsonl import read_jsonl
 from jaxmm.tasks.toy import ToySource, ToyTask
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import trainer as trainer_lib
-from jaxmm.train.metrics import read_jsonl
 
 
 def toy_config(**overrides):
