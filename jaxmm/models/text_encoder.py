@@ -20,7 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import load_file
+
+from jaxmm.io.state_dict import load_state_dict
 
 _ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
@@ -220,7 +221,7 @@ class TextEncoder:
             if not (model_dir / name).exists():
                 raise FileNotFoundError(f"{model_dir}: {name} missing (need a HF BERT folder)")
         config = BertConfig.from_hf(model_dir / "config.json")
-        params = hf_to_flax(load_file(str(model_dir / "model.safetensors")), config)
+        params = hf_to_flax(load_state_dict(model_dir / "model.safetensors"), config)
         if max_length is None:
             st_config = model_dir / "sentence_bert_config.json"
             max_length = (
