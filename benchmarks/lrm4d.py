@@ -62,7 +62,7 @@ def make_model(size_name: str, dtype, **kw) -> lrm4d.LRM4D:
 
 
 def bench_forward(
-    size_name: str, views: int, size: int, dtype, iters: int, impl=None, **overrides
+    size_name: str, views: int, size: int, dtype, iters: int, impl: str = "auto", **overrides
 ) -> dict:
     s = lrm4d.SIZES[size_name]
     model = make_model(size_name, dtype, attention_impl=impl, **overrides)

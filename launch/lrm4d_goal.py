@@ -21,8 +21,8 @@ import time
 from absl import flags
 
 from jaxmm import cli, lrm4d, tasks
+from jaxmm.io.jsonl import read_jsonl
 from jaxmm.train import trainer
-from jaxmm.train.metrics import read_jsonl
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (replaced: the check starts fresh).")
 _MINUTES = flags.DEFINE_float("minutes", 25.0, "Training wall-clock budget, compile included.")

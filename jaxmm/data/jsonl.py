@@ -1,15 +1,16 @@
 """A random-access JSON-lines source for grain, with errors that name the file and line.
 
 Line offsets are indexed once at open, so `source[i]` seeks straight to record i: grain can
-shuffle and shard it without reading the file into memory.
+shuffle and shard it without reading the file into memory. Parsing and the `file:line` errors
+are `jaxmm.io.jsonl`'s.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from jaxmm.io.jsonl import line_index, read_record_at
 
 
 class JsonlSource:
@@ -27,15 +28,7 @@ class JsonlSource:
         self.validate = validate
         self._index: list[tuple[int, int, int]] = []  # (file idx, byte offset, line number)
         for fi, path in enumerate(self.paths):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"data file {path!r} does not exist")
-            with open(path, "rb") as f:
-                offset, lineno = 0, 0
-                for line in f:
-                    lineno += 1
-                    if line.strip():
-                        self._index.append((fi, offset, lineno))
-                    offset += len(line)
+            self._index += [(fi, off, line) for off, line in line_index(path, what="data file")]
         if not self._index:
             raise ValueError(f"no records in {self.paths}")
 
@@ -44,26 +37,13 @@ class JsonlSource:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         fi, offset, lineno = self._index[i]
-        path = self.paths[fi]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            raw = f.readline()
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: bad JSON record ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: record must be a JSON object, got {type(record).__name__}")
-        missing = [k for k in self.required_keys if k not in record]
-        if missing:
-            raise ValueError(f"{where}: record lacks required field(s) {missing}")
-        if self.validate is not None:
-            try:
-                self.validate(record)
-            except (ValueError, TypeError, KeyError) as e:
-                raise ValueError(f"{where}: {e}") from None
-        return record
+        return read_record_at(
+            self.paths[fi],
+            offset,
+            lineno,
+            required_keys=self.required_keys,
+            validate=self.validate,
+        )
 
     def check_all(self) -> None:
         """Reads every record once, raising at the first bad one (call before training)."""

@@ -9,10 +9,11 @@ Every bad line is reported as `file:line: what is wrong`.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from jaxmm.io.jsonl import iter_jsonl, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,14 @@ class BeirDataset:
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]):
-    if not path.exists():
-        raise FileNotFoundError(f"BEIR file missing: {path}")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
-            yield lineno, row
+    """(line number, row) of a BEIR jsonl file; errors say `file:line: what is wrong`."""
+
+    def has_required(row: dict) -> None:
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise ValueError(f"missing field(s) {missing}")
+
+    return iter_jsonl(path, validate=has_required, what="BEIR file")
 
 
 def load_corpus(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -105,12 +100,16 @@ def write_beir(folder: str | os.PathLike, dataset: BeirDataset, split: str = "te
     """Writes a BEIR folder (used to make small test/demo datasets)."""
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for doc_id, doc in dataset.corpus.items():
-            f.write(json.dumps({"_id": doc_id, "title": doc["title"], "text": doc["text"]}) + "\n")
-    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
-        for qid, text in dataset.queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    write_jsonl(
+        folder / "corpus.jsonl",
+        (
+            {"_id": i, "title": doc["title"], "text": doc["text"]}
+            for i, doc in dataset.corpus.items()
+        ),
+    )
+    write_jsonl(
+        folder / "queries.jsonl", ({"_id": qid, "text": t} for qid, t in dataset.queries.items())
+    )
     with open(folder / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         for qid, judged in dataset.qrels.items():

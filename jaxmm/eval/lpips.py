@@ -20,7 +20,6 @@ learned 1×1 head, average over pixels, sum over taps. Lower is more similar.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+
+from jaxmm.io.state_dict import load_state_dict
 
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -141,29 +142,6 @@ def _distance(net: str, params, x0: Array, x1: Array) -> Array:
     return LPIPS(net).apply(params, x0, x1)
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"LPIPS weights file {path!r} not found")
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(path)
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    if path.endswith((".pth", ".pt")):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(
-                f"reading {path!r} needs torch; or convert it to safetensors "
-                "where torch is installed"
-            ) from e
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in state.items()}
-    raise ValueError(f"LPIPS weights {path!r}: expected .safetensors, .npz or .pth")
-
-
 _BACKBONE_KEY = re.compile(r"^(?:net\.slice\d\.|features\.)(\d+)\.(weight|bias)$")
 _LIN_KEY = re.compile(r"^lin(\d)\.(?:model\.\d\.)?weight$")
 
@@ -224,7 +202,7 @@ def load_lpips(paths: str | Sequence[str], net: str | None = None) -> LPIPSMetri
         raise ValueError("load_lpips: no weights file given")
     state: dict[str, np.ndarray] = {}
     for path in paths:
-        state.update(_read(path))
+        state.update(load_state_dict(path, what="LPIPS weights"))
     return params_from_state_dict(state, net)
 
 

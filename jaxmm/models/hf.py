@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import sharding
+from jaxmm.io.state_dict import SafetensorsShards, save_state_dict
 from jaxmm.models.llm import LLM, LLMConfig
 
 SINGLE_FILE = "model.safetensors"
@@ -121,25 +122,6 @@ def abstract_params(config: LLMConfig) -> Any:
     return variables["params"]
 
 
-def _weight_files(ckpt_dir: str) -> dict[str, str]:
-    """HF tensor name -> file, from the index (sharded) or the single file."""
-    index = os.path.join(ckpt_dir, INDEX_FILE)
-    if os.path.isfile(index):
-        with open(index) as f:
-            weight_map = json.load(f).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"{index}: no 'weight_map' dict")
-        return {k: os.path.join(ckpt_dir, v) for k, v in weight_map.items()}
-    single = os.path.join(ckpt_dir, SINGLE_FILE)
-    if os.path.isfile(single):
-        from safetensors import safe_open
-
-        with safe_open(single, framework="numpy") as f:
-            return {k: single for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    present = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else "(no such folder)"
-    raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {ckpt_dir!r}; it holds {present}")
-
-
 def _get_leaf(tree: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         tree = tree[key]
@@ -166,8 +148,6 @@ def load_hf(
     `config.param_dtype` (pass `param_dtype="bfloat16"` to override). All names and shapes
     are checked against the checkpoint headers before any tensor is read.
     """
-    from safetensors import safe_open
-
     ckpt_dir = os.fspath(ckpt_dir)
     config = LLMConfig.from_hf(ckpt_dir, **config_overrides)
     boxed = abstract_params(config)
@@ -177,11 +157,24 @@ def load_hf(
         shardings = sharding.params_shardings(
             boxed, mesh, rules if rules is not None else sharding.DEFAULT_RULES
         )
-    files = _weight_files(ckpt_dir)
+    with SafetensorsShards.of_folder(ckpt_dir, SINGLE_FILE, INDEX_FILE) as tensors:
+        params = _read_params(ckpt_dir, config, tensors, shapes, shardings)
+    return config, params
+
+
+def _read_params(
+    ckpt_dir: str,
+    config: LLMConfig,
+    tensors: SafetensorsShards,
+    shapes: Any,
+    shardings: Any | None,
+) -> dict:
+    """Checks every name and shape from the headers, then reads and places one tensor at a
+    time."""
     maps = name_map(config)
 
     # 1. Names and shapes, from the headers only.
-    missing = [n for m in maps for n in m.hf_names() if n not in files]
+    missing = [n for m in maps for n in m.hf_names() if n not in tensors]
     if missing:
         raise ValueError(
             f"{ckpt_dir}: checkpoint is missing {len(missing)} tensors for a "
@@ -190,26 +183,17 @@ def load_hf(
     known = {n for m in maps for n in m.hf_names()}
     if config.tie_embeddings:
         known.add("lm_head.weight")  # some tied checkpoints still store it
-    unexpected = [n for n in files if n not in known and not n.endswith(_IGNORED_SUFFIXES)]
+    unexpected = [n for n in tensors if n not in known and not n.endswith(_IGNORED_SUFFIXES)]
     if unexpected:
         raise ValueError(
             f"{ckpt_dir}: checkpoint has {len(unexpected)} tensors this "
             f"{config.model_type} config does not use, e.g. {sorted(unexpected)[:5]}"
         )
-    handles: dict[str, Any] = {}
-
-    def handle(path: str):
-        if path not in handles:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} (named in {INDEX_FILE}) does not exist")
-            handles[path] = safe_open(path, framework="numpy")
-        return handles[path]
-
     for m in maps:
         want = tuple(_get_leaf(shapes, m.path).shape)
         want_hf = m.hf_shape(want[1:] if m.stacked_layers else want)
         for name in m.hf_names():
-            hf_shape = tuple(handle(files[name]).get_slice(name).get_shape())
+            hf_shape = tensors.shape(name)
             if hf_shape != want_hf:
                 raise ValueError(
                     f"{ckpt_dir}: tensor {name} has shape {hf_shape}, but the "
@@ -223,12 +207,12 @@ def load_hf(
         if m.stacked_layers:  # one host copy of this stacked param, never one per device
             host = np.stack(
                 [
-                    m.to_jax(handle(files[n]).get_tensor(n), target.shape[1:]).astype(target.dtype)
+                    m.to_jax(tensors.get(n), target.shape[1:]).astype(target.dtype)
                     for n in m.hf_names()
                 ]
             )
         else:
-            host = m.to_jax(handle(files[m.hf_name]).get_tensor(m.hf_name), target.shape)
+            host = m.to_jax(tensors.get(m.hf_name), target.shape)
             host = np.asarray(host).astype(target.dtype)
         if shardings is None:
             arr = jnp.asarray(host)
@@ -238,7 +222,7 @@ def load_hf(
             )
         _set_leaf(params, m.path, arr)
         del host
-    return config, params
+    return params
 
 
 def hf_state_dict(params: Any, config: LLMConfig) -> dict[str, np.ndarray]:
@@ -286,8 +270,6 @@ def save_hf(
     half-written checkpoint under the final names. Multi-host: every process gathers, only
     process 0 writes. Returns the files written (empty on other processes).
     """
-    from safetensors.numpy import save_file
-
     out_dir = os.fspath(out_dir)
     tensors = hf_state_dict(params, config)
     if jax.process_index() != 0:
@@ -315,7 +297,9 @@ def save_hf(
         written.append(final)
 
     for name, shard in zip(names, shards, strict=True):
-        commit(name, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+        final = os.path.join(out_dir, name)
+        save_state_dict(shard, final, metadata={"format": "pt"})  # atomic: temp file + rename
+        written.append(final)
     if len(shards) > 1:
         index = {
             "metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))},

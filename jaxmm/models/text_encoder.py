@@ -20,7 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import load_file
+
+from jaxmm.io.state_dict import load_state_dict
+from jaxmm.nn.attention import attention
 
 _ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
@@ -40,6 +42,7 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    attention_impl: str = "auto"  # jaxmm.nn.attention impl: auto | reference | xla | cudnn
 
     @property
     def head_dim(self) -> int:
@@ -82,7 +85,8 @@ class BertLayer(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, key_bias: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+        """x [B, L, hidden], key_mask [B, L] bool (False = padding, never attended to)."""
         c = self.config
         ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, name=name)
         heads = (c.num_heads, c.head_dim)
@@ -90,9 +94,7 @@ class BertLayer(nn.Module):
         q = _dense(heads, qkv_axes, c, "query")(x)
         k = _dense(heads, qkv_axes, c, "key")(x)
         v = _dense(heads, qkv_axes, c, "value")(x)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(c.head_dim).astype(np.float32)
-        probs = jax.nn.softmax(logits + key_bias[:, None, None, :], axis=-1)
-        attn = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        attn = attention(q, k, v, mask=key_mask, impl=c.attention_impl)  # [B, L, heads, d]
         attn = _dense(c.hidden_size, ("heads", "head_dim", "embed"), c, "attn_out", (-2, -1))(attn)
         x = ln("attn_ln")(x + attn)
         h = _ACTIVATIONS[c.hidden_act](
@@ -128,9 +130,9 @@ class BertEncoder(nn.Module):
             + emb(c.type_vocab_size, "token_type_embeddings")(token_type_ids)
         )
         x = nn.LayerNorm(epsilon=c.layer_norm_eps, name="embeddings_ln")(x)
-        key_bias = jnp.where(attention_mask.astype(bool), 0.0, jnp.finfo(jnp.float32).min)
+        key_mask = attention_mask.astype(bool)
         for i in range(c.num_layers):
-            x = BertLayer(c, name=f"layer_{i}")(x, key_bias)
+            x = BertLayer(c, name=f"layer_{i}")(x, key_mask)
         return x
 
 
@@ -220,7 +222,7 @@ class TextEncoder:
             if not (model_dir / name).exists():
                 raise FileNotFoundError(f"{model_dir}: {name} missing (need a HF BERT folder)")
         config = BertConfig.from_hf(model_dir / "config.json")
-        params = hf_to_flax(load_file(str(model_dir / "model.safetensors")), config)
+        params = hf_to_flax(load_state_dict(model_dir / "model.safetensors"), config)
         if max_length is None:
             st_config = model_dir / "sentence_bert_config.json"
             max_length = (

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm.io.state_dict import load_state_dict, save_state_dict
+
 LORA_KEYS = ("lora_a", "lora_b")
 
 
@@ -171,25 +173,21 @@ def lora_state(params: Any) -> dict[str, np.ndarray]:
 
 def save_adapters(params: Any, lora: LoRAConfig, out_dir: str) -> None:
     """Writes `adapter.safetensors` (LoRA leaves only) and `adapter_config.json`."""
-    from safetensors.numpy import save_file
-
     tensors = lora_state(params)
     if not tensors:
         raise ValueError("save_adapters: params contain no lora_a/lora_b leaves")
     os.makedirs(out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(out_dir, "adapter.safetensors"))
+    save_state_dict(tensors, os.path.join(out_dir, "adapter.safetensors"))
     with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
         json.dump(dataclasses.asdict(lora), f, indent=2)
 
 
 def load_adapters(params: Any, adapter_dir: str) -> tuple[Any, LoRAConfig]:
     """Returns params with their LoRA leaves replaced by the saved ones (shapes checked)."""
-    from safetensors.numpy import load_file
-
     with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
         cfg = json.load(f)
     lora = LoRAConfig(**{**cfg, "targets": tuple(cfg["targets"])})
-    saved = load_file(os.path.join(adapter_dir, "adapter.safetensors"))
+    saved = load_state_dict(os.path.join(adapter_dir, "adapter.safetensors"), what="LoRA adapter")
     params = nn.meta.unbox(params)
     expected = {
         "/".join(str(k.key) for k in p): leaf

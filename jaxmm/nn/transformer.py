@@ -2,8 +2,8 @@
 
 Bias-free linears and LayerNorms, GeLU MLP (ratio 4), init normal(0.02) with the two residual
 output projections scaled by 1/sqrt(2·num_layers) (GPT-2 style) so the residual stream's
-variance does not grow with depth. Attention calls `jax.nn.dot_product_attention` with
-`implementation=None`: cuDNN flash attention on GPU when the shapes/dtypes allow, XLA elsewhere.
+variance does not grow with depth. Attention is `jaxmm.nn.attention.attention` (impl "auto":
+cuDNN flash attention on GPU in half precision, XLA elsewhere).
 Parameters carry logical axes (embed, heads, head_dim, mlp); activations are constrained to
 (batch, seq, embed) so the same code runs data-, fsdp- or tensor-parallel from the config rules.
 """
@@ -14,9 +14,10 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import Array
+
+from jaxmm.nn.attention import attention
 
 INIT_STD = 0.02
 ACT_AXES = ("batch", "seq", "embed")
@@ -62,7 +63,7 @@ class SelfAttention(nn.Module):
     residual_std: float
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    attention_impl: str | None = None  # None: cuDNN flash on GPU when possible, else XLA
+    attention_impl: str = "auto"  # jaxmm.nn.attention impl: auto | reference | xla | cudnn | pallas
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -78,7 +79,7 @@ class SelfAttention(nn.Module):
             return _Einsum("...d,dhk->...hk", shape_in, axes_in, INIT_STD, name=name, **kw)(x)
 
         q, k, v = proj("query"), proj("key"), proj("value")  # [B, S, heads, head_dim]
-        out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+        out = attention(q, k, v, impl=self.attention_impl)
         return _Einsum(
             "...hk,hkd->...d",
             (self.num_heads, head_dim, width),
@@ -125,7 +126,7 @@ class EncoderBlock(nn.Module):
     mlp_ratio: int = 4
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    attention_impl: str | None = None
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -150,7 +151,7 @@ class Encoder(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    attention_impl: str | None = None
+    attention_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

@@ -1,6 +1,6 @@
 """VGG-19 convolutional features in Flax and the Chen & Koltun perceptual loss.
 
-Weights come from torchvision's `vgg19` state dict saved as safetensors or npz (keys
+Weights come from torchvision's `vgg19` state dict saved as safetensors or npz, or its .pth (keys
 `features.<i>.weight` [out, in, 3, 3] and `features.<i>.bias`); nothing is downloaded. Export:
 
     import torch, torchvision, safetensors.torch
@@ -14,13 +14,13 @@ term, as in Chen & Koltun (2017) and the LRM family's perceptual loss.
 
 from __future__ import annotations
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+
+from jaxmm.io.state_dict import load_state_dict
 
 # torchvision vgg19.features: (conv out-channels | "M" for max-pool), in module-index order.
 VGG19_LAYOUT = (
@@ -105,18 +105,9 @@ def params_from_state_dict(state: dict[str, np.ndarray]) -> dict:
 
 
 def load_vgg19(path: str) -> dict:
-    """Loads torchvision VGG-19 weights from a .safetensors or .npz file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"VGG-19 weights file {path!r} not found")
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        state = load_file(path)
-    elif path.endswith(".npz"):
-        with np.load(path) as z:
-            state = {k: z[k] for k in z.files}
-    else:
-        raise ValueError(f"VGG-19 weights {path!r}: expected a .safetensors or .npz file")
+    """Loads torchvision VGG-19 weights from a .safetensors or .npz file (or the torchvision
+    .pth itself when torch is installed)."""
+    state = load_state_dict(path, what="VGG-19 weights")
     state = {k if k.startswith("features.") else f"features.{k}": v for k, v in state.items()}
     return params_from_state_dict(state)
 

@@ -1,18 +1,19 @@
 """Metrics sinks: JSON lines (for scripts) and TensorBoard event files (for people).
 
 Only process 0 writes. Values are converted to Python floats at log time, so a writer never
-holds device arrays.
+holds device arrays. Read metrics.jsonl back with `jaxmm.io.jsonl.read_jsonl`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
+
+from jaxmm.io.jsonl import JsonlWriter
 
 
 def to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -28,7 +29,7 @@ class MetricWriter:
         self._tb = None
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1)  # line-buffered: survives SIGKILL
+            self._jsonl = JsonlWriter(self.path)  # line-buffered: survives SIGKILL
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
@@ -37,7 +38,7 @@ class MetricWriter:
     def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         values = {f"{prefix}{k}": v for k, v in to_floats(metrics).items()}
         if self.enabled:
-            self._file.write(json.dumps({"step": int(step), **values}) + "\n")
+            self._jsonl.write({"step": int(step), **values})
             if self._tb is not None:
                 for k, v in values.items():
                     self._tb.add_scalar(k, v, int(step))
@@ -45,11 +46,6 @@ class MetricWriter:
 
     def close(self) -> None:
         if self.enabled:
-            self._file.close()
+            self._jsonl.close()
             if self._tb is not None:
                 self._tb.close()
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -10,10 +10,10 @@ import pytest
 
 from jaxmm import config as config_lib
 from jaxmm import tasks
+from jaxmm.io.jsonl import read_jsonl
 from jaxmm.tasks.toy import ToySource, ToyTask
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import trainer as trainer_lib
-from jaxmm.train.metrics import read_jsonl
 
 
 def _train(config, workdir):

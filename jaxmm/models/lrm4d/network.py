@@ -108,7 +108,7 @@ class LRM4D(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    attention_impl: str | None = None  # None: cuDNN flash on GPU when possible, else XLA
+    attention_impl: str = "auto"  # jaxmm.nn.attention impl: auto | reference | xla | cudnn | pallas
 
     @nn.compact
     def __call__(
