@@ -14,10 +14,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file, save_file
 
-from jaxmm.config import DEFAULT_RULES
 from jaxmm.models.hf import INDEX_FILE, abstract_params, load_hf, save_hf
 from jaxmm.models.llm import LLM, LLMConfig
-from jaxmm.sharding import logical_to_spec, make_mesh
+from jaxmm.sharding import DEFAULT_RULES, logical_to_spec, make_mesh
 
 # Sharded vs single-device forward: same fp32 math, different reduction order across devices.
 ATOL = 1e-5
