@@ -9,23 +9,28 @@ Variants:
   small     8 layers, width 512, 64², 8 input / 8 supervision views.
   base      paper base (12/768/12), stage 1: 128², 12 input / 24 supervision views, 24 frames.
   large     paper large (24/1024/16), stage 1 at 128².
-  base_256, large_256   stage 2 of the curriculum: 256², initialised (params only) from the
-      stage-1 workdir in `init_from` (default runs/lrm4d_<size>; the model has no positional
+Arguments after the size (big_vision style, `configs/lrm4d.py:<size>[,key=value]`):
+  res=256   stage 2 of the curriculum: 256², initialised (params only) from the stage-1
+      workdir in `init_from` (default runs/lrm4d_<size>; the model has no positional
       embedding, so the same params serve both resolutions):
       python launch/train.py --config configs/lrm4d.py:large --workdir runs/lrm4d_large
-      python launch/train.py --config configs/lrm4d.py:large_256 --workdir runs/lrm4d_large_256
+      python launch/train.py --config configs/lrm4d.py:large,res=256 \
+          --workdir runs/lrm4d_large_256
 Perceptual loss: pass --config.loss.vgg19_weights=/path/vgg19.safetensors (see jaxmm/nn/vgg.py).
 """
 
-from jaxmm.config import base_config, parse_variant
+from jaxmm.config import base_config, parse_arg
 
-VARIANTS = ("tiny", "runlocal", "small", "base", "large", "base_256", "large_256")
+VARIANTS = ("tiny", "runlocal", "small", "base", "large")
 
 
 def get_config(arg: str | None = None):
-    variant = parse_variant(arg, VARIANTS, default="tiny")
-    size_name = variant.split("_")[0] if variant != "runlocal" else "tiny"
-    stage2 = variant.endswith("_256")
+    args = parse_arg(arg, variants=VARIANTS, default="tiny", res=0)
+    variant = args.variant
+    size_name = variant if variant != "runlocal" else "tiny"
+    if args.res not in (0, 256):
+        raise ValueError(f"configs/lrm4d.py: res={args.res}; 256 (curriculum stage 2) or unset")
+    stage2 = args.res == 256
     cpu = size_name == "tiny"
 
     c = base_config()
@@ -68,7 +73,6 @@ def get_config(arg: str | None = None):
     c.model.render_views_per_step = 4 if cpu else 1
 
     d = c.data
-    d.source = "synthetic"
     d.image_size = {"tiny": 32, "small": 64, "base": 128, "large": 128}[size_name]
     if stage2:
         d.image_size = 256

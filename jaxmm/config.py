@@ -67,14 +67,55 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def parse_arg(
+    arg: str | None, *, variants: Sequence[str], default: str, **options
+) -> ml_collections.ConfigDict:
+    """`configs/x.py:<arg>` in big_vision's style: `variant[,key=value][,flag]...`.
+
+    The first token names the variant (`default` when absent or empty); `key=value` sets one of
+    `options` (parsed as the type of its default); a bare `flag` sets a bool option to True.
+    E.g. `parse_arg("large,res=256", variants=SIZES, default="tiny", res=0)` ->
+    {variant: "large", res: 256}. Unknown variants and keys raise, naming the valid ones.
+    """
+    tokens = [t.strip() for t in (arg or "").split(",")]
+    name = tokens[0] if tokens and "=" not in tokens[0] else ""
+    rest = tokens[1:] if name or (tokens and not tokens[0]) else tokens
+    out = ml_collections.ConfigDict({"variant": _one_of(name or default, variants, "variant")})
+    out.update(options)
+    for token in filter(None, rest):
+        key, eq, raw = token.partition("=")
+        key = _one_of(key.strip(), list(options), "config argument")
+        current = options[key]
+        if not eq:
+            if not isinstance(current, bool):
+                raise ValueError(f"config argument {key!r} needs a value: {key}=...")
+            out[key] = True
+            continue
+        try:
+            out[key] = (
+                (raw.strip().lower() in ("1", "true", "yes"))
+                if isinstance(current, bool)
+                else type(current)(raw.strip())
+            )
+        except ValueError:
+            raise ValueError(
+                f"config argument {key}={raw!r}: expected a {type(current).__name__}"
+            ) from None
+    return out
+
+
 def parse_variant(arg: str | None, variants: Sequence[str], default: str) -> str:
     """Returns the variant named by `configs/x.py:<arg>`, or raises naming the valid ones."""
-    arg = (arg or default).strip()
-    if arg not in variants:
-        close = difflib.get_close_matches(arg, variants, n=1)
+    return parse_arg(arg, variants=variants, default=default).variant
+
+
+def _one_of(name: str, valid: Sequence[str], what: str) -> str:
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown config variant {arg!r}; choose one of {list(variants)}.{hint}")
-    return arg
+        label = "unknown config variant" if what == "variant" else f"unknown {what}"
+        raise ValueError(f"{label} {name!r}; choose one of {list(valid)}.{hint}")
+    return name
 
 
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -75,3 +75,31 @@ def test_mesh_vs_device_count():
         c.batch_size = 4
     with pytest.raises(ValueError, match=r"data\*fsdp=8"):
         config_lib.validate(c, num_devices=8)
+
+
+def test_parse_arg_variant_options_and_flags():
+    parse = lambda arg: config_lib.parse_arg(
+        arg, variants=("tiny", "large"), default="tiny", res=0, runlocal=False
+    )
+    assert parse(None).to_dict() == {"variant": "tiny", "res": 0, "runlocal": False}
+    assert parse("large,res=256,runlocal").to_dict() == {
+        "variant": "large",
+        "res": 256,
+        "runlocal": True,
+    }
+    assert parse("res=128").variant == "tiny" and parse("res=128").res == 128
+    with pytest.raises(ValueError, match="unknown config variant 'huge'"):
+        parse("huge")
+    with pytest.raises(ValueError, match="unknown config argument 'rez'.*Did you mean 'res'"):
+        parse("large,rez=1")
+    with pytest.raises(ValueError, match="res='x': expected a int"):
+        parse("large,res=x")
+    with pytest.raises(ValueError, match="'res' needs a value"):
+        parse("large,res")
+
+
+def test_lrm4d_curriculum_stage_is_an_argument():
+    c = config_lib.load_config_file("configs/lrm4d.py:base,res=256")
+    assert c.data.image_size == 256 and c.init_from == "runs/lrm4d_base"
+    with pytest.raises(ValueError, match="res=128"):
+        config_lib.load_config_file("configs/lrm4d.py:base,res=128")

@@ -47,7 +47,7 @@ def test_records_are_deterministic_and_independent_views():
 
 
 def test_curriculum_variant_initialises_from_stage_one():
-    c = config_lib.load_config_file("configs/lrm4d.py:large_256")
+    c = config_lib.load_config_file("configs/lrm4d.py:large,res=256")
     assert c.data.image_size == 256 and c.model.size == "large"
     assert c.init_from == "runs/lrm4d_large"
     assert config_lib.load_config_file("configs/lrm4d.py:large").data.image_size == 128
