@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,46 +37,19 @@ import numpy as np
 from jaxmm import sharding
 from jaxmm.generate import steps
 from jaxmm.generate.params import GenerationParams
+from jaxmm.generate.requests import (
+    Completion,
+    PromptTooLongError,
+    Request,
+    StreamEvent,
+    per_prompt,
+)
 from jaxmm.generate.text import TextTracker
 from jaxmm.models import hf, llm
 
 Message = Mapping[str, Any]
+__all__ = ["Completion", "Engine", "PromptTooLongError", "StreamEvent"]
 DEFAULT_MAX_SEQ_LEN = 8192
-
-
-@dataclasses.dataclass
-class Completion:
-    """Result of one request. `finish_reason` is "stop" (EOS or stop string) or "length"."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str
-    prompt_tokens: int
-
-
-@dataclasses.dataclass
-class StreamEvent:
-    """A text delta of request `request_id`; the last event of a request has `finish_reason`."""
-
-    request_id: int
-    delta: str
-    finish_reason: str | None = None
-
-
-class PromptTooLongError(ValueError):
-    """The prompt (plus max_tokens) does not fit in the engine's `max_seq_len`."""
-
-
-@dataclasses.dataclass
-class _Request:
-    rid: int
-    prompt_ids: list[int]
-    params: GenerationParams
-    max_new: int
-    seed: int
-    tracker: TextTracker
-    token_ids: list[int] = dataclasses.field(default_factory=list)
-    finish_reason: str | None = None
 
 
 class Engine:
@@ -164,7 +138,7 @@ class Engine:
 
         # Host-side per-slot state; the device sees it as small arrays each call.
         s = self.max_batch
-        self._slots: list[_Request | None] = [None] * s
+        self._slots: list[Request | None] = [None] * s
         self._last = np.zeros(s, np.int32)
         self._n_gen = np.zeros(s, np.int32)
         self._max_new = np.ones(s, np.int32)
@@ -172,8 +146,8 @@ class Engine:
         self._temp = np.zeros(s, np.float32)
         self._top_k = np.zeros(s, np.int32)
         self._top_p = np.ones(s, np.float32)
-        self._waiting: deque[_Request] = deque()
-        self._finished: dict[int, _Request] = {}  # until collected by `pop_result`
+        self._waiting: deque[Request] = deque()
+        self._finished: dict[int, Request] = {}  # until collected by `pop_result`
         self._ids = itertools.count()
 
     # ------------------------------------------------------------------ construction
@@ -261,12 +235,12 @@ class Engine:
         params: GenerationParams | Sequence[GenerationParams],
     ) -> list[int]:
         """Queue several requests, all or none: every prompt is checked before any is queued."""
-        plist = _per_prompt(params, len(prompts))
+        plist = per_prompt(params, len(prompts))
         reqs = [self._make_request(p, q) for p, q in zip(prompts, plist, strict=True)]
         self._waiting.extend(reqs)
         return [r.rid for r in reqs]
 
-    def _make_request(self, prompt: str | Sequence[int], params: GenerationParams) -> _Request:
+    def _make_request(self, prompt: str | Sequence[int], params: GenerationParams) -> Request:
         prompt_ids = self.encode(prompt)
         n = len(prompt_ids)
         if n == 0:
@@ -283,7 +257,7 @@ class Engine:
                 f"max_seq_len {self.max_seq_len}"
             )
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
-        return _Request(
+        return Request(
             rid=next(self._ids),
             prompt_ids=prompt_ids,
             params=params,
@@ -411,7 +385,7 @@ class Engine:
         return self.generate([self.chat_prompt_ids(c) for c in conversations], params)
 
     # ------------------------------------------------------------------ host bookkeeping
-    def _admit(self, slots: list[int], reqs: list[_Request], events: list[StreamEvent]) -> None:
+    def _admit(self, slots: list[int], reqs: list[Request], events: list[StreamEvent]) -> None:
         """Prefill `reqs` into `slots` with one call.
 
         The row count is padded to a power of two (capped at max_batch) by repeating the
@@ -455,7 +429,7 @@ class Engine:
             if req.finish_reason is not None:
                 self._slots[slot] = None
 
-    def _consume(self, req: _Request, token: int, events: list[StreamEvent]) -> None:
+    def _consume(self, req: Request, token: int, events: list[StreamEvent]) -> None:
         """Account one generated token of `req`; set its finish_reason when it ends."""
         delta = ""
         if token in self.eos_token_ids:
@@ -475,21 +449,8 @@ class Engine:
             events.append(StreamEvent(req.rid, delta))
 
 
-def _per_prompt(
-    params: GenerationParams | Sequence[GenerationParams], n: int
-) -> list[GenerationParams]:
-    if isinstance(params, GenerationParams):
-        return [params] * n
-    params = list(params)
-    if len(params) != n:
-        raise ValueError(f"got {len(params)} GenerationParams for {n} prompts")
-    return params
-
-
 def _eos_from_folder(model_dir: str, tokenizer: Any) -> list[int]:
     """EOS ids from generation_config.json (Llama 3 lists several) plus the tokenizer's."""
-    import json
-
     ids: set[int] = set()
     path = os.path.join(model_dir, "generation_config.json")
     if os.path.exists(path):

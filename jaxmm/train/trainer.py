@@ -10,11 +10,9 @@ profiling window and periodic evaluation.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,64 +30,15 @@ from jaxmm import sharding
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import optim
 from jaxmm.train import state as state_lib
+from jaxmm.train.lifecycle import NonFiniteError, StopFlag, TrainResult, check_workdir
 from jaxmm.train.metrics import MetricWriter
 from jaxmm.train.task import DataShard, Task
 
 log = logging.getLogger(__name__)
 
+__all__ = ["NonFiniteError", "TrainResult", "Trainer", "check_workdir", "describe", "train"]
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-class NonFiniteError(FloatingPointError):
-    """Raised after `max_consecutive_nonfinite` skipped steps in a row."""
-
-
-@dataclasses.dataclass
-class TrainResult:
-    state: state_lib.TrainState
-    train_metrics: dict[str, float]  # averaged over the last logging window
-    eval_metrics: dict[str, float]
-    resumed_from: int | None
-    stopped_early: bool  # True when a SIGTERM made the run save and stop
-    out_of_time: bool = False  # True when config.max_train_minutes ended the run before num_steps
-
-
-def check_workdir(workdir: str) -> None:
-    """Fails before any device work when the workdir cannot be created or written."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise PermissionError(f"workdir {workdir!r} cannot be created: {e.strerror}") from e
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    try:
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise PermissionError(f"workdir {workdir!r} is not writable: {e.strerror}") from e
-
-
-class _StopFlag:
-    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        log.warning("SIGTERM received: saving a checkpoint and stopping")
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 class Trainer:
@@ -313,7 +262,7 @@ class Trainer:
         stopped = out_of_time = False
         budget_s = 60.0 * float(cfg.get("max_train_minutes", 0) or 0)
         t_start = time.perf_counter()
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             for step in range(start, cfg.num_steps):
                 batch = next(data_iter)
                 if step_fn is None:
