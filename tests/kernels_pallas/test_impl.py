@@ -3,10 +3,11 @@ interpret rule, and that every op resolves through it (errors name the op and th
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from kernels_pallas import impl as impl_lib
-from kernels_pallas import splat
+from kernels_pallas import maxsim, splat
 from kernels_pallas.impl import IMPLS, Resolved, resolve
 
 SPLAT = dict(op="splat", supported=("reference", "pallas", "dense"))
@@ -73,3 +74,31 @@ def test_interpret_true_needs_impl_pallas():
 def test_op_table_must_use_the_vocabulary():
     with pytest.raises(ValueError, match="supported"):
         resolve("auto", op="x", supported=("reference", "triton"))
+
+
+def _maxsim_inputs():
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, 5, 24)), jnp.float32)
+    d = jnp.asarray(rng.normal(size=(7, 20, 24)), jnp.float32)
+    return q, jnp.ones((2, 5), bool), d, jnp.asarray(rng.random((7, 20)) > 0.3)
+
+
+def test_maxsim_resolves_through_the_contract():
+    args = _maxsim_inputs()
+    with pytest.raises(ValueError, match=r"maxsim: impl must be one of .*got 'dense'"):
+        maxsim.maxsim(*args, impl="dense")
+    with pytest.raises(ValueError, match=r"maxsim_topk: impl must be one of .*got 'xla'"):
+        maxsim.maxsim_topk(*args, 3, impl="xla")
+    with pytest.raises(ValueError, match=r"maxsim_packed: interpret=True .*impl='auto'"):
+        tokens, offsets = args[2][0], jnp.asarray([0, 4, 20], jnp.int32)
+        maxsim.maxsim_packed(args[0], args[1], tokens, offsets, interpret=True)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="the CPU side of the rule")
+def test_maxsim_auto_is_the_reference_and_pallas_interprets_on_cpu():
+    args = _maxsim_inputs()
+    ref = maxsim.maxsim(*args, impl="reference")
+    np.testing.assert_array_equal(maxsim.maxsim(*args), ref)  # auto: bit-identical twin
+    interpreted = maxsim.maxsim(*args, impl="pallas", interpret=True)
+    np.testing.assert_array_equal(maxsim.maxsim(*args, impl="pallas"), interpreted)
+    np.testing.assert_allclose(interpreted, ref, atol=1e-5, rtol=1e-5)  # DESIGN.md fp32
