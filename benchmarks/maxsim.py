@@ -140,10 +140,9 @@ def chunked_reference(score_fn, n_d: int, budget_elems: int, per_doc_elems: int)
     return run
 
 
-def build_fns(c: Case, interpret: bool, blocks: dict, ref_budget: int = 2**30):
-    kw = dict(interpret=interpret, **blocks)
-    if not interpret:
-        kw["impl"] = "pallas"
+def build_fns(c: Case, blocks: dict, ref_budget: int = 2**30):
+    # impl="pallas": compiled on GPU, interpreted elsewhere (kernels_pallas.impl's one rule).
+    kw = dict(impl="pallas", **blocks)
     m = c.modalities
     if c.train:
 
@@ -229,8 +228,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", default="", help="run cases whose name starts with this letter")
     args = p.parse_args(argv)
     on_gpu = jax.default_backend() == "gpu"
-    interpret = not on_gpu
-    if interpret and not args.smoke:
+    if not on_gpu and not args.smoke:
         sys.exit("no GPU: only --smoke runs here (the kernel would run in interpret mode)")
     iters = args.iters or (10 if on_gpu else 2)
     dtype = jnp.bfloat16 if on_gpu else jnp.float32
@@ -243,7 +241,7 @@ def main(argv=None) -> None:
             continue
         q, qm, d, mod = make_inputs(c, dtype)
         # --smoke: a tiny memory budget so the chunked (lax.map) reference path runs too.
-        kernel, reference = build_fns(c, interpret, {}, 2**12 if args.smoke else 2**30)
+        kernel, reference = build_fns(c, {}, 2**12 if args.smoke else 2**30)
         k_ms = timeit(kernel, q, qm, d, mod, iters=iters)
         r_ms = timeit(reference, q, qm, d, mod, iters=iters)
         err = None
@@ -274,7 +272,7 @@ def main(argv=None) -> None:
             print(row)
         if args.sweep and not c.train:
             for blocks in SWEEP:
-                kernel, _ = build_fns(c, interpret, blocks)
+                kernel, _ = build_fns(c, blocks)
                 try:
                     ms = timeit(kernel, q, qm, d, mod, iters=iters)
                     print(f"    sweep {blocks}: {ms:.3f} ms ({doc_bytes / ms / 1e6:.1f} GB/s)")

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import gaussians as G
+from kernels_pallas.splat import dense
 
 PARAM_BYTES = 4 * (3 + 3 + 4 + 1 + 3)
 FEAT_BYTES = 4 * 10
@@ -132,8 +133,6 @@ def bench_case(n: int, size: int, views: int, reps: int, chunk: int, impls, smok
 
 def bench_dense_backward(views: int, tiles: int, per_tile: int, reps: int) -> None:
     """fwd+bwd of the dense compositor: written VJP vs autodiff of the same forward."""
-    from jaxmm.gaussians import dense
-
     k = jax.random.split(jax.random.PRNGKey(0), 6)
     lead = (views, tiles)
     px = jnp.arange(8, dtype=jnp.float32) + 0.5

@@ -52,14 +52,19 @@ def resolve(
     """Resolves `impl` for `op` on this backend; a clear error for a name `op` lacks.
 
     `supported` lists the concrete implementations the op has; `auto_gpu` / `auto_other` are
-    what "auto" becomes on a GPU / elsewhere. `interpret` (None = the rule above) only matters
-    when the result is "pallas"; it is False for every other implementation.
+    what "auto" becomes on a GPU / elsewhere. `interpret` (None = the rule above) is Pallas'
+    flag: `interpret=True` needs `impl="pallas"` (before the one rule, `impl="auto",
+    interpret=True` meant "interpreted Pallas"; it must not silently become the reference now).
+    The result's interpret is False for every implementation but "pallas".
     """
-    if impl not in IMPLS:
-        raise ValueError(f"{op}: impl={impl!r} is not one of {IMPLS}")
+    if not set(supported) <= set(IMPLS):  # the op's own table, not the caller's input
+        raise ValueError(f"{op}: supported={tuple(supported)} is not within {IMPLS}")
     if impl != "auto" and impl not in supported:
+        raise ValueError(f"{op}: impl must be one of {('auto', *supported)}, got {impl!r}")
+    if interpret and impl != "pallas":
         raise ValueError(
-            f"{op}: impl={impl!r} is not available; choose one of {('auto', *supported)}"
+            f"{op}: interpret=True applies to impl='pallas' only, got impl={impl!r} "
+            "(off GPU impl='pallas' interprets by default)"
         )
     gpu = on_gpu()
     if impl == "auto":

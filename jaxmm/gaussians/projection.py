@@ -16,8 +16,8 @@ import jax.numpy as jnp
 
 from jaxmm.gaussians.camera import Camera
 from jaxmm.gaussians.params import Slice3D, sh_dc_to_rgb
+from kernels_pallas.splat.common import ALPHA_MIN  # the compositors' skip threshold
 
-ALPHA_MIN = 1.0 / 255.0
 DILATION = 0.3
 GUARD_BAND = 1.3
 

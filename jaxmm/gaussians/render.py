@@ -2,9 +2,11 @@
 
 Everything except the rasteriser is plain jnp and differentiates by autodiff; the rasteriser
 (`kernels_pallas.splat`) is a custom-VJP Pallas kernel on GPU and a pure-jnp twin elsewhere.
-`impl="dense"` replaces bin + rasterise by the small-image compositor of `gaussians.dense`
-(every Gaussian × every pixel, or the nearest `max_per_tile` per small tile): the fast choice
-for tiny images on CPU, and an independent check of the tiled path.
+`impl="dense"` replaces bin + rasterise by the splat folder's small-image compositor
+(`kernels_pallas/splat/dense.py`: every Gaussian × every pixel, or the nearest `max_per_tile`
+per small tile): the fast choice for tiny images on CPU, and an independent check of the tiled
+path. `impl` is resolved once, by `kernels_pallas.splat.resolve_impl` (the shared kernel
+contract of `kernels_pallas.impl`).
 Shapes are static: the intersection buffer has `capacity` slots and the count of dropped
 intersections is returned in `stats.overflow` (never silent). Bad input raises before any
 device work; non-finite Gaussians are dropped (counted in `stats.nonfinite`), and a camera
@@ -20,7 +22,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jaxmm.gaussians import dense
 from jaxmm.gaussians.binning import bin_gaussians, tile_grid
 from jaxmm.gaussians.camera import Camera
 from jaxmm.gaussians.params import (
@@ -32,7 +33,7 @@ from jaxmm.gaussians.params import (
     slice_at,
 )
 from jaxmm.gaussians.projection import project
-from kernels_pallas.splat import api as raster_api
+from kernels_pallas import splat
 
 
 @flax.struct.dataclass
@@ -52,7 +53,7 @@ class RenderOutput:
     stats: RenderStats
 
 
-IMPLS = (*raster_api.IMPLS, "dense")
+IMPLS = splat.IMPLS  # auto | reference | pallas | dense
 
 
 def default_capacity(num_gaussians: int) -> int:
@@ -73,8 +74,11 @@ def _background(background) -> jax.Array:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("capacity", "max_per_tile", "near", "tile_size", "chunk", "impl")
-)
+    jax.jit,
+    static_argnames=(
+        "capacity", "max_per_tile", "near", "tile_size", "chunk", "impl", "interpret",
+    ),
+)  # fmt: skip
 def _render_slice(
     g: Slice3D,
     camera: Camera,
@@ -87,15 +91,27 @@ def _render_slice(
     tile_size: int,
     chunk: int,
     impl: str,
+    interpret: bool,
 ) -> RenderOutput:
+    """`impl` is already resolved (reference | pallas | dense)."""
     width, height = camera.width, camera.height
     g, finite = sanitize(g)
     nonfinite = (nonfinite + jnp.sum(~finite)).astype(jnp.int32)
     proj = project(g, camera, near=near)
     visible = jnp.sum(proj.valid).astype(jnp.int32)
     if impl == "dense":
-        rgb_acc, depth_acc, trans, hits, dropped = dense.composite(
-            proj, width=width, height=height, tile_size=tile_size, max_per_tile=max_per_tile
+        rgb_acc, depth_acc, trans, hits, dropped = splat.composite_dense(
+            proj.means2d,
+            proj.conics,
+            proj.colors,
+            proj.opacities,
+            proj.depths,
+            proj.radii,
+            proj.valid,
+            width=width,
+            height=height,
+            tile_size=tile_size,
+            max_per_tile=max_per_tile,
         )
         stats = RenderStats(
             intersections=hits,
@@ -115,7 +131,7 @@ def _render_slice(
         capacity=capacity,
         tile_size=tile_size,
     )
-    rgb_acc, depth_acc, trans = raster_api.rasterize(
+    rgb_acc, depth_acc, trans = splat.rasterize(
         proj.means2d,
         proj.conics,
         proj.colors,
@@ -129,9 +145,9 @@ def _render_slice(
         chunk=chunk,
         max_per_tile=max_per_tile,
         impl=impl,
+        interpret=interpret,
     )
-    impl_name, _ = raster_api.resolve_impl(impl)
-    if impl_name == "reference" and max_per_tile is not None:
+    if impl == "reference" and max_per_tile is not None:
         counts = binned.tile_ranges[:, 1] - binned.tile_ranges[:, 0]
         tile_overflow = jnp.sum(jnp.maximum(counts - max_per_tile, 0))
     else:
@@ -181,7 +197,8 @@ def render_slice(
     capacity = default_capacity(n) if capacity is None else int(capacity)
     if capacity <= 0:
         raise ValueError(f"capacity must be > 0, got {capacity}")
-    if impl == "dense":
+    resolved = splat.resolve_impl(impl)  # raises for an unknown impl
+    if resolved.impl == "dense":
         if max_per_tile is not None and (camera.width % tile_size or camera.height % tile_size):
             raise ValueError(
                 f"impl='dense': image {camera.height}x{camera.width} is not divisible by "
@@ -194,8 +211,6 @@ def render_slice(
             max_per_tile = max(1, min(int(max_per_tile), capacity, n))
         if tile_size != 16 and impl != "reference":
             raise ValueError(f"the Pallas rasteriser is built for 16x16 tiles, got {tile_size}")
-        if impl not in IMPLS:
-            raise ValueError(f"render impl={impl!r}; choose one of {IMPLS}")
     return _render_slice(
         g,
         camera,
@@ -206,7 +221,8 @@ def render_slice(
         near=float(near),
         tile_size=tile_size,
         chunk=chunk,
-        impl=impl,
+        impl=resolved.impl,
+        interpret=resolved.interpret,
     )
 
 

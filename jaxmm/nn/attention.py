@@ -9,6 +9,12 @@ the kv heads are never materialised H times). Masks combine with AND:
     no attention across segments;
   * `mask`: boolean, True = may attend; [B, S] (key padding), [B, T, S] or [B, 1|H, T, S].
 Rows with no visible key produce finite garbage (a uniform average), never NaN.
+
+`impl` resolves through the shared kernel contract (`kernels_pallas.impl`): one vocabulary and
+one interpret rule (the Pallas path compiles on GPU and interprets elsewhere). The `auto`
+table: on GPU in half precision, packed segments -> pallas, plain causal -> cudnn, otherwise
+xla; off GPU always xla, bit-identical to `jax.nn.dot_product_attention` when no scale is
+given (jax then computes its own default scale).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas import impl as impl_lib
+
 Impl = Literal["auto", "reference", "xla", "cudnn", "pallas"]
 IMPLS = ("auto", "reference", "xla", "cudnn", "pallas")
+SUPPORTED = IMPLS[1:]
 
 
 def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
@@ -102,13 +111,6 @@ def reference_attention(
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-def _on_gpu() -> bool:
-    try:
-        return jax.devices()[0].platform == "gpu"
-    except RuntimeError:
-        return False
-
-
 def _pallas_block(t: int, s: int) -> int | None:
     """The largest flash block (<= 128) dividing both sequence lengths, or None."""
     return next((b for b in (128, 64, 32, 16) if t % b == 0 and s % b == 0), None)
@@ -126,7 +128,8 @@ def pallas_attention(
 ) -> jax.Array:
     """Flash attention with packed-segment support: jax's Pallas (Triton) kernel
     `jax.experimental.pallas.ops.gpu.attention.mha` (fused forward and backward). GQA repeats
-    the kv heads. Runs in interpret mode off GPU (tests)."""
+    the kv heads. `interpret` follows the one rule of `kernels_pallas.impl` (None: compiled on
+    GPU, interpreted elsewhere, e.g. the CPU tests)."""
     from jax.experimental.pallas.ops.gpu import attention as pallas_mha
 
     t, h = q.shape[1], q.shape[2]
@@ -158,20 +161,29 @@ def pallas_attention(
         sm_scale=scale,
         causal=causal,
         block_sizes=sizes,
-        interpret=(not _on_gpu()) if interpret is None else interpret,
+        interpret=impl_lib.resolve(
+            "pallas", op="attention", supported=SUPPORTED, interpret=interpret
+        ).interpret,
     )
 
 
-def _cudnn_ok(q: jax.Array, k: jax.Array) -> bool:
-    """cuDNN flash attention: GPU, half precision, head_dim a multiple of 8 up to 128."""
+def _flash_ok(q: jax.Array, k: jax.Array) -> bool:
+    """Flash kernels on a GPU (cuDNN, Pallas): half precision, head_dim a multiple of 8 up to
+    128. The backend check is `kernels_pallas.impl.resolve`'s."""
     d = q.shape[-1]
-    return (
-        _on_gpu()
-        and q.dtype in (jnp.bfloat16, jnp.float16)
-        and k.dtype == q.dtype
-        and d % 8 == 0
-        and d <= 128
-    )
+    return q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype and d % 8 == 0 and d <= 128
+
+
+def _auto_on_gpu(q, k, segment_ids, kv_segment_ids, mask) -> str:
+    """What `auto` runs on a GPU: packed segments -> pallas, plain causal -> cudnn (both in
+    half precision, no extra mask), everything else -> xla."""
+    t, s = q.shape[1], k.shape[1]
+    if _flash_ok(q, k) and mask is None and kv_segment_ids is None:
+        if segment_ids is not None and t == s and _pallas_block(t, s):
+            return "pallas"
+        if segment_ids is None:
+            return "cudnn"
+    return "xla"
 
 
 def attention(
@@ -193,32 +205,35 @@ def attention(
     ids, jax's Triton kernel; interpret mode off GPU), 'auto': on GPU in half precision,
     packed segments -> pallas, plain causal -> cuDNN; everything else -> XLA. cuDNN gets the
     causal flag alone when no other mask is given, so it skips the masked blocks; other masks
-    reach it (and XLA) as a dense [B, 1, T, S] mask.
+    reach it (and XLA) as a dense [B, 1, T, S] mask. `scale` defaults to head_dim**-0.5; when
+    it is not given, the xla/cudnn paths let jax compute its own default, so `auto` off GPU
+    equals `jax.nn.dot_product_attention(q, k, v)` bit for bit.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
-    _check_shapes(q, k, v)
+    _check_shapes(q, k, v)  # first: the auto table reads the shapes
     b, t, _, d = q.shape
     s = k.shape[1]
-    scale = float(scale) if scale is not None else d**-0.5
-    if impl == "auto":
-        impl = "xla"
-        if _cudnn_ok(q, k) and mask is None and kv_segment_ids is None:
-            if segment_ids is not None and t == s and _pallas_block(t, s):
-                impl = "pallas"
-            elif segment_ids is None:
-                impl = "cudnn"
+    impl, _ = impl_lib.resolve(
+        impl,
+        op="attention",
+        supported=SUPPORTED,
+        auto_gpu=_auto_on_gpu(q, k, segment_ids, kv_segment_ids, mask),
+        auto_other="xla",
+    )
+    jax_scale = None if scale is None else float(scale)  # None: jax's own default
+    scale = d**-0.5 if scale is None else float(scale)
     if impl == "pallas":
         if mask is not None or kv_segment_ids is not None:
             raise ValueError("pallas attention supports causal + segment_ids only, not mask")
         return pallas_attention(q, k, v, causal=causal, segment_ids=segment_ids, scale=scale)
     if impl == "cudnn" and causal and t == s and segment_ids is None and mask is None:
         return jax.nn.dot_product_attention(
-            q, k, v, scale=scale, is_causal=True, implementation="cudnn"
+            q, k, v, scale=jax_scale, is_causal=True, implementation="cudnn"
         )
     full_mask = build_mask(
         b, t, s, causal=causal, segment_ids=segment_ids, kv_segment_ids=kv_segment_ids, mask=mask
     )
     if impl == "reference":
         return reference_attention(q, k, v, full_mask, scale)
-    return jax.nn.dot_product_attention(q, k, v, mask=full_mask, scale=scale, implementation=impl)
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=full_mask, scale=jax_scale, implementation=impl
+    )

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxmm.retrieval import search as search_lib
+from kernels_pallas.maxsim import padding
 
 FORMAT = "jaxmm.multivector"
 VERSION = 1
@@ -237,10 +238,16 @@ class MultiVectorIndex:
         )
 
     # ------------------------------------------------------------------ search
-    def padded(self, multiple: int = 32, doc_multiple: int = 1, dim: int | None = None):
+    def padded(
+        self,
+        multiple: int = padding.TOKEN_MULTIPLE,
+        doc_multiple: int = 1,
+        dim: int | None = None,
+    ):
         """Padded device layout: docs [n_d', L, dim'], side [n_d', L] (mask, or modality ids),
-        valid [n_d'], with L a multiple of `multiple`, n_d' of `doc_multiple`, and the
-        embedding dim zero-padded to `dim` (zeros leave every dot product unchanged)."""
+        valid [n_d'], with L a multiple of `multiple` (default: aligned for every token block
+        of the MaxSim kernels), n_d' of `doc_multiple`, and the embedding dim zero-padded to
+        `dim` (zeros leave every dot product unchanged)."""
         lens = self.doc_lengths
         d_len = max(multiple, -(-int(lens.max(initial=1)) // multiple) * multiple)
         n_d = -(-self.num_docs // doc_multiple) * doc_multiple
@@ -263,14 +270,15 @@ class MultiVectorIndex:
         normalize: bool = False,
         mesh: Mesh | None = None,
         impl: str = "auto",
-        interpret: bool = False,
+        interpret: bool | None = None,
         chunk_docs: int = 8192,
     ) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k documents per query: (scores [n_q, k] fp32, doc ids [n_q][k]).
 
         query_embeddings [n_q, q_len, dim] (+ q_mask [n_q, q_len]). Documents are sharded over
         every device of `mesh` (default: all devices). A modality-aware index scores with
-        CLaMR's modality-max.
+        CLaMR's modality-max. `impl` / `interpret` as in `kernels_pallas.maxsim.maxsim_topk`
+        (auto: Pallas on GPU, reference elsewhere; `impl="pallas"` interprets off GPU).
         """
         q = jnp.asarray(query_embeddings)
         if q.ndim != 3 or q.shape[-1] != self.dim:
@@ -299,17 +307,18 @@ class MultiVectorIndex:
     def device_arrays(self, mesh: Mesh, chunk_docs: int = 8192):
         """(docs, side, valid) padded and sharded along documents over every mesh axis
         (cached). Every shard gets the same number of docs, a multiple of the search chunk
-        or kernel block, and on GPU the dim is padded to the power of two the Triton kernel
-        needs, so no search call re-pads the corpus."""
+        or kernel doc block, and on GPU the dim is padded as the Triton kernel needs
+        (`kernels_pallas.maxsim.padding`), so no search call re-pads the corpus."""
         doc_axes = tuple(mesh.axis_names)
         key = (mesh, chunk_docs)
         if key not in self._device_cache:
             n_shards = search_lib.num_doc_shards(mesh, doc_axes)
             per_shard = -(-self.num_docs // n_shards)
-            # Per shard: a multiple of the scan chunk (CPU) or of the kernel's doc block (8).
-            doc_multiple = n_shards * (chunk_docs if per_shard > chunk_docs else 8)
+            # Per shard: a multiple of the scan chunk (CPU) or of the kernel's doc block.
+            block = chunk_docs if per_shard > chunk_docs else padding.DOC_BLOCK
+            doc_multiple = n_shards * block
             on_gpu = mesh.devices.flat[0].platform == "gpu"
-            dim = max(16, 1 << (self.dim - 1).bit_length()) if on_gpu else self.dim
+            dim = padding.padded_dim(self.dim) if on_gpu else self.dim
             sharding = search_lib.doc_sharding(mesh, doc_axes)
             arrays = self.padded(doc_multiple=doc_multiple, dim=dim)
             self._device_cache = {key: tuple(jax.device_put(a, sharding) for a in arrays)}

@@ -1,9 +1,11 @@
 """Exhaustive MaxSim search with documents sharded over every device of a mesh.
 
 Each device scores its slice of the documents with the streaming top-k MaxSim
-(`kernels_pallas.maxsim.maxsim_topk`: Pallas on GPU, reference on CPU), keeps a local top-k,
-and the per-device lists are merged into the global top-k. Queries are replicated. Because
-max and top-k commute with partitioning, the result equals single-device search.
+(`kernels_pallas.maxsim.maxsim_topk`: `impl="auto"` is Pallas on GPU and the reference
+elsewhere; `impl="pallas"` interprets off GPU unless `interpret=` says otherwise), keeps a
+local top-k, and the per-device lists are merged into the global top-k. Queries are
+replicated. Because max and top-k commute with partitioning, the result equals single-device
+search.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def sharded_search(
     num_modalities: int | None = None,
     normalize: bool = False,
     impl: str = "auto",
-    interpret: bool = False,
+    interpret: bool | None = None,
     chunk_docs: int = 8192,
 ):
     """Top-k (scores, doc_index) [n_q, k] over docs [n_d, d_len, dim] split along n_d.

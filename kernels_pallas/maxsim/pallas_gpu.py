@@ -22,7 +22,7 @@ data-dependent loop per document) and `maxsim_topk_pallas` (fused search: a runn
 query kept on chip while a program streams its split of the corpus).
 
 Modality ids / masks travel as int8 (a quarter of the bytes of int32 next to the documents).
-Kernel contract (the wrapper in api.py pads to it): all block dims are powers of two,
+Kernel contract (padding.py pads to it): all block dims are powers of two,
 block_q * q_len >= 16 (tl.dot needs M >= 16), d_len is a multiple of block_t, n_q and n_d are
 multiples of block_q and block_d.
 """

@@ -1,5 +1,6 @@
-"""Tile rasteriser for Gaussian splatting: Pallas GPU kernel + pure-jnp reference twin."""
+"""Gaussian splatting compositors: the tiled Pallas rasteriser with its pure-jnp reference
+twin, and the dense small-image compositor. See `api.py` for the implementation table."""
 
-from kernels_pallas.splat.api import IMPLS, rasterize, resolve_impl
+from kernels_pallas.splat.api import IMPLS, TILED_IMPLS, composite_dense, rasterize, resolve_impl
 
-__all__ = ["IMPLS", "rasterize", "resolve_impl"]
+__all__ = ["IMPLS", "TILED_IMPLS", "composite_dense", "rasterize", "resolve_impl"]

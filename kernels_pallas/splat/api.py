@@ -1,36 +1,41 @@
-"""Public rasterise op: dispatches by backend (GPU -> Pallas, otherwise the pure-jnp reference).
+"""Public splat ops: the implementation table and the tiled rasteriser's dispatch.
 
-`impl="auto"` picks Pallas on GPU and the reference elsewhere; `impl="pallas"` off GPU runs the
-kernel with `interpret=True` (slow, for tests); `impl="reference"` forces the twin.
+Implementations (resolved by `kernels_pallas.impl`, one interpret rule for every op):
+`reference` (pure-jnp twin, `reference.py`), `pallas` (`pallas_gpu.py`; compiled on GPU,
+interpreted elsewhere unless `interpret=` says otherwise) and `dense` (`dense.py`: no binning,
+every Gaussian against every pixel or the nearest few per small tile). `auto` is Pallas on GPU
+and the reference elsewhere. `rasterize` runs the tiled implementations; `dense` takes
+unbinned Gaussians, so the renderer (`jaxmm.gaussians.render`) calls `composite_dense` for it.
 """
 
 from __future__ import annotations
 
 import jax
 
+from kernels_pallas import impl as impl_lib
 from kernels_pallas.splat import pallas_gpu, reference
+from kernels_pallas.splat.dense import composite as composite_dense
 
-IMPLS = ("auto", "pallas", "reference")
+__all__ = ["IMPLS", "TILED_IMPLS", "composite_dense", "rasterize", "resolve_impl"]
+
+IMPLS = ("auto", "reference", "pallas", "dense")  # what `render(impl=...)` accepts
+TILED_IMPLS = ("reference", "pallas")  # what `rasterize` runs (binned input)
 
 
-def resolve_impl(impl: str = "auto") -> tuple[str, bool]:
-    """(implementation, interpret) for this backend."""
-    if impl not in IMPLS:
-        raise ValueError(f"rasterize impl={impl!r}; choose one of {IMPLS}")
-    on_gpu = jax.default_backend() == "gpu"
-    if impl == "auto":
-        impl = "pallas" if on_gpu else "reference"
-    return impl, (impl == "pallas" and not on_gpu)
+def resolve_impl(impl: str = "auto", interpret: bool | None = None) -> impl_lib.Resolved:
+    """(impl, interpret) a splat render runs on this backend; auto: Pallas on GPU, reference
+    elsewhere. Raises a ValueError naming the bad impl."""
+    return impl_lib.resolve(impl, op="splat", supported=IMPLS[1:], interpret=interpret)
 
 
 def rasterize(
-    means2d,
-    conics,
-    colors,
-    opacities,
-    depths,
-    gauss_ids,
-    tile_ranges,
+    means2d: jax.Array,
+    conics: jax.Array,
+    colors: jax.Array,
+    opacities: jax.Array,
+    depths: jax.Array,
+    gauss_ids: jax.Array,
+    tile_ranges: jax.Array,
     *,
     width: int,
     height: int,
@@ -38,9 +43,13 @@ def rasterize(
     chunk: int = 32,
     max_per_tile: int | None = None,
     impl: str = "auto",
+    interpret: bool | None = None,
 ):
-    """(rgb [H, W, 3], depth [H, W], transmittance [H, W]) accumulated without background."""
-    impl, interpret = resolve_impl(impl)
+    """(rgb [H, W, 3], depth [H, W], transmittance [H, W]) accumulated without background,
+    from the binned intersections (`gauss_ids` sorted by tile then depth, `tile_ranges`)."""
+    impl, interpret = impl_lib.resolve(
+        impl, op="splat.rasterize", supported=TILED_IMPLS, interpret=interpret
+    )
     fn = pallas_gpu.rasterize if impl == "pallas" else reference.rasterize
     return fn(
         means2d,

@@ -182,3 +182,21 @@ def test_per_head_mask(impl):
             head_mask[:, h],
         )
         np.testing.assert_allclose(out[:, :, h : h + 1], want, atol=VAL_TOL, rtol=VAL_TOL)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="auto is xla only off GPU")
+@pytest.mark.parametrize("d", [8, 32, 64, 96])  # 8, 32, 96: d**-0.5 != 1/np.sqrt(d) in float64
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_auto_without_mask_is_bitwise_jax_dot_product_attention(d, dtype):
+    """transformer.py calls `jax.nn.dot_product_attention(q, k, v, implementation=None)`;
+    switching it to `attention(q, k, v)` must not move a single bit (4D-LRM demo numbers)."""
+    q, k, v = _qkv(b=2, t=9, s=9, h=4, hkv=2, d=d, seed=8, dtype=dtype)
+    jax_attention = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=None)
+    ours = lambda q, k, v: attention(q, k, v, impl="auto")
+    np.testing.assert_array_equal(ours(q, k, v), jax_attention(q, k, v))  # eager
+    np.testing.assert_array_equal(jax.jit(ours)(q, k, v), jax.jit(jax_attention)(q, k, v))
+
+    def grad(fn):
+        return jax.jit(jax.grad(lambda q: jnp.sum(jnp.sin(fn(q, k, v).astype(jnp.float32)))))(q)
+
+    np.testing.assert_array_equal(grad(ours), grad(jax_attention))

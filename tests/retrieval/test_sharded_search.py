@@ -55,7 +55,7 @@ def test_sharded_equals_single_device_equals_reference(with_modality):
 def test_sharded_search_with_pallas_interpret():
     """The Pallas kernel (interpret mode) inside shard_map gives the same ranking."""
     idx, q, q_mask = _index_and_queries(seed=1, n_d=10)
-    s, ids = idx.search(q, 3, q_mask, interpret=True)
+    s, ids = idx.search(q, 3, q_mask, impl="pallas", interpret=True)
     s_ref, ids_ref = _reference_topk(idx, q, q_mask, 3)
     np.testing.assert_allclose(s, s_ref, atol=1e-5, rtol=1e-5)
     assert ids == ids_ref

@@ -7,6 +7,8 @@ import numpy as np
 # (DESIGN.md tolerances).
 VALUE_TOL = dict(atol=1e-5, rtol=1e-5)
 GRAD_TOL = dict(atol=1e-4, rtol=1e-4)
+# The Pallas kernel in interpret mode on any backend (what these CPU tests check).
+PALLAS_INTERPRET = dict(impl="pallas", interpret=True)
 
 
 def make_inputs(seed=0, n_q=3, q_len=5, n_d=7, d_len=20, dim=24, num_modalities=3):

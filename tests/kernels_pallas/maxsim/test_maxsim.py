@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from maxsim_inputs import VALUE_TOL
+from maxsim_inputs import PALLAS_INTERPRET, VALUE_TOL
 from maxsim_inputs import make_inputs as _inputs
 
 from kernels_pallas.maxsim import api
@@ -18,7 +18,7 @@ def test_maxsim_matches_reference(normalize, blocks):
     """Default blocks (several queries per program) and the single-query layout."""
     q, q_mask, d, d_mod = _inputs()
     d_mask = d_mod > 0
-    got = api.maxsim(q, q_mask, d, d_mask, normalize, interpret=True, **blocks)
+    got = api.maxsim(q, q_mask, d, d_mask, normalize, **PALLAS_INTERPRET, **blocks)
     want = ref.maxsim(q, q_mask, d, d_mask, normalize)
     assert got.shape == (3, 7) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, **VALUE_TOL)
@@ -28,14 +28,14 @@ def test_maxsim_matches_reference(normalize, blocks):
 def test_maxsim_batched_query_blocks():
     """block_q = 8 with 2-token queries (q_len padded so a program has 16 rows)."""
     q, q_mask, d, d_mod = _inputs(seed=1, n_q=6, q_len=2)
-    got = api.maxsim(q, q_mask, d, d_mod > 0, interpret=True, block_q=8, block_d=4, block_t=8)
+    got = api.maxsim(q, q_mask, d, d_mod > 0, **PALLAS_INTERPRET, block_q=8, block_d=4, block_t=8)
     np.testing.assert_allclose(got, ref.maxsim(q, q_mask, d, d_mod > 0), **VALUE_TOL)
 
 
 def test_maxsim_bf16_inputs_accumulate_in_fp32():
     q, q_mask, d, d_mod = _inputs(seed=2)
     q16, d16 = q.astype(jnp.bfloat16), d.astype(jnp.bfloat16)
-    got = api.maxsim(q16, q_mask, d16, d_mod > 0, interpret=True)
+    got = api.maxsim(q16, q_mask, d16, d_mod > 0, **PALLAS_INTERPRET)
     assert got.dtype == jnp.float32
     # bf16 x bf16 products are exact in fp32, so against the fp32 reference on the same
     # (rounded) values only the fp32 summation order differs.
@@ -45,7 +45,9 @@ def test_maxsim_bf16_inputs_accumulate_in_fp32():
 
 def test_modality_scores_and_argmax():
     q, q_mask, d, d_mod = _inputs(seed=3)
-    got, got_arg = api.maxsim_modality(q, q_mask, d, d_mod, 3, return_argmax=True, interpret=True)
+    got, got_arg = api.maxsim_modality(
+        q, q_mask, d, d_mod, 3, return_argmax=True, **PALLAS_INTERPRET
+    )
     want, want_arg = ref.maxsim_modality(q, q_mask, d, d_mod, 3, return_argmax=True)
     assert got.shape == (3, 7, 3) and got_arg.shape == (3, 7, 3, 5)
     np.testing.assert_allclose(got, want, **VALUE_TOL)
@@ -68,7 +70,7 @@ def test_packed_matches_reference(with_modality):
     tokens = jnp.asarray(rng.normal(size=(total, 24)).astype(np.float32))
     mod = jnp.asarray(rng.integers(1, 4, size=(total,)).astype(np.int32))
     kw = dict(doc_modality=mod, num_modalities=3) if with_modality else {}
-    got = api.maxsim_packed(q, q_mask, tokens, offsets, interpret=True, block_d=4, **kw)
+    got = api.maxsim_packed(q, q_mask, tokens, offsets, **PALLAS_INTERPRET, block_d=4, **kw)
     want = ref.maxsim_packed(q, q_mask, tokens, offsets, **kw)
     np.testing.assert_allclose(got, want, **VALUE_TOL)
     # Packed == padded on the same documents.
@@ -87,7 +89,7 @@ def test_packed_fewer_tokens_than_a_block():
     q, q_mask, _, _ = _inputs(seed=8)
     tokens = jnp.asarray(np.random.default_rng(8).normal(size=(5, 24)).astype(np.float32))
     offsets = jnp.asarray([0, 2, 5], jnp.int32)
-    got = api.maxsim_packed(q, q_mask, tokens, offsets, interpret=True)
+    got = api.maxsim_packed(q, q_mask, tokens, offsets, **PALLAS_INTERPRET)
     np.testing.assert_allclose(got, ref.maxsim_packed(q, q_mask, tokens, offsets), **VALUE_TOL)
 
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from maxsim_inputs import GRAD_TOL, VALUE_TOL
+from maxsim_inputs import GRAD_TOL, PALLAS_INTERPRET, VALUE_TOL
 from maxsim_inputs import make_inputs as _inputs
 
 from kernels_pallas.maxsim import api
@@ -24,7 +24,7 @@ def test_maxsim_gradients_match_reference(normalize):
     def loss(fn, q, d):
         return jnp.sum(fn(q, q_mask, d, d_mod > 0, normalize) * g)
 
-    kernel = lambda *a: api.maxsim(*a, interpret=True, block_q=1)
+    kernel = lambda *a: api.maxsim(*a, **PALLAS_INTERPRET, block_q=1)
     got = jax.grad(lambda q, d: loss(kernel, q, d), (0, 1))(q, d)
     want = jax.grad(lambda q, d: loss(ref.maxsim, q, d), (0, 1))(q, d)
     for a, b in zip(got, want, strict=True):
@@ -38,7 +38,7 @@ def test_modality_gradients_match_reference():
     def loss(q, d, **kw):
         return jnp.sum(api.maxsim_modality(q, q_mask, d, d_mod, 3, **kw) * g)
 
-    got = jax.grad(lambda q, d: loss(q, d, interpret=True), (0, 1))(q, d)
+    got = jax.grad(lambda q, d: loss(q, d, **PALLAS_INTERPRET), (0, 1))(q, d)
     want = jax.grad(lambda q, d: loss(q, d, impl="reference"), (0, 1))(q, d)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, **GRAD_TOL)
@@ -53,7 +53,7 @@ def test_fused_topk_matches_exhaustive(num_splits, block_q):
     valid = jnp.asarray(np.arange(37) % 5 != 4)  # every 5th doc is masked out of the search
     got_s, got_i = api.maxsim_topk(
         q, q_mask, d, d_mod > 0, 7, doc_valid=valid, num_splits=num_splits, block_q=block_q,
-        interpret=True,
+        **PALLAS_INTERPRET,
     )  # fmt: skip
     want_s, want_i = ref.maxsim_topk(q, q_mask, d, d_mod > 0, 7, doc_valid=valid)
     np.testing.assert_allclose(got_s, want_s, **VALUE_TOL)
@@ -77,7 +77,7 @@ def test_streaming_topk_modality_max():
     q, q_mask, d, d_mod = _inputs(seed=10, n_d=9)
     got_s, got_i = api.maxsim_topk(
         q, q_mask, d, d_mod > 0, 3, d_modality=d_mod, num_modalities=3, num_splits=2,
-        interpret=True,
+        **PALLAS_INTERPRET,
     )  # fmt: skip
     full = ref.maxsim_modality(q, q_mask, d, d_mod, 3).max(-1)
     want_s, want_i = jax.lax.top_k(full, 3)

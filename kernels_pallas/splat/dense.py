@@ -1,13 +1,14 @@
-"""Dense compositor: projected Gaussians -> image with no binning, sorting buffer or kernel.
+"""Dense compositor: screen-space Gaussians -> image with no binning, sorting buffer or kernel.
 
-The tiled path (`binning` + `kernels_pallas.splat`) scales to 256² and 10⁶ Gaussians. At small
-sizes (the CPU demo: 32-64², a few thousand Gaussians) it is faster to composite every Gaussian
-against every pixel, or, per small tile, the `max_per_tile` nearest Gaussians whose extent
-touches it (picked with `lax.top_k` on depth, so they come out front to back). Both are plain
-jnp, differentiate by autodiff and follow the rasteriser's rules exactly: power > 0 and
-alpha < 1/255 skipped, alpha clamped at 0.99, compositing stops before T < 1e-4. They take the
-same `Projected` input as the rasteriser, so `render(..., impl="dense")` differs from the tiled
-renderer only in how pixels find their Gaussians.
+The tiled path (binning + `rasterize`) scales to 256² and 10⁶ Gaussians. At small sizes (the
+CPU demo: 32-64², a few thousand Gaussians) it is faster to composite every Gaussian against
+every pixel, or, per small tile, the `max_per_tile` nearest Gaussians whose extent touches it
+(picked with `lax.top_k` on depth, so they come out front to back). Both are plain jnp with a
+written backward (`_composite`, checked against its autodiff twin) and follow the rasteriser's
+rules exactly (`common.ALPHA_MIN`, `ALPHA_MAX`, `T_MIN`): power > 0 and alpha < 1/255 skipped,
+alpha clamped at 0.99, compositing stops before T < 1e-4. It takes the same per-Gaussian
+arrays as the rasteriser (plus the extents), so `render(..., impl="dense")` differs from the
+tiled renderer only in how pixels find their Gaussians.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmm.gaussians.projection import ALPHA_MIN, Projected
-
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
+from kernels_pallas.splat.common import ALPHA_MAX, ALPHA_MIN, T_MIN
 
 
 def _cumsum_last(x, block: int = 16):
@@ -135,16 +133,16 @@ def _composite_bwd(res, cotangents):
 _composite.defvjp(_composite_fwd, _composite_bwd)
 
 
-def _tile_hits(proj: Projected, width: int, height: int, tile_size: int):
+def _tile_hits(means2d, radii, valid, width: int, height: int, tile_size: int):
     """[T, N] bool: Gaussian extent overlaps tile; plus tile origins x0, y0 [T, 1]."""
     ty, tx = jnp.meshgrid(
         jnp.arange(-(-height // tile_size)), jnp.arange(-(-width // tile_size)), indexing="ij"
     )
     x0 = (tx.reshape(-1) * tile_size)[:, None].astype(jnp.float32)
     y0 = (ty.reshape(-1) * tile_size)[:, None].astype(jnp.float32)
-    u, v, r = proj.means2d[None, :, 0], proj.means2d[None, :, 1], proj.radii[None]
+    u, v, r = means2d[None, :, 0], means2d[None, :, 1], radii[None]
     hits = (
-        proj.valid[None]
+        valid[None]
         & (u + r > x0)
         & (u - r < x0 + tile_size)
         & (v + r > y0)
@@ -154,15 +152,22 @@ def _tile_hits(proj: Projected, width: int, height: int, tile_size: int):
 
 
 def composite(
-    proj: Projected,
+    means2d: jax.Array,
+    conics: jax.Array,
+    colors: jax.Array,
+    opacities: jax.Array,
+    depths: jax.Array,
+    radii: jax.Array,
+    valid: jax.Array,
     *,
     width: int,
     height: int,
     tile_size: int = 8,
     max_per_tile: int | None = None,
 ):
-    """Projected Gaussians [N] -> (rgb_acc [H, W, 3], depth_acc [H, W], T [H, W],
-    intersections [], dropped []).
+    """Gaussians [N] (means2d [N, 2] pixels, conics [N, 3], colors [N, 3], opacities [N],
+    depths [N], radii [N] pixel extents, valid [N] bool) -> (rgb_acc [H, W, 3],
+    depth_acc [H, W], T [H, W], intersections [], dropped []).
 
     max_per_tile=None: every Gaussian at every pixel (exact). An int: each tile composites its
     `max_per_tile` nearest overlapping Gaussians; `dropped` counts the (tile, Gaussian) pairs
@@ -170,10 +175,10 @@ def composite(
     """
     if max_per_tile is not None and (height % tile_size or width % tile_size):
         raise ValueError(f"dense render: image {height}x{width} is not divisible by {tile_size}")
-    hits, x0, y0 = _tile_hits(proj, width, height, tile_size)
+    hits, x0, y0 = _tile_hits(means2d, radii, valid, width, height, tile_size)
     intersections = jnp.sum(hits).astype(jnp.int32)
     if max_per_tile is None:
-        order = jnp.argsort(jnp.where(proj.valid, proj.depths, jnp.inf))
+        order = jnp.argsort(jnp.where(valid, depths, jnp.inf))
         px_u, px_v = jnp.meshgrid(
             jnp.arange(width, dtype=jnp.float32) + 0.5,
             jnp.arange(height, dtype=jnp.float32) + 0.5,
@@ -182,12 +187,12 @@ def composite(
         rgb, trans, depth = _composite(
             px_u.reshape(-1),
             px_v.reshape(-1),
-            proj.means2d[order],
-            proj.conics[order],
-            proj.colors[order],
-            proj.opacities[order],
-            proj.depths[order],
-            proj.valid[order],
+            means2d[order],
+            conics[order],
+            colors[order],
+            opacities[order],
+            depths[order],
+            valid[order],
         )
         return (
             rgb.reshape(height, width, 3),
@@ -197,8 +202,8 @@ def composite(
             jnp.int32(0),
         )
 
-    k = min(int(max_per_tile), proj.depths.shape[0])
-    score = jnp.where(hits, -proj.depths[None], -jnp.inf)
+    k = min(int(max_per_tile), depths.shape[0])
+    score = jnp.where(hits, -depths[None], -jnp.inf)
     neg_depth, idx = jax.lax.top_k(jax.lax.stop_gradient(score), k)  # [T, K], nearest first
     dropped = jnp.sum(jnp.maximum(jnp.sum(hits, axis=-1) - k, 0)).astype(jnp.int32)
     offs = jnp.arange(tile_size, dtype=jnp.float32) + 0.5
@@ -206,11 +211,11 @@ def composite(
     rgb, trans, depth = _composite(
         x0 + off_u.reshape(1, -1),  # [T, P]
         y0 + off_v.reshape(1, -1),
-        proj.means2d[idx],
-        proj.conics[idx],
-        proj.colors[idx],
-        proj.opacities[idx],
-        proj.depths[idx],
+        means2d[idx],
+        conics[idx],
+        colors[idx],
+        opacities[idx],
+        depths[idx],
         jnp.isfinite(neg_depth),
     )
     n_ty, n_tx = height // tile_size, width // tile_size

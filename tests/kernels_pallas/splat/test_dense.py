@@ -1,5 +1,6 @@
-"""impl="dense" (no binning) vs the float64 brute-force compositor and the tiled reference:
-values, gradients, the per-tile top-k path and its dropped-pair count, and the 4D slice."""
+"""The dense compositor (`kernels_pallas/splat/dense.py`, render impl="dense": no binning) vs
+the float64 brute-force compositor and the tiled reference: values, gradients, the per-tile
+top-k path and its dropped-pair count, and the 4D slice."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxmm import gaussians as G
+from kernels_pallas.splat import dense
 from tests.gaussians.scenes import brute_force_render, random_scene, random_scene_4d
 
 BG = (0.2, 0.5, 1.0)
@@ -84,8 +86,6 @@ def test_dense_bad_inputs():
 def test_written_backward_matches_autodiff_twin():
     # One 8x8 tile per row of T, 48 depth-sorted Gaussians: some invalid, some with α clamped
     # at 0.99, and enough coverage that compositing stops at T < 1e-4 (checked below).
-    from jaxmm.gaussians import dense
-
     t, k = 3, 48
     ks = jax.random.split(jax.random.PRNGKey(1), 8)
     px_u = jnp.tile(jnp.tile(jnp.arange(8) + 0.5, 8)[None], (t, 1))

@@ -1,0 +1,128 @@
+"""The MaxSim kernels' padding contract: block sizes and the aligned shapes they need.
+
+The Pallas kernels (`pallas_gpu.py`) run on aligned shapes only: every block dim a power of
+two, block_q * q_len >= 16 rows (Triton's `tl.dot` needs M >= 16), the embedding dim a power
+of two >= 16, d_len a multiple of the token block, n_q / n_d multiples of block_q / block_d.
+The public ops pad to it here (zeros: a zero query token has weight 0, a zero embedding
+column leaves every dot product unchanged, a zero doc token is masked out). Callers that keep
+a corpus on device (`jaxmm.retrieval.MultiVectorIndex`) pad once with the same functions so
+no search re-pads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+MIN_DOT_ROWS = 16  # tl.dot needs M >= 16: block_q * padded q_len
+MIN_DIM = 16  # the embedding dim is padded to a power of two >= this
+DOC_BLOCK = 8  # default documents per program (KernelConfig.block_d, maxsim_packed)
+# A multiple of every default token block (16 for the padded kernels, 32 for maxsim_packed):
+# documents padded to it are aligned for any of them.
+TOKEN_MULTIPLE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Static kernel choices (hashable: used as a custom_vjp non-diff argument)."""
+
+    block_q: int = 1
+    block_d: int = DOC_BLOCK
+    block_t: int = 16
+    num_warps: int = 4
+    num_stages: int = 3
+    interpret: bool = False
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def padded_dim(dim: int) -> int:
+    """The embedding dim the kernels run at: the next power of two, at least MIN_DIM."""
+    return max(next_pow2(dim), MIN_DIM)
+
+
+def padded_q_len(q_len: int, block_q: int) -> int:
+    """Query tokens per query: a power of two with block_q * q_len >= MIN_DOT_ROWS."""
+    return max(next_pow2(q_len), MIN_DOT_ROWS // block_q)
+
+
+def token_block(d_len: int, block_t: int) -> int:
+    """The token chunk a program folds per step: block_t, or less for short documents."""
+    return min(block_t, next_pow2(d_len))
+
+
+def padded_doc_len(d_len: int, block_t: int) -> int:
+    return round_up(d_len, token_block(d_len, block_t))
+
+
+def padded_doc_count(n_d: int, block_d: int = DOC_BLOCK) -> int:
+    return round_up(n_d, block_d)
+
+
+def pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
+    """x zero-padded (or `value`-padded) at the end of `axis` to `size`; x itself if aligned."""
+    if x.shape[axis] == size:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, pad, constant_values=value)
+
+
+def default_config(n_q: int, q_len: int, interpret: bool = False, **overrides) -> KernelConfig:
+    """Block sizes: each program keeps ~128 query-token rows resident.
+
+    One query (memory-bound scan): 1 query x 8 docs per program, 16-token chunks, i.e. a
+    [32, 128] fp32 score tile per step, leaving registers for deep load pipelining. Several
+    queries: block_q = 128 // q_len queries per program, so each document tile fetched serves
+    more FLOPs; the query-block axis is grid axis 0 (CUDA's fastest-varying), so the programs
+    sharing a document tile run back to back and re-read it from L2, not HBM.
+    These are starting points; `benchmarks/maxsim.py --sweep` times alternatives on a GPU.
+    """
+    base = KernelConfig(interpret=interpret)
+    block_q = max(1, min(8, 128 // max(next_pow2(q_len), 16)))
+    if n_q >= 2 and block_q > 1:
+        base = dataclasses.replace(base, block_q=min(block_q, next_pow2(n_q)), num_warps=8)
+    return dataclasses.replace(base, **overrides)
+
+
+def pad_queries(queries: jax.Array, q_weights: jax.Array, block_q: int):
+    """queries [n_q, q_len, dim], q_weights [n_q, q_len] -> both padded to the contract."""
+    n_q, q_len, dim = queries.shape
+    q_len_p, n_q_p = padded_q_len(q_len, block_q), round_up(n_q, block_q)
+    q = pad_axis(pad_axis(pad_axis(queries, 1, q_len_p), 2, padded_dim(dim)), 0, n_q_p)
+    w = pad_axis(pad_axis(q_weights, 1, q_len_p), 0, n_q_p)
+    return q, w
+
+
+def pad_docs(docs: jax.Array, d_side: jax.Array, cfg: KernelConfig):
+    """docs [n_d, d_len, dim], d_side [n_d, d_len] (mask or modality ids) -> (docs, int8 side,
+    token block) padded to the contract; no copy when already aligned."""
+    n_d, d_len, dim = docs.shape
+    block_t = token_block(d_len, cfg.block_t)
+    d_len_p, n_d_p = round_up(d_len, block_t), padded_doc_count(n_d, cfg.block_d)
+    d = pad_axis(pad_axis(pad_axis(docs, 1, d_len_p), 2, padded_dim(dim)), 0, n_d_p)
+    side = pad_axis(pad_axis(d_side.astype(jnp.int8), 1, d_len_p), 0, n_d_p)
+    return d, side, block_t
+
+
+def pad_packed(doc_tokens: jax.Array, doc_offsets: jax.Array, doc_modality: jax.Array, *,
+               block_d: int, block_t: int):  # fmt: skip
+    """Packed docs (tokens [T, dim], offsets [n_d + 1], int modality [T]) -> the packed
+    kernel's contract: dim padded, at least block_t token rows, n_d a multiple of block_d
+    (extra documents are empty: their offsets repeat the last one)."""
+    n_d = doc_offsets.shape[0] - 1
+    total_p = max(doc_tokens.shape[0], block_t)
+    tokens = pad_axis(pad_axis(doc_tokens, 1, padded_dim(doc_tokens.shape[1])), 0, total_p)
+    mod = pad_axis(doc_modality.astype(jnp.int8), 0, total_p)
+    offsets = doc_offsets.astype(jnp.int32)
+    extra = round_up(n_d, block_d) - n_d
+    offsets = jnp.concatenate([offsets, jnp.full((extra,), offsets[-1], jnp.int32)])
+    return tokens, offsets, mod
