@@ -1,6 +1,9 @@
 """Test-wide setup: 8 fake CPU devices (set before JAX is imported) and GPU/torch markers."""
 
+import importlib.util
 import os
+
+import pytest
 
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
@@ -9,10 +12,6 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import importlib.util  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 def _has_gpu() -> bool:

@@ -24,16 +24,13 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from kernels_pallas.maxsim import api  # noqa: E402
-from kernels_pallas.maxsim import reference as ref  # noqa: E402
+from kernels_pallas.maxsim import api
+from kernels_pallas.maxsim import reference as ref
 
 # (HBM bytes/s, dense bf16 FLOP/s) by device_kind substring; first match wins.
 PEAKS = [

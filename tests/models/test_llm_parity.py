@@ -5,17 +5,16 @@ too, so a layout mistake in any tensor shows), saved with `save_pretrained`, loa
 `jaxmm.models.hf.load_hf`, and compared on logits, greedy generation and re-export.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxmm.models.hf import load_hf, save_hf
+from jaxmm.models.llm import LLM, init_cache
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from jaxmm.models.hf import load_hf, save_hf  # noqa: E402
-from jaxmm.models.llm import LLM, init_cache  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
