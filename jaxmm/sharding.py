@@ -8,7 +8,7 @@ are created already sharded by jitting `init` with these shardings as `out_shard
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -122,3 +122,49 @@ def shard_batch(batch: Any, mesh: Mesh, logical_axes: Any, rules: Rules) -> Any:
     return jax.tree.map(
         lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch, shardings
     )
+
+
+def batch_mesh_axes(rules: Rules | None = None) -> tuple[str, ...]:
+    """The mesh axes the logical `batch` axis maps to: under `rules`, else the active
+    `nn.logical_axis_rules` context (the trainer sets `config.logical_axis_rules`), else
+    DEFAULT_RULES (("data", "fsdp"))."""
+    if rules is None:
+        rules = nn.get_logical_axis_rules() or DEFAULT_RULES
+    for name, axes in rules:
+        if name == "batch":
+            if axes is None:
+                return ()
+            return (axes,) if isinstance(axes, str) else tuple(axes)
+    return ()
+
+
+def shard_map_batch(fn: Callable, rules: Rules | None = None) -> Callable:
+    """`fn` run per batch shard with `jax.shard_map` over the current mesh's batch axes.
+
+    Every input and output leaf of `fn` must have the batch as its leading axis, and `fn` must
+    treat batch elements independently (e.g. a `jax.vmap`). This is for ops XLA cannot
+    partition, above all `pallas_call` (no partitioning rule: under GSPMD it is replicated, so
+    every device would compute the whole global batch): inside the shard_map each device runs
+    `fn` on its own [global_batch / n] slice, and the gradient's backward kernel runs per shard
+    too. The mesh is manual over all its axes; inputs are split over the batch axes and
+    replicated over the others (e.g. `tensor`, whose devices compute the same slice).
+
+    `fn` itself runs, unchanged, when no mesh is set (`jax.set_mesh`), when the batch axes
+    have one device in all, or when the batch does not divide over them.
+    """
+
+    def wrapped(*args):
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty:
+            return fn(*args)
+        axes = tuple(a for a in batch_mesh_axes(rules) if mesh.shape.get(a, 1) > 1)
+        n = math.prod(mesh.shape[a] for a in axes)
+        sizes = {(jax.numpy.shape(x) or (None,))[0] for x in jax.tree.leaves(args)}
+        if len(sizes) != 1:
+            raise ValueError(f"shard_map_batch: leading (batch) dims differ: {sorted(sizes)}")
+        if n == 1 or sizes.pop() % n:
+            return fn(*args)
+        spec = PartitionSpec(axes)
+        return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(*args)
+
+    return wrapped

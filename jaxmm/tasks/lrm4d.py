@@ -13,7 +13,6 @@ import logging
 import os
 
 import grain
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -66,8 +65,9 @@ class LRM4DTask(Task):
         render_kw = lrm4d_model.render_options(m) | {
             "views_per_step": m.get("render_views_per_step", 1)
         }
-        pred = jax.vmap(lambda g1, cams, t: lrm4d_model.render_views(g1, cams, t, **render_kw))(
-            g, self.cameras(batch, "target"), batch["target_times"]
+        # One batch shard per device (the Pallas rasteriser is not partitioned by GSPMD).
+        pred = lrm4d_model.render_scenes(
+            g, self.cameras(batch, "target"), batch["target_times"], **render_kw
         )
         target = batch["target_images"]
         mse = jnp.mean(jnp.square(pred - target))

@@ -16,7 +16,13 @@ import jax.numpy as jnp
 
 from kernels_pallas import impl as impl_lib
 from kernels_pallas.maxsim import pallas_gpu, reference, topk, vjp
-from kernels_pallas.maxsim.padding import KernelConfig, default_config, pad_packed, pad_queries
+from kernels_pallas.maxsim.padding import (
+    KernelConfig,
+    default_config,
+    packed_token_block,
+    pad_packed,
+    pad_queries,
+)
 from kernels_pallas.maxsim.topk import MAX_FUSED_K
 
 Impl = Literal["auto", "pallas", "reference"]
@@ -154,6 +160,7 @@ def maxsim_packed(
     m = 1 if num_modalities is None else num_modalities
     mod = jnp.ones(doc_tokens.shape[:1], jnp.int8) if doc_modality is None else doc_modality
     q, w = pad_queries(queries, reference.query_weights(q_mask, normalize), block_q)
+    block_t = packed_token_block(block_t)  # the dot's N; tl.dot needs >= 16
     tokens, offsets, mod = pad_packed(
         doc_tokens, doc_offsets, mod, block_d=block_d, block_t=block_t
     )

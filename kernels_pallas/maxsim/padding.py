@@ -1,8 +1,12 @@
 """The MaxSim kernels' padding contract: block sizes and the aligned shapes they need.
 
 The Pallas kernels (`pallas_gpu.py`) run on aligned shapes only: every block dim a power of
-two, block_q * q_len >= 16 rows (Triton's `tl.dot` needs M >= 16), the embedding dim a power
-of two >= 16, d_len a multiple of the token block, n_q / n_d multiples of block_q / block_d.
+two, and every `tl.dot` operand dim >= 16 (Triton's minimum): M = block_q * q_len rows, K = the
+embedding dim (a power of two >= 16), N = block_d * token block columns in the padded and
+top-k kernels (`token_block` grows the token block of short documents until it is) and N =
+the token block in the packed kernel (`packed_token_block`); d_len a multiple of the token
+block, n_q / n_d multiples of block_q / block_d. `dot_shapes` lists the (M, K, N) a padded
+kernel call will use.
 The public ops pad to it here (zeros: a zero query token has weight 0, a zero embedding
 column leaves every dot product unchanged, a zero doc token is masked out). Callers that keep
 a corpus on device (`jaxmm.retrieval.MultiVectorIndex`) pad once with the same functions so
@@ -16,7 +20,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-MIN_DOT_ROWS = 16  # tl.dot needs M >= 16: block_q * padded q_len
+MIN_DOT = 16  # Triton's tl.dot needs every operand dim (M, K, N) >= 16
+MIN_DOT_ROWS = MIN_DOT  # M: block_q * padded q_len
 MIN_DIM = 16  # the embedding dim is padded to a power of two >= this
 DOC_BLOCK = 8  # default documents per program (KernelConfig.block_d, maxsim_packed)
 # A multiple of every default token block (16 for the padded kernels, 32 for maxsim_packed):
@@ -54,13 +59,20 @@ def padded_q_len(q_len: int, block_q: int) -> int:
     return max(next_pow2(q_len), MIN_DOT_ROWS // block_q)
 
 
-def token_block(d_len: int, block_t: int) -> int:
-    """The token chunk a program folds per step: block_t, or less for short documents."""
-    return min(block_t, next_pow2(d_len))
+def token_block(d_len: int, block_t: int, block_d: int = DOC_BLOCK) -> int:
+    """The token chunk a program folds per step: block_t, or less for short documents, but
+    never so small that the dot's N = block_d * chunk falls below MIN_DOT (a 1-token document
+    with block_d=8 gets chunk 2, i.e. its padding token, not an N=8 dot)."""
+    return max(min(block_t, next_pow2(d_len)), -(-MIN_DOT // block_d))
 
 
-def padded_doc_len(d_len: int, block_t: int) -> int:
-    return round_up(d_len, token_block(d_len, block_t))
+def packed_token_block(block_t: int) -> int:
+    """The packed kernel's token chunk: its dot has N = chunk, so a power of two >= MIN_DOT."""
+    return max(next_pow2(block_t), MIN_DOT)
+
+
+def padded_doc_len(d_len: int, block_t: int, block_d: int = DOC_BLOCK) -> int:
+    return round_up(d_len, token_block(d_len, block_t, block_d))
 
 
 def padded_doc_count(n_d: int, block_d: int = DOC_BLOCK) -> int:
@@ -106,7 +118,7 @@ def pad_docs(docs: jax.Array, d_side: jax.Array, cfg: KernelConfig):
     """docs [n_d, d_len, dim], d_side [n_d, d_len] (mask or modality ids) -> (docs, int8 side,
     token block) padded to the contract; no copy when already aligned."""
     n_d, d_len, dim = docs.shape
-    block_t = token_block(d_len, cfg.block_t)
+    block_t = token_block(d_len, cfg.block_t, cfg.block_d)
     d_len_p, n_d_p = round_up(d_len, block_t), padded_doc_count(n_d, cfg.block_d)
     d = pad_axis(pad_axis(pad_axis(docs, 1, d_len_p), 2, padded_dim(dim)), 0, n_d_p)
     side = pad_axis(pad_axis(d_side.astype(jnp.int8), 1, d_len_p), 0, n_d_p)
@@ -126,3 +138,9 @@ def pad_packed(doc_tokens: jax.Array, doc_offsets: jax.Array, doc_modality: jax.
     extra = round_up(n_d, block_d) - n_d
     offsets = jnp.concatenate([offsets, jnp.full((extra,), offsets[-1], jnp.int32)])
     return tokens, offsets, mod
+
+
+def dot_shapes(q_len: int, d_len: int, dim: int, cfg: KernelConfig) -> tuple[int, int, int]:
+    """(M, K, N) of the `tl.dot` in the padded and top-k kernels for these unpadded sizes."""
+    m = cfg.block_q * padded_q_len(q_len, cfg.block_q)
+    return m, padded_dim(dim), cfg.block_d * token_block(d_len, cfg.block_t, cfg.block_d)

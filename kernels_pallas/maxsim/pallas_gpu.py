@@ -1,7 +1,9 @@
 """Pallas MaxSim kernels (GPU, Triton lowering).
 
 Written against JAX 0.10.2 for the Pallas *Triton* lowering (A100 / H100; `num_warps`,
-`num_stages` via `plgpu.CompilerParams`). So far these kernels have only run in
+`num_stages`); every call goes through `kernels_pallas.triton.pallas_call`, which always passes
+Triton compiler params (without them jax 0.10.2 lowers to Mosaic GPU) and fails loudly when
+that API is missing. So far these kernels have only run in
 `interpret=True` mode on CPU (the tests check them against `reference.py`), and their
 Pallas -> Triton-IR lowering for CUDA is checked on CPU with `jax.export`
 (tests/kernels_pallas/maxsim/test_maxsim_triton_lowering.py). They have not yet been compiled to
@@ -35,17 +37,10 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from kernels_pallas import triton
+
 NEG_INF = float("-inf")
 _NO_ARG = 2**30  # larger than any token index; "no argmax yet"
-
-
-def _compiler_params(num_warps: int, num_stages: int):
-    try:  # Triton-specific knobs; absent/unused in interpret mode.
-        from jax.experimental.pallas import triton as plgpu
-
-        return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
-    except (ImportError, AttributeError, TypeError):
-        return None
 
 
 def _fold_chunk(s, mod, pos, maxes, args, num_modalities, track_argmax):
@@ -139,8 +134,10 @@ def maxsim_padded_pallas(
     kernel = functools.partial(
         _padded_kernel, num_modalities=m, block_t=block_t, track_argmax=track_argmax
     )
-    out = pl.pallas_call(
+    out = triton.pallas_call(
         kernel,
+        num_warps=num_warps,
+        num_stages=num_stages,
         grid=grid,
         in_specs=[
             pl.BlockSpec((block_q, q_len, dim), lambda i, j: (i, 0, 0)),
@@ -150,7 +147,6 @@ def maxsim_padded_pallas(
         ],
         out_specs=out_specs,
         out_shape=out_shape,
-        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
         interpret=interpret,
         name=f"maxsim_padded_m{m}{'_argmax' if track_argmax else ''}",
     )(queries, q_weights, docs, d_modality)
@@ -221,8 +217,10 @@ def maxsim_packed_pallas(
     m = num_modalities
     kernel = functools.partial(_packed_kernel, num_modalities=m, block_d=block_d, block_t=block_t)
     whole = pl.no_block_spec  # whole-array refs: docs are sliced by dynamic offsets inside
-    return pl.pallas_call(
+    return triton.pallas_call(
         kernel,
+        num_warps=num_warps,
+        num_stages=num_stages,
         grid=(n_q // block_q, n_d // block_d),
         in_specs=[
             whole,
@@ -233,7 +231,6 @@ def maxsim_packed_pallas(
         ],
         out_specs=pl.BlockSpec((m, block_q, block_d), lambda i, j: (0, i, j)),
         out_shape=jax.ShapeDtypeStruct((m, n_q, n_d), jnp.float32),
-        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
         interpret=interpret,
         name=f"maxsim_packed_m{m}",
     )(doc_offsets, queries, q_weights, doc_tokens, doc_modality)
@@ -334,8 +331,10 @@ def maxsim_topk_pallas(
     whole = pl.no_block_spec  # docs are addressed by dynamic block offsets inside
     out_block = pl.BlockSpec((block_q, topk_width), lambda i, j: (i, j))
     width = num_splits * topk_width
-    return pl.pallas_call(
+    return triton.pallas_call(
         kernel,
+        num_warps=num_warps,
+        num_stages=num_stages,
         grid=(n_q // block_q, num_splits),
         in_specs=[
             pl.BlockSpec((block_q, q_len, dim), lambda i, j: (i, 0, 0)),
@@ -349,7 +348,6 @@ def maxsim_topk_pallas(
             jax.ShapeDtypeStruct((n_q, width), jnp.float32),
             jax.ShapeDtypeStruct((n_q, width), jnp.int32),
         ],
-        compiler_params=None if interpret else _compiler_params(num_warps, num_stages),
         interpret=interpret,
         name=f"maxsim_topk_m{num_modalities}",
     )(queries, q_weights, docs, d_modality, doc_valid)

@@ -1,7 +1,8 @@
 """Pallas GPU tile rasteriser, forward and backward, wired with `jax.custom_vjp`.
 
 Written against JAX 0.10.2 for the Pallas **Triton lowering** (`jax.experimental.pallas` +
-`pallas.triton`), which runs on A100 and H100 (Mosaic GPU would be Hopper-only).
+`pallas.triton`), which runs on A100 and H100 (Mosaic GPU would be Hopper-only); both calls go
+through `kernels_pallas.triton.pallas_call`, which pins the Triton backend.
 Honest status: so far this file has only been *run in interpret mode on CPU*
 (`interpret=True`), where it matches `reference.py` in values and gradients (tests in
 tests/kernels_pallas/splat/). Both kernels also lower through the Pallas Triton lowering to
@@ -25,7 +26,11 @@ Design (one program per 16×16 tile, the 256 pixels vectorised inside the progra
   only divisions are by 1−α ≥ 0.01). This is the same math as the 3DGS back-to-front pass, in
   the order Triton can vectorise (it has no reverse cumsum). Each intersection's gradient
   row (10 numbers) is written to its own column of an output buffer (masked stores, no
-  atomics); `jax.ops.segment_sum` by Gaussian id sums them in XLA, deterministically.
+  atomics in the kernel); `jax.ops.segment_sum` by Gaussian id sums them in XLA. That
+  scatter-add may use atomics on GPU, so the per-Gaussian float summation order, hence the
+  gradient's last bits, is not guaranteed reproducible from run to run there (on CPU it is).
+  A sorted segmented scan would be deterministic but measured ~85x (M=20k) to ~235x
+  (M=400k) slower than segment_sum on CPU, so it was not adopted.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from kernels_pallas import triton
 from kernels_pallas.splat import common
 
 F = common.NUM_FEATS
@@ -198,23 +204,20 @@ def _any_spec():
     return pl.no_block_spec
 
 
-def _compiler_params(num_warps: int):
-    return plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
-
-
 def _forward(feats, tile_ranges, *, num_tiles, tiles_x, tile_size, chunk, interpret, num_warps):
     num_pix = tile_size * tile_size
     kernel = functools.partial(_fwd_kernel, tiles_x=tiles_x, tile_size=tile_size, chunk=chunk)
     f32 = jax.ShapeDtypeStruct((num_tiles, num_pix), jnp.float32)
     i32 = jax.ShapeDtypeStruct((num_tiles, num_pix), jnp.int32)
-    return pl.pallas_call(
+    return triton.pallas_call(
         kernel,
+        num_warps=num_warps,
+        num_stages=1,
         grid=(num_tiles,),
         in_specs=[_any_spec(), _any_spec()],
         out_specs=[_tile_spec(num_pix)] * 6,
         out_shape=[f32] * 5 + [i32],
         interpret=interpret,
-        compiler_params=None if interpret else _compiler_params(num_warps),
         name="splat_rasterize_fwd",
     )(tile_ranges, feats)
 
@@ -235,15 +238,16 @@ def _backward(
     num_pix = tile_size * tile_size
     kernel = functools.partial(_bwd_kernel, tiles_x=tiles_x, tile_size=tile_size, chunk=chunk)
     zeros = jnp.zeros_like(feats)
-    return pl.pallas_call(
+    return triton.pallas_call(
         kernel,
+        num_warps=num_warps,
+        num_stages=1,
         grid=(num_tiles,),
         in_specs=[_any_spec(), _any_spec()] + [_tile_spec(num_pix)] * 11 + [_any_spec()],
         out_specs=_any_spec(),
         out_shape=jax.ShapeDtypeStruct(feats.shape, jnp.float32),
         input_output_aliases={13: 0},  # unwritten columns (past a tile's last contributor) = 0
         interpret=interpret,
-        compiler_params=None if interpret else _compiler_params(num_warps),
         name="splat_rasterize_bwd",
     )(tile_ranges, feats, *cotangents, *residuals, zeros)
 

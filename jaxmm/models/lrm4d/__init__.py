@@ -19,6 +19,7 @@ from jaxmm.models.lrm4d.reconstruct import (
     model_config,
     reconstruct,
     render_options,
+    render_scenes,
     render_views,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "model_config",
     "reconstruct",
     "render_options",
+    "render_scenes",
     "render_views",
 ]

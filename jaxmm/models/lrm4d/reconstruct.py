@@ -2,7 +2,8 @@
 
 The one path from cameras to model inputs: a `Camera` (stacked over views) gives the pixel
 rays (`gaussians.camera.rays`), the network turns images, times and rays into 4D Gaussians, and
-`render_views` renders them with the settings of `render_options(config.model)`. Training
+`render_views` renders them with the settings of `render_options(config.model)`
+(`render_scenes`: a batch of scenes, one batch shard per device under a mesh). Training
 (`jaxmm.tasks.lrm4d`) and inference (`jaxmm.lrm4d`) both call these functions.
 """
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxmm import gaussians
+from jaxmm import gaussians, sharding
 from jaxmm.gaussians.camera import Camera, rays
 from jaxmm.gaussians.params import Gaussians4D
 from jaxmm.models.lrm4d.network import LRM4D, from_config
@@ -79,3 +80,17 @@ def render_views(g: Gaussians4D, cameras: Camera, times, **render_kw) -> jax.Arr
     `render_kw` go to `gaussians.render_batch` (e.g. views_per_step, checkpoint: one
     checkpointed group of views at a time bounds memory by one group, not V views)."""
     return gaussians.render_batch(g, cameras, times, **render_kw).rgb
+
+
+def render_scenes(g: Gaussians4D, cameras: Camera, times, **render_kw) -> jax.Array:
+    """A batch of B samples' Gaussians [B, N] -> rgb [B, V, H, W, 3] (cameras [B, V], times
+    [B, V]): `render_views` vmapped over the batch.
+
+    Under a mesh (`jax.set_mesh`, as in the trainer's step) the batch is split over the mesh
+    axes of the logical `batch` axis with `sharding.shard_map_batch`, so each device renders
+    only its own scenes: the Pallas rasteriser has no partitioning rule and GSPMD would
+    otherwise replicate it, every device rendering the whole global batch. Without a mesh, or
+    with one device on the batch axes, this is the plain vmap.
+    """
+    per_scene = lambda g1, cams, t: render_views(g1, cams, t, **render_kw)  # noqa: E731
+    return sharding.shard_map_batch(jax.vmap(per_scene))(g, cameras, times)

@@ -22,6 +22,7 @@ def _lower_for_cuda(fn, *args) -> str:
     exported = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[TRITON])(*args)
     text = exported.mlir_module()
     assert "__gpu$xla.gpu.triton" in text
+    assert "mosaic_gpu" not in text  # pinned to Triton (kernels_pallas.triton)
     return text
 
 
