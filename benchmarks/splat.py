@@ -12,10 +12,12 @@ parameters in, the sorted intersection table written and read back, the image ou
 the backward, which reads them again and writes gradients) divided by the time. It is a
 floor on real traffic, so it is comparable between implementations, not a roofline.
 The reference is given the exact largest tile list (no truncation) so both compute the same
-image. Last, the `impl="dense"` compositor's written backward against its autodiff twin at
-the tiny 4D-LRM's training shape (32 views x 16 tiles of 8x8 px x 256 Gaussians per tile; the
-CPU demo's hot loop). Goals on one H100: Pallas fwd+bwd ≥ 10× the reference at 800K, 256²;
-24 views of 786K at 256² fwd+bwd < 100 ms.
+image. Then binning's sort alone, the packed 64-bit key against the multi-operand sort it
+replaced (same intersections, same order checked), with the scene's tile load (entries per
+16×16 tile: max / mean / p99). Last, the `impl="dense"` compositor's written backward against
+its autodiff twin at the tiny 4D-LRM's training shape (32 views x 16 tiles of 8x8 px x 256
+Gaussians per tile; the CPU demo's hot loop). Goals on one H100: Pallas fwd+bwd ≥ 10× the
+reference at 800K, 256²; 24 views of 786K at 256² fwd+bwd < 100 ms.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import gaussians as G
+from jaxmm.gaussians import binning
 from kernels_pallas.splat import dense
 
 PARAM_BYTES = 4 * (3 + 3 + 4 + 1 + 3)
@@ -131,6 +134,43 @@ def bench_case(n: int, size: int, views: int, reps: int, chunk: int, impls, smok
     return results
 
 
+def bench_sort(n: int, size: int, reps: int) -> None:
+    """Binning's sort alone, packed u64 key (`_sort_packed`, what `bin_gaussians` runs) vs the
+    multi-operand (tile, depth) sort it replaced (`_sort_reference`), on the same intersection
+    buffer of one view; checks both give the same order. Also the scene's tile load."""
+    g = random_scene(n)
+    cam = G.orbit_cameras(1, 3.2, fov_x_deg=50.0, width=size, height=size)[0]
+    cams = G.stack_cameras([cam])
+    capacity, _, total = sizing(g, cams, size)
+    proj = G.project(G.covariances_3d(g), cam)
+    keys = jax.jit(
+        lambda *a: binning.intersections(*a, width=size, height=size, capacity=capacity)
+    )(proj.means2d, proj.radii, proj.depths, proj.valid)[:3]
+    packed_fn, reference_fn = jax.jit(binning._sort_packed), jax.jit(binning._sort_reference)
+    same = all(
+        bool(jnp.array_equal(a, b))
+        for a, b in zip(packed_fn(*keys), reference_fn(*keys), strict=True)
+    )
+    packed = timeit(packed_fn, *keys, reps=reps)
+    reference = timeit(reference_fn, *keys, reps=reps)
+    b = G.bin_gaussians(
+        proj.means2d, proj.radii, proj.depths, proj.valid,
+        width=size, height=size, capacity=capacity,
+    )  # fmt: skip
+    load = np.asarray(b.tile_ranges[:, 1] - b.tile_ranges[:, 0])
+    busy = load[load > 0]
+    print(
+        f"sort N={n} {size}² slots={capacity} intersections={total}: packed u64 key "
+        f"{packed * 1e3:.2f} ms, (tile, depth) multi-operand {reference * 1e3:.2f} ms, "
+        f"ratio {reference / packed:.2f}x, same order: {same}"
+    )
+    print(
+        f"  tile load ({load.size} tiles, {busy.size} non-empty): max {load.max()} "
+        f"mean {load.mean():.1f} (non-empty {busy.mean():.1f}) p99 {np.percentile(load, 99):.0f} "
+        f"p50 {np.percentile(load, 50):.0f}"
+    )
+
+
 def bench_dense_backward(views: int, tiles: int, per_tile: int, reps: int) -> None:
     """fwd+bwd of the dense compositor: written VJP vs autodiff of the same forward."""
     k = jax.random.split(jax.random.PRNGKey(0), 6)
@@ -178,6 +218,8 @@ def main():
             print("--smoke on GPU: compiled Pallas")
         bench_case(300, 32, 1, 1, 16, impls, smoke=True)
         bench_case(300, 32, 2, 1, 16, impls, smoke=True)
+        bench_sort(300, 32, reps=5)
+        bench_sort(20_000, 256, reps=5)
         bench_dense_backward(4, 16, 64, reps=1)
         return
     if not on_gpu:
@@ -186,6 +228,8 @@ def main():
         for size in (128, 256):
             bench_case(n, size, 1, args.reps, args.chunk, impls, smoke=False)
     bench_case(786_432, 256, 24, args.reps, args.chunk, impls, smoke=False)
+    for n in (200_000, 800_000):
+        bench_sort(n, 256, args.reps)
     bench_dense_backward(32, 16, 256, args.reps)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxmm.gaussians.binning import bin_gaussians, tile_grid
 from jaxmm.gaussians.camera import Camera
@@ -40,7 +41,7 @@ from kernels_pallas import splat
 class RenderStats:
     intersections: jax.Array  # [] int32 requested (Gaussian, tile) pairs
     overflow: jax.Array  # [] int32 dropped for lack of `capacity`
-    tile_overflow: jax.Array  # [] int32 dropped by the reference's `max_per_tile` cap
+    tile_overflow: jax.Array  # [] int32 dropped by the `max_per_tile` cap (every impl)
     visible: jax.Array  # [] int32 Gaussians that reached the rasteriser
     nonfinite: jax.Array  # [] int32 Gaussians with NaN/inf parameters (dropped)
 
@@ -54,6 +55,13 @@ class RenderOutput:
 
 
 IMPLS = splat.IMPLS  # auto | reference | pallas | dense
+
+# The binning outputs the rasteriser needs (sorted Gaussian ids, tile ranges: integers, no
+# gradient) carry this `checkpoint_name`; `render_batch(checkpoint=True)` saves exactly them, so
+# its backward rematerialises the float activations (projection, rasteriser residuals) but not
+# the intersection enumeration and sort.
+BINNING_NAME = "splat_binning"
+BINNING_SAVE_POLICY = jax.checkpoint_policies.save_only_these_names(BINNING_NAME)
 
 
 def default_capacity(num_gaussians: int) -> int:
@@ -131,14 +139,18 @@ def _render_slice(
         capacity=capacity,
         tile_size=tile_size,
     )
+    # Named so `render_batch(checkpoint=True)` saves the sort's integer outputs instead of
+    # re-running binning in the backward (`BINNING_SAVE_POLICY`).
+    gauss_ids = checkpoint_name(binned.gauss_ids, BINNING_NAME)
+    tile_ranges = checkpoint_name(binned.tile_ranges, BINNING_NAME)
     rgb_acc, depth_acc, trans = splat.rasterize(
         proj.means2d,
         proj.conics,
         proj.colors,
         proj.opacities,
         proj.depths,
-        binned.gauss_ids,
-        binned.tile_ranges,
+        gauss_ids,
+        tile_ranges,
         width=width,
         height=height,
         tile_size=tile_size,
@@ -147,15 +159,10 @@ def _render_slice(
         impl=impl,
         interpret=interpret,
     )
-    if impl == "reference" and max_per_tile is not None:
-        counts = binned.tile_ranges[:, 1] - binned.tile_ranges[:, 0]
-        tile_overflow = jnp.sum(jnp.maximum(counts - max_per_tile, 0))
-    else:
-        tile_overflow = jnp.int32(0)
     stats = RenderStats(
         intersections=binned.num_intersections,
         overflow=binned.overflow,
-        tile_overflow=tile_overflow.astype(jnp.int32),
+        tile_overflow=splat.tile_overflow(binned.tile_ranges, max_per_tile),
         visible=visible,
         nonfinite=nonfinite,
     )
@@ -259,7 +266,10 @@ def render_batch(
     `times` [V] for 4D Gaussians. Outputs gain a leading V axis; differentiable w.r.t. all
     Gaussian parameters. Views run `views_per_step` at a time (`lax.map`), each group
     `jax.checkpoint`ed, so the backward keeps one group's rasteriser residuals instead of all
-    V views' (the paper's per-view checkpointing; raise it to trade memory for parallelism)."""
+    V views' (the paper's per-view checkpointing; raise it to trade memory for parallelism).
+    The checkpoint saves each view's binning (sorted ids [capacity] and tile ranges [T, 2],
+    int32: `BINNING_SAVE_POLICY`), so the backward recomputes projection and rasteriser
+    activations but never re-sorts: one sort per view in the whole grad program."""
     _check_camera(cameras)
     if cameras.c2w.ndim != 3:
         raise ValueError(f"render_batch: cameras.c2w must be [V, 4, 4], got {cameras.c2w.shape}")
@@ -284,7 +294,7 @@ def render_batch(
         return render_slice(_to_slice(g, t), camera, nonfinite=jnp.sum(~finite), **kwargs)
 
     if checkpoint:
-        one_view = jax.checkpoint(one_view)
+        one_view = jax.checkpoint(one_view, policy=BINNING_SAVE_POLICY)
     if not 1 <= views_per_step:
         raise ValueError(f"render_batch: views_per_step must be >= 1, got {views_per_step}")
     step = min(views_per_step, num_views)

@@ -1,6 +1,20 @@
 """Gaussian splatting compositors: the tiled Pallas rasteriser with its pure-jnp reference
 twin, and the dense small-image compositor. See `api.py` for the implementation table."""
 
-from kernels_pallas.splat.api import IMPLS, TILED_IMPLS, composite_dense, rasterize, resolve_impl
+from kernels_pallas.splat.api import (
+    IMPLS,
+    TILED_IMPLS,
+    composite_dense,
+    rasterize,
+    resolve_impl,
+    tile_overflow,
+)
 
-__all__ = ["IMPLS", "TILED_IMPLS", "composite_dense", "rasterize", "resolve_impl"]
+__all__ = [
+    "IMPLS",
+    "TILED_IMPLS",
+    "composite_dense",
+    "rasterize",
+    "resolve_impl",
+    "tile_overflow",
+]

@@ -6,6 +6,8 @@ interpreted elsewhere unless `interpret=` says otherwise) and `dense` (`dense.py
 every Gaussian against every pixel or the nearest few per small tile). `auto` is Pallas on GPU
 and the reference elsewhere. `rasterize` runs the tiled implementations; `dense` takes
 unbinned Gaussians, so the renderer (`jaxmm.gaussians.render`) calls `composite_dense` for it.
+`max_per_tile` means the same for both tiled implementations (the first that many entries of
+each tile's sorted range); `tile_overflow` counts what it drops.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ import jax
 
 from kernels_pallas import impl as impl_lib
 from kernels_pallas.splat import pallas_gpu, reference
+from kernels_pallas.splat.common import tile_overflow
 from kernels_pallas.splat.dense import composite as composite_dense
 
-__all__ = ["IMPLS", "TILED_IMPLS", "composite_dense", "rasterize", "resolve_impl"]
+__all__ = [
+    "IMPLS",
+    "TILED_IMPLS",
+    "composite_dense",
+    "rasterize",
+    "resolve_impl",
+    "tile_overflow",
+]
 
 IMPLS = ("auto", "reference", "pallas", "dense")  # what `render(impl=...)` accepts
 TILED_IMPLS = ("reference", "pallas")  # what `rasterize` runs (binned input)

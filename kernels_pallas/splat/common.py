@@ -30,6 +30,25 @@ def unpack_features(feats: jax.Array):
     return feats[0:2].T, feats[2:5].T, feats[6:9].T, feats[5], feats[9]
 
 
+def cap_ranges(tile_ranges: jax.Array, max_per_tile: int | None) -> jax.Array:
+    """Per-tile [start, end) cut to the first `max_per_tile` entries (None: unchanged): the
+    `max_per_tile` contract of both rasterisers (the reference scans that many, the kernel
+    walks the capped range)."""
+    if max_per_tile is None:
+        return tile_ranges
+    starts, ends = tile_ranges[:, 0], tile_ranges[:, 1]
+    return jnp.stack([starts, jnp.minimum(ends, starts + max_per_tile)], -1)
+
+
+def tile_overflow(tile_ranges: jax.Array, max_per_tile: int | None) -> jax.Array:
+    """[] int32: intersections the `max_per_tile` cap drops (0 when None), the same for both
+    rasterisers."""
+    if max_per_tile is None:
+        return jnp.int32(0)
+    counts = tile_ranges[:, 1] - tile_ranges[:, 0]
+    return jnp.sum(jnp.maximum(counts - max_per_tile, 0)).astype(jnp.int32)
+
+
 def tile_pixel_coords(tile: jax.Array, tiles_x: int, tile_size: int):
     """Pixel-centre coordinates (x, y), each [tile_size²], of the pixels of `tile`."""
     p = jax.lax.iota(jnp.int32, tile_size * tile_size)

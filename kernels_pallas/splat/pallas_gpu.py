@@ -321,12 +321,14 @@ def rasterize(
     height: int,
     tile_size: int = 16,
     chunk: int = 32,
-    max_per_tile: int | None = None,  # accepted for signature parity: the kernel has no cap
+    max_per_tile: int | None = None,
     interpret: bool = False,
     num_warps: int = 8,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Returns (rgb [H, W, 3], depth [H, W], transmittance [H, W]); see `reference.rasterize`."""
-    del max_per_tile
+    """Returns (rgb [H, W, 3], depth [H, W], transmittance [H, W]); see `reference.rasterize`.
+    Like the reference, each tile composites only the first `max_per_tile` entries of its
+    sorted range (None: all); the kernels walk the capped ranges, forward and backward."""
+    tile_ranges = common.cap_ranges(tile_ranges.astype(jnp.int32), max_per_tile)
     fn = _make_rasterize(width, height, tile_size, chunk, bool(interpret), num_warps)
     return fn(
         means2d,
@@ -335,5 +337,5 @@ def rasterize(
         opacities,
         depths,
         gauss_ids.astype(jnp.int32),
-        tile_ranges.astype(jnp.int32),
+        tile_ranges,
     )

@@ -8,8 +8,9 @@ in the kernel, so both stop at the same Gaussian (the one that would take T belo
 
 Outputs are *accumulations without background*: rgb = Σ cᵢ αᵢ Tᵢ, depth = Σ dᵢ αᵢ Tᵢ and the
 final transmittance T; the caller adds T·background and normalises depth. Tile lists longer
-than `max_per_tile` are truncated here (the Pallas kernel has no such cap); the renderer
-reports how many intersections that dropped (`stats.tile_overflow`).
+than `max_per_tile` are truncated to their first (nearest) `max_per_tile` entries, exactly as
+in the Pallas kernel (`common.cap_ranges`); the renderer reports how many intersections that
+dropped (`common.tile_overflow`, `stats.tile_overflow`) for both.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def rasterize(
     num_chunks = max(1, -(-k_max // chunk))
 
     feats = common.pack_features(means2d, conics, colors, opacities, depths)  # [F, N+1]
+    # Cap the ranges, not only the scan length: the scan covers whole chunks (up to
+    # `chunk - 1` entries past `max_per_tile`).
+    tile_ranges = common.cap_ranges(tile_ranges, max_per_tile)
     starts, ends = tile_ranges[:, 0], tile_ranges[:, 1]
     px, py = jax.vmap(lambda t: common.tile_pixel_coords(t, tiles_x, tile_size))(
         jnp.arange(num_tiles, dtype=jnp.int32)
