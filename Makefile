@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # pytest workers: 2 matches the CI machine's cores; override with `make test PYTEST_WORKERS=0`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-all bench gpu-check lint clean
+.PHONY: demo test test-all mutation bench gpu-check lint clean
 
 $(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(VENV)/.test
 
 test-all: $(VENV)/.test
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu"
+
+# Planted bugs the tests must catch (docs/testing.md); each runs in a temporary copy of the tree.
+mutation: $(VENV)/.test
+	$(PY) tools/mutation_check.py
 
 bench: $(VENV)/.core
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -101,4 +101,4 @@ def test_maxsim_auto_is_the_reference_and_pallas_interprets_on_cpu():
     np.testing.assert_array_equal(maxsim.maxsim(*args), ref)  # auto: bit-identical twin
     interpreted = maxsim.maxsim(*args, impl="pallas", interpret=True)
     np.testing.assert_array_equal(maxsim.maxsim(*args, impl="pallas"), interpreted)
-    np.testing.assert_allclose(interpreted, ref, atol=1e-5, rtol=1e-5)  # DESIGN.md fp32
+    np.testing.assert_allclose(interpreted, ref, atol=1e-5, rtol=1e-5)  # docs/testing.md fp32

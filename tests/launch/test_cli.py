@@ -104,13 +104,14 @@ def test_lrm4d_goal_sizes_the_run_to_its_budget(tmp_path):
         "checkpoint.async_save": False,
     }
     args = [f"--config.{k}={v}" for k, v in shrink.items()]
-    run(
+    proc = run(
         "lrm4d_goal.py",
         "--config=configs/lrm4d.py:runlocal",
         f"--workdir={tmp_path}",
         "--minutes=0.3",
         "--num_scenes=1",
         "--probe_steps=6",
+        "--margin_db=-100",  # any trained model beats the nearest view by more than -100 dB
         *args,
     )
     goal = json.load(open(tmp_path / "goal.json"))
@@ -120,7 +121,15 @@ def test_lrm4d_goal_sizes_the_run_to_its_budget(tmp_path):
         "frame_interpolation",
         "two_rotating",
     }
-    assert goal["passes"] == all(m >= 3.0 for m in goal["psnr_margin_over_nearest_view"].values())
+    # Margins recomputed from the per-setup PSNRs the evaluation wrote, and the verdict from
+    # those PSNRs with the --margin_db given (not the script's default of 3 dB, which a
+    # 0.3-minute model does not reach): a script that ignored the flag or mis-subtracted fails.
+    for setup, margin in goal["psnr_margin_over_nearest_view"].items():
+        model, nearest = goal[setup]["model/psnr"], goal[setup]["nearest_view/psnr"]
+        assert 0.0 < model < 100.0 and 0.0 < nearest < 100.0, (setup, model, nearest)
+        assert margin == pytest.approx(model - nearest, abs=1e-9), setup
+    assert goal["passes"] is True
+    assert "need >= -100.0" in proc.stdout and "[goal] PASS" in proc.stdout
     assert (tmp_path / "turntable.gif").is_file()
     bad = run("lrm4d_goal.py", "--config=configs/toy.py:tiny", f"--workdir={tmp_path}", check=False)
     assert bad.returncode == 2 and "4D-LRM config" in bad.stderr

@@ -11,7 +11,7 @@ from jaxmm.models.llm import LLM, LLMConfig, init_cache
 from jaxmm.nn.rotary import RopeConfig
 
 # fp32 on CPU: the same math in a different association order (cached vs full keys, packed vs
-# separate sequences) differs by float32 rounding only; 1e-5 is DESIGN.md's kernel tolerance.
+# separate sequences) differs by float32 rounding only; 1e-5 is docs/testing.md's kernel tolerance.
 ATOL = 1e-5
 
 TINY = LLMConfig(

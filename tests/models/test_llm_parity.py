@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.torch
 
 # fp32 on CPU; the two implementations order their float reductions differently, which moves
-# logits of magnitude ~5 by ~1e-6. DESIGN.md tolerance for model parity: 1e-4.
+# logits of magnitude ~5 by ~1e-6. docs/testing.md tolerance for model parity: 1e-4.
 LOGIT_ATOL = 1e-4
 NEW_TOKENS = 32
 VOCAB = 256

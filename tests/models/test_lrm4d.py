@@ -90,7 +90,7 @@ def test_bf16_compute_keeps_float32_outputs_and_is_close():
     _, raw32 = f32.apply(params, images, times, o[None], d[None])
     g16, raw16 = bf16.apply(params, images, times, o[None], d[None])
     assert raw16.dtype == jnp.float32 and g16.opacities.dtype == jnp.float32
-    # bf16 has 8 mantissa bits: atol 2e-2 (DESIGN.md bf16 tolerance).
+    # bf16 has 8 mantissa bits: atol 2e-2 (docs/testing.md bf16 tolerance).
     np.testing.assert_allclose(raw16, raw32, atol=2e-2)
 
 

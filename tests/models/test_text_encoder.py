@@ -60,7 +60,7 @@ def test_hidden_states_match_transformers(encoder, model_dir):
         ).last_hidden_state.numpy()
     got = encoder.hidden_states(ids, mask)
     valid = mask.astype(bool)
-    # DESIGN.md model-parity tolerance (fp32): max abs diff < 1e-4 on the valid tokens.
+    # docs/testing.md model-parity tolerance (fp32): max abs diff < 1e-4 on the valid tokens.
     assert np.abs(got[valid] - want[valid]).max() < 1e-4
 
 

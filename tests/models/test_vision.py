@@ -136,5 +136,5 @@ def test_matches_transformers_siglip_vision_model():
     with torch.no_grad():
         want = hf_model(pixel_values=torch.as_tensor(pixels)).last_hidden_state.numpy()
     got = VisionEncoder(config).apply({"params": params}, pixels.transpose(0, 2, 3, 1))
-    # fp32 CPU model parity, DESIGN.md tolerance.
+    # fp32 CPU model parity, docs/testing.md tolerance.
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)

@@ -8,7 +8,7 @@ import pytest
 
 from jaxmm.nn.attention import attention
 
-# fp32 on CPU, DESIGN.md: values 1e-5 (reduction order only), gradients 1e-4.
+# fp32 on CPU, docs/testing.md: values 1e-5 (reduction order only), gradients 1e-4.
 VAL_TOL = 1e-5
 GRAD_TOL = 1e-4
 
@@ -141,7 +141,7 @@ def test_gpu_flash_bf16_close_to_fp32_reference(impl):
     want = attention(q, k, v, causal=True, segment_ids=seg, impl="reference")
     bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
     got = jax.jit(lambda q, k, v: attention(q, k, v, causal=True, segment_ids=seg, impl=impl))(*bf)
-    # bf16 inputs vs fp32 reference: DESIGN.md's bf16 tolerance.
+    # bf16 inputs vs fp32 reference: docs/testing.md's bf16 tolerance.
     np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=2e-2)
 
 

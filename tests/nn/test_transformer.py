@@ -53,7 +53,7 @@ def test_block_matches_torch_pre_ln_encoder_layer():
     ours = block.apply({"params": params}, x)
     with torch.no_grad():
         theirs = ref(torch.from_numpy(x)).numpy()
-    # fp32 parity tolerance (DESIGN.md): 1e-4 max abs diff; both are fp32 matmuls + erf GeLU.
+    # fp32 parity tolerance (docs/testing.md): 1e-4 max abs diff; both are fp32 matmuls + erf GeLU.
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4, rtol=0)
 
 

@@ -195,3 +195,33 @@ def test_time_budget_saves_evaluates_and_resumes(tmp_path):
     assert again.resumed_from == 1 and int(again.state.step) == 20 and not again.out_of_time
     with pytest.raises(ValueError, match="config.max_train_minutes"):
         config_lib.validate(toy_config(max_train_minutes=-1.0))
+
+
+@jax.custom_vjp
+def _nan_gradient(x):
+    """Identity whose gradient is NaN: a finite loss with a non-finite gradient."""
+    return x
+
+
+_nan_gradient.defvjp(lambda x: (x, None), lambda _, g: (g * np.nan,))
+
+
+class NaNGradientTask(ToyTask):
+    """Loss finite at every step (the toy MSE), gradient NaN at every step."""
+
+    def loss(self, params, batch, rng):
+        params = jax.tree.map(_nan_gradient, params)
+        return super().loss(params, batch, rng)
+
+
+def test_finite_loss_with_nonfinite_gradient_is_skipped_and_counted(tmp_path):
+    """README: a step whose loss *or gradient* is non-finite is skipped and counted. A guard
+    that checks only the loss would apply the NaN update here."""
+    c = toy_config(num_steps=4, max_consecutive_nonfinite=100)
+    task = NaNGradientTask(c)
+    result = trainer_lib.Trainer(c, str(tmp_path), task).run()
+    assert int(result.state.nonfinite_total) == 4
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(result.state.params))
+    c = toy_config(num_steps=10, max_consecutive_nonfinite=3)
+    with pytest.raises(trainer_lib.NonFiniteError, match="3 consecutive steps"):
+        trainer_lib.Trainer(c, str(tmp_path / "b"), NaNGradientTask(c)).run()

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # fp32 on CPU: both sides do the same fp32 products; only the summation order differs
-# (DESIGN.md tolerances).
+# (docs/testing.md tolerances).
 VALUE_TOL = dict(atol=1e-5, rtol=1e-5)
 GRAD_TOL = dict(atol=1e-4, rtol=1e-4)
 # The Pallas kernel in interpret mode on any backend (what these CPU tests check).

@@ -85,36 +85,66 @@ def test_streaming_topk_modality_max():
     np.testing.assert_array_equal(got_i, want_i)
 
 
+def _tie_free(sorted_scores, gap=1e-3):
+    """[n_q, k+1] scores best first -> [n_q, k] True where rank j is separated by more than
+    `gap` from ranks j-1 and j+1 (there the ids must agree; near-ties may swap)."""
+    d = np.abs(np.diff(np.asarray(sorted_scores, np.float64), axis=1))  # [n_q, k]
+    before = np.concatenate([np.full((d.shape[0], 1), np.inf), d[:, :-1]], axis=1)
+    return (before > gap) & (d > gap)
+
+
 @pytest.mark.gpu
 def test_gpu_kernels_bf16_match_fp32_reference():
-    """On a GPU the default dispatch runs the compiled Triton kernels."""
+    """On a GPU the default dispatch runs the compiled Triton kernels. Inputs are bf16; the
+    reference runs in fp32 on the same bf16-rounded values, so every product is exact on both
+    sides and only fp32 summation order differs: 1e-4 (docs/testing.md). Ids (argmax tokens,
+    top-k docs) must agree wherever the reference has no near-tie (gap > 1e-3)."""
     rng = np.random.default_rng(11)
     q = jnp.asarray(rng.normal(size=(8, 32, 128)) / np.sqrt(128), jnp.bfloat16)
     d = jnp.asarray(rng.normal(size=(256, 128, 128)) / np.sqrt(128), jnp.bfloat16)
     q_mask = jnp.asarray(rng.random((8, 32)) > 0.2)
     d_mod = jnp.asarray(rng.integers(0, 5, size=(256, 128)), jnp.int32)
     q32, d32 = q.astype(jnp.float32), d.astype(jnp.float32)
-    # DESIGN.md: bf16 on GPU vs the fp32 reference, atol=2e-2 (bf16 rounding of products
-    # inside tensor-core dots and a different summation order).
-    gpu_tol = dict(atol=2e-2, rtol=0)
-    for n_q in (1, 8):  # single-query and batched block layouts
-        got = api.maxsim(q[:n_q], q_mask[:n_q], d, d_mod > 0)
-        want = ref.maxsim(q32[:n_q], q_mask[:n_q], d32, d_mod > 0)
+    gpu_tol = dict(atol=1e-4, rtol=1e-5)
+    with jax.default_matmul_precision("highest"):
+        for n_q in (1, 8):  # single-query and batched block layouts
+            got = api.maxsim(q[:n_q], q_mask[:n_q], d, d_mod > 0)
+            want = ref.maxsim(q32[:n_q], q_mask[:n_q], d32, d_mod > 0)
+            assert got.dtype == jnp.float32
+            np.testing.assert_allclose(got, want, **gpu_tol)
+        got, arg = api.maxsim_modality(q, q_mask, d, d_mod, 4, return_argmax=True)
+        want, want_arg = ref.maxsim_modality(q32, q_mask, d32, d_mod, 4, return_argmax=True)
         np.testing.assert_allclose(got, want, **gpu_tol)
-    got, arg = api.maxsim_modality(q, q_mask, d, d_mod, 4, return_argmax=True)
-    want = ref.maxsim_modality(q32, q_mask, d32, d_mod, 4)
-    np.testing.assert_allclose(got, want, **gpu_tol)
-    assert arg.shape == (8, 256, 4, 32)
-    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(rng.integers(0, 200, 64))]), jnp.int32)
-    tokens = jnp.asarray(rng.normal(size=(int(offsets[-1]), 128)) / np.sqrt(128), jnp.bfloat16)
-    np.testing.assert_allclose(
-        api.maxsim_packed(q, q_mask, tokens, offsets),
-        ref.maxsim_packed(q32, q_mask, tokens.astype(jnp.float32), offsets),
-        **gpu_tol,
-    )
-    top_s, _ = api.maxsim_topk(q, q_mask, d, d_mod > 0, 10)
-    want_s, _ = ref.maxsim_topk(q32, q_mask, d32, d_mod > 0, 10)
-    np.testing.assert_allclose(top_s, want_s, **gpu_tol)  # ids may swap on near-ties in bf16
+        assert arg.shape == (8, 256, 4, 32)
+        # Argmax doc token per (query, doc, modality, query token), compared where the
+        # modality is present and the best token beats the runner-up by > 1e-3.
+        sims = np.einsum("qid,njd->qnij", np.asarray(q32), np.asarray(d32))  # [q, n, i, j]
+        mod = np.asarray(d_mod)
+        arg, want_arg = np.asarray(arg), np.asarray(want_arg)
+        checked = 0
+        for m in range(4):
+            sm = np.where((mod == m + 1)[None, :, None, :], sims, -np.inf)
+            top2 = -np.sort(-sm, axis=-1)[..., :2]  # [q, n, i, 2]
+            clear = np.isfinite(top2[..., 1]) & (top2[..., 0] - top2[..., 1] > 1e-3)
+            a, w = arg[:, :, m], want_arg[:, :, m]  # [q, n, i]
+            np.testing.assert_array_equal(a[clear], w[clear], err_msg=f"argmax modality {m}")
+            checked += int(clear.sum())
+        assert checked > arg.size // 2
+        offsets = jnp.asarray(np.concatenate([[0], np.cumsum(rng.integers(0, 200, 64))]), jnp.int32)
+        tokens = jnp.asarray(rng.normal(size=(int(offsets[-1]), 128)) / np.sqrt(128), jnp.bfloat16)
+        np.testing.assert_allclose(
+            api.maxsim_packed(q, q_mask, tokens, offsets),
+            ref.maxsim_packed(q32, q_mask, tokens.astype(jnp.float32), offsets),
+            **gpu_tol,
+        )
+        top_s, top_i = api.maxsim_topk(q, q_mask, d, d_mod > 0, 10)
+        want_s, want_i = ref.maxsim_topk(q32, q_mask, d32, d_mod > 0, 11)
+        np.testing.assert_allclose(top_s, want_s[:, :10], **gpu_tol)
+        clear = _tie_free(want_s)
+        assert clear.mean() > 0.5
+        np.testing.assert_array_equal(
+            np.asarray(top_i)[clear], np.asarray(want_i)[:, :10][clear], err_msg="top-k ids"
+        )
     g = jax.grad(lambda q: api.maxsim(q, q_mask, d32, d_mod > 0).sum())(q32)
     g_ref = jax.grad(lambda q: ref.maxsim(q, q_mask, d32, d_mod > 0).sum())(q32)
     np.testing.assert_allclose(g, g_ref, atol=1e-3, rtol=1e-3)  # fp32 inputs: TF32-free dots

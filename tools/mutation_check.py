@@ -1,0 +1,235 @@
+"""Mutation check: do the tests catch the bugs they claim to? (docs/testing.md)
+
+Each mutant is a planted bug: (name, file, exact original snippet, mutated snippet, pytest
+arguments that must catch it). For each one this script copies the repository (git's tracked
+and untracked-but-not-ignored files) to a temporary directory, applies the mutant there, runs
+the listed tests and reports `killed` (a test failed), `survived` (all passed), `stale` (the
+snippet is no longer in the file: update the mutant) or `error` (no tests ran). The working
+tree is never written.
+
+    python tools/mutation_check.py                 # every mutant; `make mutation`
+    python tools/mutation_check.py --list
+    python tools/mutation_check.py NAME [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the repository root
+    original: str  # must occur exactly once in the file
+    mutated: str
+    tests: tuple[str, ...]  # pytest arguments (node ids, -k expressions)
+
+
+SPLAT = "kernels_pallas/splat/"
+CLAMP_TESTS = ("tests/kernels_pallas/splat/test_clamp_cases.py",)
+MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- splat rasteriser -------------------------------------------------------------
+    Mutant(
+        "splat_bwd_ignores_clamp",
+        SPLAT + "pallas_gpu.py",
+        "d_alpha_raw = jnp.where(clamped, 0.0, d_alpha)",
+        "d_alpha_raw = d_alpha",
+        CLAMP_TESTS,
+    ),
+    Mutant(
+        "splat_clamp_0999",
+        SPLAT + "common.py",
+        "ALPHA_MAX = 0.99",
+        "ALPHA_MAX = 0.999",
+        CLAMP_TESTS,
+    ),
+    Mutant(
+        "splat_no_alpha_min_cut",
+        SPLAT + "common.py",
+        "keep = in_range[:, None] & (power <= 0.0) & (alpha >= ALPHA_MIN)",
+        "keep = in_range[:, None] & (power <= 0.0)",
+        CLAMP_TESTS,
+    ),
+    Mutant(
+        "splat_pallas_fwd_no_t_min_stop",
+        SPLAT + "pallas_gpu.py",
+        "contrib = (alpha > 0.0) & (t_after >= common.T_MIN) & (done[None, :] < 1.0)",
+        "contrib = (alpha > 0.0) & (done[None, :] < 1.0)",
+        ("tests/kernels_pallas/splat/test_rasterize.py::test_values_match_reference",),
+    ),
+    Mutant(
+        "splat_ref_no_t_min_stop",
+        SPLAT + "reference.py",
+        "contrib = (alpha > 0) & (t_after >= common.T_MIN) & ~done[:, None]",
+        "contrib = (alpha > 0) & ~done[:, None]",
+        ("tests/kernels_pallas/splat/test_rasterize.py::test_values_match_reference",),
+    ),
+    # --- MaxSim --------------------------------------------------------------------------
+    Mutant(
+        "maxsim_fused_topk_ignores_doc_valid",
+        "kernels_pallas/maxsim/pallas_gpu.py",
+        "scores = jnp.where(valid[None, :] > 0, scores, NEG_INF)",
+        "scores = scores",
+        MAXSIM_PAD_TESTS,
+    ),
+    Mutant(
+        "maxsim_scan_topk_ignores_doc_valid",
+        "kernels_pallas/maxsim/topk.py",
+        "chunk_scores = jnp.where(v[None, :], score(d, s), reference.NEG_INF)",
+        "chunk_scores = score(d, s)",
+        MAXSIM_PAD_TESTS,
+    ),
+    Mutant(
+        "index_padding_docs_valid",
+        "jaxmm/retrieval/index.py",
+        "valid = np.arange(n_d) < self.num_docs",
+        "valid = np.ones(n_d, bool)",
+        MAXSIM_PAD_TESTS,
+    ),
+    # --- image metrics ---------------------------------------------------------------------
+    Mutant(
+        "ssim_c2_uses_k1",
+        "jaxmm/eval/image_metrics.py",
+        "c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2",
+        "c1, c2 = (k1 * max_val) ** 2, (k1 * max_val) ** 2",
+        ("tests/eval/test_ssim_skimage.py",),
+    ),
+    Mutant(
+        "ssim_c1_not_squared",
+        "jaxmm/eval/image_metrics.py",
+        "c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2",
+        "c1, c2 = k1 * max_val, (k2 * max_val) ** 2",
+        ("tests/eval/test_ssim_skimage.py",),
+    ),
+    Mutant(
+        "psnr_20log10_of_mse",
+        "jaxmm/eval/image_metrics.py",
+        "return 10.0 * jnp.log10(max_val**2 / jnp.maximum(mse(pred, target), 1e-10))",
+        "return 20.0 * jnp.log10(max_val**2 / jnp.maximum(mse(pred, target), 1e-10))",
+        ("tests/eval/test_image_metrics.py::test_psnr_closed_form",),
+    ),
+    # --- trainer, LoRA, launch -------------------------------------------------------------
+    Mutant(
+        "trainer_nan_guard_checks_only_loss",
+        "jaxmm/train/trainer.py",
+        "finite = jnp.isfinite(loss) & jnp.all(\n"
+        "            jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])\n"
+        "        )",
+        "finite = jnp.isfinite(loss)",
+        ("tests/train/test_trainer.py", "-k", "nonfinite"),
+    ),
+    Mutant(
+        "lora_rslora_scale",
+        "jaxmm/nn/lora.py",
+        "return self.alpha / self.rank\n",
+        "return self.alpha / self.rank**0.5\n",
+        ("tests/nn/test_lora_scale.py",),
+    ),
+    Mutant(
+        "lrm4d_goal_ignores_margin_db",
+        "launch/lrm4d_goal.py",
+        '"passes": all(m >= _MARGIN.value for m in margins.values()),',
+        '"passes": all(m >= 3.0 for m in margins.values()),',
+        ("tests/launch/test_cli.py", "-k", "lrm4d_goal"),
+    ),
+)
+
+
+def copy_tree(dst: str, root: str = ROOT) -> None:
+    """Tracked + untracked-but-not-ignored files of `root` into `dst` (no .venv, no runs)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for rel in filter(None, (f.decode() for f in files)):
+        src = os.path.join(root, rel)
+        if not os.path.isfile(src):  # deleted in the working tree, or a submodule
+            continue
+        os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+        shutil.copy2(src, os.path.join(dst, rel))
+
+
+def apply(m: Mutant, tree: str) -> bool:
+    """Applies `m` inside `tree`; False (nothing written) if its snippet is not there once."""
+    path = os.path.join(tree, m.path)
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        text = f.read()
+    if text.count(m.original) != 1:
+        return False
+    with open(path, "w") as f:
+        f.write(text.replace(m.original, m.mutated))
+    return True
+
+
+def run_mutant(m: Mutant, root: str = ROOT, timeout: float = 1800) -> tuple[str, float, str]:
+    """(status, seconds, pytest output tail) for one mutant, in a fresh temporary copy."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix=f"mutant_{m.name}_") as tree:
+        copy_tree(tree, root)
+        if not apply(m, tree):
+            return "stale", time.time() - t0, f"snippet not found once in {m.path}"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider"]
+        cmd += ["-m", "not gpu", *m.tests]
+        env = dict(os.environ, PYTHONPATH=tree, PYTHONDONTWRITEBYTECODE="1")
+        try:
+            proc = subprocess.run(
+                cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return "killed", time.time() - t0, f"timed out after {timeout} s"
+        tail = (proc.stdout + proc.stderr)[-1500:]
+        # pytest: 0 all passed, 1 some failed, 2 interrupted/collection error, 5 none collected.
+        status = {0: "survived", 1: "killed", 2: "killed"}.get(proc.returncode, "error")
+        return status, time.time() - t0, tail
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    p.add_argument("--list", action="store_true", help="print the mutant names and exit")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per mutant")
+    p.add_argument("-v", "--verbose", action="store_true", help="print pytest's tail per mutant")
+    args = p.parse_args(argv)
+    by_name = {m.name: m for m in MUTANTS}
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:40s} {m.path}  <- {' '.join(m.tests)}")
+        return 0
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        p.error(f"unknown mutants {unknown}; see --list")
+    chosen = [by_name[n] for n in args.names] if args.names else list(MUTANTS)
+    results = {}
+    for m in chosen:
+        status, secs, tail = run_mutant(m, timeout=args.timeout)
+        results[m.name] = status
+        print(f"{status:9s} {secs:6.0f} s  {m.name}  ({m.path}; {' '.join(m.tests)})", flush=True)
+        if args.verbose or status in ("stale", "error"):
+            print("    " + tail.replace("\n", "\n    "))
+    counted = [s for s in results.values() if s in ("killed", "survived")]
+    killed = counted.count("killed")
+    rate = killed / len(counted) if counted else 0.0
+    others = {s: list(results.values()).count(s) for s in ("stale", "error")}
+    print(f"kill rate: {killed}/{len(counted)} = {rate:.0%}  (stale {others['stale']}, "
+          f"error {others['error']})")  # fmt: skip
+    return 0 if killed == len(counted) and not others["stale"] and not others["error"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
