@@ -37,6 +37,7 @@ Conversation = Sequence[Message]
 
 __all__ = [
     "Backend",
+    "backend_from_spec",
     "BackendError",
     "CachedBackend",
     "EngineBackend",
@@ -370,6 +371,26 @@ class CachedBackend(Backend):
             for i, out in zip(chunk, outputs, strict=True):
                 found[keys[i][0]] = out
         return [found[k] for k, _ in keys]
+
+
+def backend_from_spec(spec: str) -> Backend:
+    """A backend from a command-line spec: `engine:<model folder or .gguf>` (the in-process
+    engine; loads JAX) or `openai:<base url>[,model=<name>]` (any OpenAI-compatible server)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "openai" and rest:
+        url, _, opts = rest.partition(",")
+        options = dict(o.split("=", 1) for o in opts.split(",") if "=" in o)
+        unknown = set(options) - {"model", "api_key"}
+        if unknown or (opts and not options):
+            raise ValueError(f"backend spec {spec!r}: options must be model=... or api_key=...")
+        return OpenAIBackend(url, options.get("model", ""), api_key=options.get("api_key"))
+    if kind == "engine" and rest:
+        from jaxmm.generate.engine import Engine  # JAX only for the in-process engine
+
+        return EngineBackend(Engine.from_pretrained(rest))
+    raise ValueError(
+        f"backend spec {spec!r}: expected engine:<model path> or openai:<base url>[,model=NAME]"
+    )
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> str:

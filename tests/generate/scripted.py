@@ -1,12 +1,18 @@
-"""`ScriptedBackend`: a deterministic backend double for pipeline orchestration tests.
+"""Backend doubles for pipeline tests: `ScriptedBackend` (in process) and
+`scripted_openai_server` (a local OpenAI-compatible HTTP server).
 
-It answers from a table (or a function), applies stop strings like a real backend and records
-every call, so a pipeline's control flow is tested without a model.
+Both answer from a table or a function and record every call, so a pipeline's control flow,
+resumption and call counts are tested without a model; the real-model runs use SmolLM2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from jaxmm.generate.backends import (
@@ -66,3 +72,52 @@ class ScriptedBackend(Backend):
             check_conversation(c)
         self.calls.extend(("chat", list(c), params) for c in conversations)
         return [self._answer(self.chat_key(c), params) for c in conversations]
+
+
+class _OpenAIHandler(BaseHTTPRequestHandler):
+    """`/v1/completions` and `/v1/chat/completions` answering `respond(prompt)`; records every
+    request body in `seen` (the server class's list) on arrival, and answers after `delay_s`."""
+
+    respond: Callable[[str], str]
+    delay_s: float
+    seen: list
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append(body)
+        time.sleep(self.delay_s)
+        if self.path.endswith("/chat/completions"):
+            prompt = body["messages"][-1]["content"]
+            choice = {"message": {"role": "assistant", "content": self.respond(prompt)}}
+        else:
+            prompt = body["prompt"]
+            choice = {"text": self.respond(prompt)}
+        data = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", **choice}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextlib.contextmanager
+def scripted_openai_server(
+    respond: Callable[[str], str] = lambda p: p[::-1], delay_s: float = 0.0
+) -> Iterator[tuple[str, list]]:
+    """A local OpenAI-compatible HTTP server double: yields (base_url, seen request bodies).
+    For pipeline tests that run `OpenAIBackend` (the client under test) or a subprocess."""
+    handler = type(
+        "Handler", (_OpenAIHandler,), {"respond": staticmethod(respond), "delay_s": delay_s}
+    )
+    handler.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", handler.seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
