@@ -53,6 +53,8 @@ def main(argv) -> None:
     for bad in report.bad_records:
         print(f"bad input record: {bad['error']}")
     summary = {k: getattr(report, k) for k in ("total", "done_before", "written", "calls")}
+    if report.metrics:
+        print("metrics: " + json.dumps(report.metrics, sort_keys=True))
     print(json.dumps(summary | {"cache_hits": report.cache_hits, "bad": len(report.bad_records)}))
 
 

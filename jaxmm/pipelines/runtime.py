@@ -8,7 +8,8 @@ command skips the ids already written and produces the same file as an uninterru
 model call goes through the on-disk call cache (`CachedBackend`), so calls that finished before
 a kill (or in an earlier run) are never repeated. Input records are all checked before the
 first call: a bad one is reported with its `file:line` and field in `<out>.errors.jsonl` and in
-the report, never silently dropped. `<out>.manifest.json` records what produced the file.
+the report, never silently dropped. `<out>.manifest.json` records what produced the file, and
+`<out>.metrics.json` the pipeline's metrics over every record in the file (`Pipeline.metrics`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from jaxmm.generate.backends import Backend, CachedBackend
 from jaxmm.generate.params import GenerationParams
-from jaxmm.io.jsonl import JsonlWriter, parse_record, write_jsonl
+from jaxmm.io.jsonl import JsonlWriter, parse_record, read_jsonl, write_jsonl
 
 Record = dict[str, Any]
 
@@ -46,6 +47,8 @@ class Pipeline:
     required_fields: tuple[str, ...] = ()
     validate: Callable[[Record], None] | None = None  # raise ValueError naming the bad field
     id_field: str = "id"
+    # (input records, their output records, same order) -> scalar metrics of the whole run
+    metrics: Callable[[Sequence[Record], Sequence[Record]], Mapping[str, float]] | None = None
 
 
 @dataclasses.dataclass
@@ -60,6 +63,7 @@ class RunReport:
     calls: int  # model calls that reached the backend
     cache_hits: int
     seconds: float
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def read_input(
@@ -168,6 +172,14 @@ def run_pipeline(
     }
     _write_manifest(out_path, manifest | {"status": "running"})
     written = _map_in_order(pipeline, todo, cached, params, out_path, concurrency, progress)
+    metrics = {}
+    if pipeline.metrics is not None:
+        outputs = {str(r[pipeline.id_field]): r for r in read_jsonl(out_path)}
+        inputs = [r for r in records if str(r[pipeline.id_field]) in outputs]
+        done_outputs = [outputs[str(r[pipeline.id_field])] for r in inputs]
+        metrics = {k: float(v) for k, v in pipeline.metrics(inputs, done_outputs).items()}
+        with open(out_path + ".metrics.json", "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
     report = RunReport(
         out_path=out_path,
         total=len(records),
@@ -177,6 +189,7 @@ def run_pipeline(
         calls=cached.misses,
         cache_hits=cached.hits,
         seconds=time.perf_counter() - t0,
+        metrics=metrics,
     )
     summary = {k: v for k, v in dataclasses.asdict(report).items() if k != "bad_records"}
     _write_manifest(out_path, manifest | {"status": "finished", **summary})

@@ -172,3 +172,24 @@ def test_sigkill_then_restart_gives_the_uninterrupted_file_and_repeats_no_call(t
         summary = json.loads(stdout.strip().splitlines()[-1])
         assert summary["calls"] == len(again) and summary["done_before"] >= written_before
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+
+
+def test_metrics_cover_every_record_in_the_file_and_are_written(tmp_path):
+    import dataclasses
+
+    src = _write_input(tmp_path / "in.jsonl", n=6)
+
+    def metrics(inputs, outputs):
+        assert [r["id"] for r in inputs] == [o["id"] for o in outputs]
+        return {
+            "n": len(outputs),
+            "mean_len": sum(len(o["output"]) for o in outputs) / len(outputs),
+        }
+
+    pipe = dataclasses.replace(pipelines.get("prompt"), metrics=metrics)
+    out = tmp_path / "out.jsonl"
+    run_pipeline(pipe, src, out, ScriptedBackend(lambda p: p[::-1]), limit=3, progress=False)
+    report = run_pipeline(pipe, src, out, ScriptedBackend(lambda p: p[::-1]), progress=False)
+    want = sum(len(o["output"]) for o in _expected(6)) / 6
+    assert report.metrics == {"n": 6.0, "mean_len": want}
+    assert json.load(open(str(out) + ".metrics.json")) == report.metrics
