@@ -2,7 +2,10 @@
 code exception to dedup, N seeded answers per question, resume, bad records, the output rows."""
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -26,7 +29,9 @@ from jaxmm.pipelines.openthoughts import (
     run_openthoughts,
 )
 from jaxmm.pipelines.runtime import run_pipeline
-from tests.generate.scripted import ScriptedBackend
+from tests.generate.scripted import ScriptedBackend, scripted_openai_server
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _write(path, records):
@@ -349,3 +354,26 @@ def test_generated_questions_run_end_to_end(tmp_path):
     assert (s["source"]["out"], s["mix"]["out"]) == (20, 18)
     assert s["mix"]["sources_dropped"] == ["math/gen-math-sequence"]
     assert s["sharegpt"]["out"] == 2 * s["dedup"]["out"]
+
+
+def test_cli_runs_all_stages_against_an_openai_server_and_skips_them_on_rerun(tmp_path):
+    out = tmp_path / "ot"
+    with scripted_openai_server(lambda p: "Difficulty: 4") as (url, seen):
+        cmd = [sys.executable, "launch/openthoughts.py", f"--out_dir={out}",
+               f"--backend=openai:{url},model=teacher", "--num_questions=10", "--n_answers=2",
+               "--max_tokens=8", "--concurrency=1", "--noprogress"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert first.returncode == 0, first.stderr
+        calls = len(seen)
+        again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        assert len(seen) == calls  # nothing repeated
+    lines = again.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == list(STAGE_FILES)
+    assert all('"skipped": true' in line for line in lines)
+    rows = read_sharegpt(out / STAGE_FILES["sharegpt"])
+    assert rows and rows[0]["conversations"][1]["value"].startswith("<think>\nDifficulty: 4")
+    bad = subprocess.run([*cmd[:2], f"--out_dir={out}", "--backend=nope:x"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and "backend spec 'nope:x'" in bad.stderr
