@@ -3,9 +3,9 @@ same command again skips finished stages and resumes an interrupted one.
 
     # 20 generated questions, 2 teacher answers each, the real SmolLM2 in process (CPU)
     python launch/openthoughts.py --out_dir=runs/ot --num_questions=20 --n_answers=2 \\
-        --max_tokens=96 --concurrency=1 --engine_max_seq_len=512 --engine_max_batch=1 \\
+        --max_tokens=96 --concurrency=1 \\
         --backend=engine:"$(python -c 'from jaxmm.models.gguf import \\
-        default_instruct_model as m; print(m())')"
+        default_instruct_model as m; print(m())')",max_seq_len=512,max_batch=1
     # a question file ({"id", "domain", "source", "question", "difficulty"?} per line) and a
     # teacher behind an OpenAI-compatible server
     python launch/openthoughts.py --out_dir=runs/ot --questions=questions.jsonl \\
@@ -22,12 +22,14 @@ from absl import flags
 
 from jaxmm import cli
 from jaxmm.data.reasoning_questions import SOURCE_RANKING
-from jaxmm.generate.backends import BackendError, EngineBackend, backend_from_spec
+from jaxmm.generate.backends import BackendError, backend_from_spec
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines.openthoughts import CurationConfig, run_openthoughts
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for every stage's files.")
-_BACKEND = flags.DEFINE_string("backend", None, "engine:<model> or openai:<url>[,model=NAME]")
+_BACKEND = flags.DEFINE_string(
+    "backend", None, "engine:<model>[,max_seq_len=N,max_batch=N] or openai:<url>[,model=NAME]"
+)
 _QUESTIONS = flags.DEFINE_string("questions", None, "Question JSONL (default: generated).")
 _NUM = flags.DEFINE_integer("num_questions", 24, "Generated questions (without --questions).")
 _SEED = flags.DEFINE_integer("seed", 0, "Question generator seed and first sampling seed.")
@@ -44,15 +46,6 @@ _MAX_TOKENS = flags.DEFINE_integer(
     "max_tokens", 1024, "Tokens per model call (ratings and length probes greedy, answers sampled)."
 )
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.7, "Answer sampling temperature.")
-_ENGINE_SEQ = flags.DEFINE_integer(
-    "engine_max_seq_len",
-    None,
-    "engine: backends only: KV-cache length (default: the model's, "
-    "capped); a small value (e.g. 1024) makes CPU decoding much faster.",
-)
-_ENGINE_BATCH = flags.DEFINE_integer(
-    "engine_max_batch", 8, "engine: backends only: KV-cache rows (1 with --concurrency=1)."
-)
 _CONCURRENCY = flags.DEFINE_integer("concurrency", 4, "Records in flight at once.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 
@@ -71,18 +64,7 @@ def main(argv) -> None:
             max_tokens=_MAX_TOKENS.value, temperature=_TEMPERATURE.value, seed=_SEED.value
         ),
     )
-    spec = _BACKEND.value
-    if spec.startswith("engine:") and (_ENGINE_SEQ.value or _ENGINE_BATCH.value != 8):
-        from jaxmm.generate.engine import Engine  # JAX only for the in-process engine
-
-        engine = Engine.from_pretrained(
-            spec.partition(":")[2],
-            max_seq_len=_ENGINE_SEQ.value,
-            max_batch=_ENGINE_BATCH.value,
-        )
-        backend = EngineBackend(engine)
-    else:
-        backend = backend_from_spec(spec)
+    backend = backend_from_spec(_BACKEND.value)
     summaries = run_openthoughts(
         _OUT_DIR.value,
         backend,

@@ -9,12 +9,15 @@ import pkgutil
 
 from jaxmm.pipelines.runtime import Pipeline
 
-_NOT_PIPELINES = {"runtime"}
-
 
 def names() -> list[str]:
-    """The pipeline modules in jaxmm/pipelines/."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_PIPELINES)
+    """The modules of jaxmm/pipelines/ that define a `PIPELINE` (helpers such as `runtime`
+    or `genprog_program` do not)."""
+    found = []
+    for m in pkgutil.iter_modules(__path__):
+        if hasattr(importlib.import_module(f"{__name__}.{m.name}"), "PIPELINE"):
+            found.append(m.name)
+    return sorted(found)
 
 
 def get(name: str) -> Pipeline:

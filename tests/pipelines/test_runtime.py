@@ -193,3 +193,11 @@ def test_metrics_cover_every_record_in_the_file_and_are_written(tmp_path):
     want = sum(len(o["output"]) for o in _expected(6)) / 6
     assert report.metrics == {"n": 6.0, "mean_len": want}
     assert json.load(open(str(out) + ".metrics.json")) == report.metrics
+
+
+def test_engine_spec_options_are_checked_before_loading():
+    for bad in ("engine:m.gguf,max_seq_len=abc", "engine:m.gguf,maxlen=5", "openai:http://h/v1,x"):
+        with pytest.raises(ValueError, match="backend spec"):
+            backend_from_spec(bad)
+    assert "genprog_program" not in pipelines.names() and "runtime" not in pipelines.names()
+    assert {"prompt", "genprog", "openthoughts"} <= set(pipelines.names())
