@@ -134,7 +134,8 @@ def _labelled_re(keys: str, words: Sequence[str]) -> re.Pattern:
 def _options_re(words: Sequence[str]) -> re.Pattern:
     """An echoed list of the options ("supported, contradicted or unsupported")."""
     w = _alternation(words)
-    return re.compile(rf"\b(?:{w})\b(?:\s*(?:,|/|\||or|,\s*or)\s*\b(?:{w})\b)+", re.IGNORECASE)
+    sep = r"[\s\"'`*]*(?:,|/|\||or|,\s*or)[\s\"'`*]*(?:(?:verdict|label)\s*:\s*)?"
+    return re.compile(rf"\b(?:{w})\b(?:{sep}\b(?:{w})\b)+", re.IGNORECASE)
 
 
 _LABEL_KEY = _keyword_re(list(_LABEL_WORDS))
@@ -156,7 +157,7 @@ def _clean_item(text: str) -> str:
 def parse_subclaims(text: str) -> tuple[list[str], str | None]:
     """Numbered or bulleted items of a decomposition (prose lines without a marker are
     ignored; one line of inline "1. a 2. b" items is split) -> (sub-claims, error or None)."""
-    lines = [_clean_item(line) for line in text.replace("**", "").splitlines()]
+    lines = text.replace("**", "").splitlines()
     items = [m.group("text") for line in lines if (m := _ITEM.match(line))]
     if not items:
         parts = _INLINE_ITEM.split(text)
@@ -194,8 +195,9 @@ def parse_evidence(text: str) -> list[str]:
     quotes = [a or b for a, b in _QUOTE.findall(scope)]
     if quotes or not start:
         return [q.strip() for q in quotes if q.strip()]
-    rest = scope.strip().splitlines()[0].strip() if scope.strip() else ""
-    return [] if _NO_EVIDENCE.match(rest) else [rest]
+    rest = scope.strip().splitlines()[0] if scope.strip() else ""
+    rest = rest.strip().strip("\"'\u201c\u201d").strip()
+    return [] if _NO_EVIDENCE.match(rest) or len(rest) < 3 else [rest]
 
 
 def parse_attribution(text: str) -> dict[str, Any]:
