@@ -144,6 +144,7 @@ _LABEL_OPTIONS = _options_re(list(_LABEL_WORDS))
 _VERDICT_KEY = _keyword_re(list(_VERDICT_WORDS))
 _VERDICT_LINE = _labelled_re("verdict|final answer|answer|label|conclusion", list(_VERDICT_WORDS))
 _VERDICT_OPTIONS = _options_re(list(_VERDICT_WORDS))
+_VERDICT_YES_NO = re.compile(r"\b(faithful|hallucinated)\s*[:=?\-]\s*[*\"']*\s*(yes|no)\b", re.I)
 
 
 def _norm(word: str) -> str:
@@ -210,6 +211,9 @@ def parse_verdict(text: str, prefer: str = "last") -> str | None:
     first (`prefer="first"`, a direct answer) or last (a chain of thought) verdict word."""
     text = _VERDICT_OPTIONS.sub(" ", text)
     m = _last_or_first(list(_VERDICT_LINE.finditer(text)), "last")
+    if m is None and (yes_no := _last_or_first(list(_VERDICT_YES_NO.finditer(text)), prefer)):
+        said, answer = _VERDICT_WORDS[yes_no.group(1).lower()], yes_no.group(2).lower()
+        return said if answer == "yes" else ({FAITHFUL, HALLUCINATED} - {said}).pop()
     m = m or _last_or_first(list(_VERDICT_KEY.finditer(text)), prefer)
     return _VERDICT_WORDS[_norm(m.group(1))] if m else None
 

@@ -114,6 +114,10 @@ def test_attribution_is_label_plus_evidence():
         ('Answer "Verdict: faithful" or "Verdict: hallucinated"', "last", None),  # echo
         ("faithful or hallucinated? Hard to say, it is hallucinated.", "first", "hallucinated"),
         ("I do not know.", "first", None),
+        ("Faithful: no", "first", "hallucinated"),
+        ("Faithful: yes", "first", "faithful"),
+        ("Hallucinated? **No**", "first", "faithful"),
+        ("Hallucinated - yes. It is faithful.", "first", "hallucinated"),
     ],
 )
 def test_verdict_parse(text, prefer, verdict):
