@@ -207,8 +207,9 @@ def parse_attribution(text: str) -> dict[str, Any]:
 
 
 def parse_verdict(text: str, prefer: str = "last") -> str | None:
-    """ "hallucinated" | "faithful" | None: a "Verdict: X" line (the last one), else the
-    first (`prefer="first"`, a direct answer) or last (a chain of thought) verdict word."""
+    """ "hallucinated" | "faithful" | None: a "Verdict: X" line (the last one), else a
+    "Faithful: no" / "Hallucinated: yes" answer, else the first (`prefer="first"`, a direct
+    answer) or last (a chain of thought) verdict word."""
     text = _VERDICT_OPTIONS.sub(" ", text)
     m = _last_or_first(list(_VERDICT_LINE.finditer(text)), "last")
     if m is None and (yes_no := _last_or_first(list(_VERDICT_YES_NO.finditer(text)), prefer)):
@@ -256,10 +257,8 @@ def _guided(source: str, claim: str, backend: Backend, params: GenerationParams)
         "rule_verdict": halu_eval.rule_verdict([c["label"] for c in subclaims]),
     }
     raw = {"decompose": decomposition, "attribute": attributions, "aggregate": aggregation}
-    quality = halu_eval.trace_quality(source, subclaims, verdict)
-    return {"prediction": verdict, "trace": trace, "failures": failures, "raw": raw} | {
-        "quality": quality
-    }
+    quality = {"quality": halu_eval.trace_quality(source, subclaims, verdict)}
+    return {"prediction": verdict, "trace": trace, "failures": failures, "raw": raw, **quality}
 
 
 def _baseline(
