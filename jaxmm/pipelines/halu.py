@@ -88,6 +88,8 @@ _ITEM = re.compile(
 )
 _INLINE_ITEM = re.compile(r"(?:^|\s)\(?\d{1,2}[.)]\s+")
 _LABEL_WORDS = {
+    "does not support": "unsupported",
+    "doesn't support": "unsupported",
     "not supported": "unsupported",
     "unsupported": "unsupported",
     "not mentioned": "unsupported",
@@ -95,6 +97,7 @@ _LABEL_WORDS = {
     "unverifiable": "unsupported",
     "neutral": "unsupported",
     "supported": "supported",
+    "supports": "supported",
     "entailed": "supported",
     "contradicted": "contradicted",
     "contradicts": "contradicted",

@@ -64,6 +64,9 @@ def test_no_list_items_is_an_error_not_an_exception(text):
         ("Label: <supported, contradicted or unsupported>", None),  # an echoed option list
         ("Label: supported, contradicted or unsupported\nIt is contradicted.", "contradicted"),
         ("I think so.", None),
+        ("The source supports the claim that Mara was born in 1950.", "supported"),
+        ("The source does not support the claim.", "unsupported"),
+        ("The source doesn't  support it.", "unsupported"),
     ],
 )
 def test_label_parse(text, label):
