@@ -151,11 +151,11 @@ def run_pipeline(
     """
     t0 = time.perf_counter()
     out_path = os.fspath(out_path)
-    records, bad = read_input(input_path, pipeline, limit)
-    write_jsonl(out_path + ".errors.jsonl", bad)  # rewritten each run: the current input's
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    records, bad = read_input(input_path, pipeline, limit)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    write_jsonl(out_path + ".errors.jsonl", bad)  # rewritten each run: the current input's
     done = set(_finished_ids(out_path, pipeline.id_field))
     todo = [r for r in records if str(r[pipeline.id_field]) not in done]
     cached = CachedBackend(backend, cache_dir or out_path + ".cache")

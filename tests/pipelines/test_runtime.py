@@ -201,3 +201,15 @@ def test_engine_spec_options_are_checked_before_loading():
             backend_from_spec(bad)
     assert "genprog_program" not in pipelines.names() and "runtime" not in pipelines.names()
     assert {"prompt", "genprog", "openthoughts"} <= set(pipelines.names())
+
+
+def test_output_folder_is_created(tmp_path):
+    src = _write_input(tmp_path / "in.jsonl", n=2)
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+    run_pipeline(
+        pipelines.get("prompt"), src, out, ScriptedBackend(lambda p: p[::-1]), progress=False
+    )
+    assert (
+        _read(out) == _expected(2)
+        and (tmp_path / "new" / "deeper" / "out.jsonl.errors.jsonl").exists()
+    )
