@@ -22,7 +22,8 @@ from absl import flags
 
 from jaxmm import cli
 from jaxmm.data.reasoning_questions import SOURCE_RANKING
-from jaxmm.generate.backends import BackendError, backend_from_spec
+from jaxmm.generate.backend_spec import backend_from_spec
+from jaxmm.generate.backends import BackendError
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines.openthoughts import CurationConfig, run_openthoughts
 

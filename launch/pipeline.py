@@ -15,7 +15,8 @@ import json
 from absl import flags
 
 from jaxmm import cli, pipelines
-from jaxmm.generate.backends import BackendError, backend_from_spec
+from jaxmm.generate.backend_spec import backend_from_spec
+from jaxmm.generate.backends import BackendError
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines.runtime import run_pipeline
 
