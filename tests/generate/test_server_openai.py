@@ -7,6 +7,7 @@ so every comparison is exact.
 """
 
 import json
+import time
 
 import httpx
 import openai
@@ -200,3 +201,28 @@ def test_openai_client_raises_bad_request_with_the_server_message(served, client
         client.chat.completions.create(
             model="tiny", messages=CHAT, response_format={"type": "json_object"}
         )
+
+
+def test_client_that_leaves_mid_stream_has_its_request_cancelled(tokenizer_dir, tmp_path):
+    """A long generation (2000 tokens, one step per call) is cancelled when the client closes
+    the stream after its first chunk: the worker is asked to cancel it and the engine idles."""
+    from tests.generate.fixtures import build_jax_llama
+
+    model_dir = build_jax_llama(tmp_path / "long", tokenizer_dir, max_positions=2048)
+    engine = Engine.from_pretrained(model_dir, max_seq_len=2048, max_batch=1, steps_per_call=1)
+    server = OpenAIServer(engine, port=0).start()
+    cancelled = []
+    cancel = server.worker.cancel
+    server.worker.cancel = lambda rids: (cancelled.extend(rids), cancel(rids))
+    try:
+        body = {"prompt": PROMPTS[0], "max_tokens": 2000, "temperature": 0, "stream": True}
+        with httpx.stream("POST", server.url + "/completions", json=body, timeout=TIMEOUT) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())  # the first chunk: generation is under way
+        for _ in range(500):
+            if cancelled and not engine.has_work():
+                break
+            time.sleep(0.01)
+        assert len(cancelled) == 1 and not engine.has_work()
+    finally:
+        server.shutdown()
