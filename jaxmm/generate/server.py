@@ -84,7 +84,8 @@ class OpenAIServer:
         self.request_timeout_s = request_timeout_s
         self.worker = EngineWorker(engine)
         self.app = build_app(self)
-        self._sock = socket.create_server((host, port), backlog=2048)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=2048)
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -139,6 +140,8 @@ class OpenAIServer:
             rids = await run_in_threadpool(self._submit, kind, req, inbox)
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
+        except RuntimeError as e:  # the worker is closed: the server is shutting down
+            return error_response(503, str(e))
         meta = {
             "id": ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
             "created": int(time.time()),
@@ -297,6 +300,10 @@ async def _read_json(request: Request) -> Any:
 def build_app(server: OpenAIServer) -> FastAPI:
     """The routes; every error body has OpenAI's shape, unknown paths included."""
     app = FastAPI(title="jaxmm OpenAI-compatible server", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception) -> Response:  # a bug, not the client
+        return error_response(500, f"internal error: {type(e).__name__}: {e}")
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
