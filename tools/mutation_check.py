@@ -133,8 +133,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lora_rslora_scale",
         "jaxmm/nn/lora.py",
-        "return self.alpha / self.rank\n",
-        "return self.alpha / self.rank**0.5\n",
+        "        return self.alpha / self.rank\n",
+        "        return self.alpha / self.rank**0.5\n",
         ("tests/nn/test_lora_scale.py",),
     ),
     Mutant(

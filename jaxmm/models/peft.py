@@ -1,0 +1,402 @@
+"""Hugging Face `peft` LoRA adapters <-> jaxmm LoRA params, so released adapters run here and
+adapters trained here load with `peft.PeftModel.from_pretrained`.
+
+The format is what `PeftModel.save_pretrained` writes: `adapter_config.json` plus
+`adapter_model.safetensors` with tensors named
+`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` ([r, in]) and
+`...lora_B.weight` ([out, r]); `modules_to_save` modules are stored whole under their plain
+names (`base_model.model.lm_head.weight`). A LoRA factor maps like the HF linear weight of its
+layer (`hf.name_map`): lora_A is [r, in] as W is [out, in], so jaxmm's lora_a
+[in..., r] = A.T reshaped, and lora_b [r, out...] = B.T reshaped.
+
+Supported: peft_type LORA on the seven Llama/Qwen2 projections (any subset of layers, target
+lists or regexes), `use_rslora`, `lora_dropout`, `modules_to_save` of any base tensor jaxmm
+has (not for tied embeddings: peft unties them). Anything else (DoRA, LoRA on embeddings or
+lm_head, bias training, per-module rank/alpha patterns, other peft types) raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.io.state_dict import load_state_dict, save_state_dict
+from jaxmm.models.hf import TensorMap, _to_host, abstract_params, name_map
+from jaxmm.models.llm_config import LLMConfig
+from jaxmm.nn.lora import LORA_KEYS, LoRAConfig
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+PREFIX = "base_model.model."
+# Module names jaxmm's LLM can carry LoRA on (the Linear layers inside each decoder layer).
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_LORA_NAME = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+_LAYER_MODULE = re.compile(r"^model\.layers\.(?P<i>\d+)\.(?P<rest>.+)$")
+# Config fields whose non-default values change the math in ways jaxmm does not implement.
+_UNSUPPORTED = {
+    "use_dora": (False, None),
+    "lora_bias": (False, None),
+    "bias": ("none", None),
+    "rank_pattern": ({}, None),
+    "alpha_pattern": ({}, None),
+    "fan_in_fan_out": (False, None),
+    "layer_replication": (None,),
+    "trainable_token_indices": (None,),
+    "target_parameters": (None, []),
+    "alora_invocation_tokens": (None,),
+    "use_qalora": (False, None),
+}
+
+
+class PeftAdapterError(ValueError):
+    """An adapter jaxmm cannot apply to this model (unsupported option or wrong base)."""
+
+
+def _read_config(adapter_dir: str) -> dict[str, Any]:
+    path = os.path.join(adapter_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        present = sorted(os.listdir(adapter_dir)) if os.path.isdir(adapter_dir) else "no folder"
+        raise FileNotFoundError(f"peft adapter: no {CONFIG_FILE} in {adapter_dir!r} ({present})")
+    with open(path) as f:
+        cfg = json.load(f)
+    peft_type = cfg.get("peft_type")
+    if peft_type != "LORA":
+        raise PeftAdapterError(f"{path}: peft_type {peft_type!r} is not supported (only LORA)")
+    for field, allowed in _UNSUPPORTED.items():
+        if field in cfg and cfg[field] not in allowed:
+            raise PeftAdapterError(
+                f"{path}: {field}={cfg[field]!r} is not supported by jaxmm's LoRA "
+                f"(supported: {allowed[0]!r})"
+            )
+    return cfg
+
+
+def _read_tensors(adapter_dir: str) -> dict[str, np.ndarray]:
+    for name in WEIGHTS_FILES:
+        path = os.path.join(adapter_dir, name)
+        if os.path.isfile(path):
+            return load_state_dict(path, what="peft adapter")
+    raise FileNotFoundError(f"peft adapter: none of {list(WEIGHTS_FILES)} in {adapter_dir!r}")
+
+
+def _maps_by_name(config: LLMConfig) -> dict[str, tuple[TensorMap, int | None]]:
+    """HF tensor name -> (its TensorMap, layer index in a stacked param or None)."""
+    out = {}
+    for m in name_map(config):
+        for i, name in enumerate(m.hf_names()):
+            out[name] = (m, i if m.stacked_layers else None)
+    return out
+
+
+def _check_targets(cfg: dict[str, Any], where: str) -> None:
+    targets = cfg.get("target_modules")
+    if isinstance(targets, str):  # a regex over module names, or "all-linear"
+        return
+    for target in targets or ():
+        module = target.split(".")[-1]
+        if module not in LORA_MODULES:
+            hint = " (LoRA on embeddings / lm_head is not supported)" * (
+                module in ("embed_tokens", "lm_head")
+            )
+            raise PeftAdapterError(
+                f"{where}: target module {target!r} is not a jaxmm LoRA module "
+                f"{list(LORA_MODULES)}{hint}"
+            )
+
+
+def _lora_targets(modules: set[tuple[int, str]], config: LLMConfig) -> tuple[str, ...]:
+    """jaxmm targets selecting exactly the adapter's modules: names when every layer has the
+    same set, else per-layer paths (`layers_3/self_attn/q_proj`)."""
+    names = sorted({rest.split(".")[-1] for _, rest in modules})
+    if len(modules) == len(names) * config.num_layers:
+        return tuple(names)
+    if config.scan_layers:
+        raise PeftAdapterError(
+            "the adapter targets different modules in different layers; load it into a model "
+            "with scan_layers=False"
+        )
+    return tuple(sorted(f"layers_{i}/{rest.replace('.', '/')}" for i, rest in modules))
+
+
+def load_peft_adapter(
+    params: Any,
+    config: LLMConfig,
+    adapter_dir: str | os.PathLike,
+    *,
+    expected_base_model: str | None = None,
+) -> tuple[Any, LoRAConfig]:
+    """Base params (from `load_hf`) + a peft LoRA adapter -> (params, lora).
+
+    Returns params for `LLM(config.replace(lora=lora))`: base leaves kept (any LoRA leaves in
+    `params` are replaced), LoRA leaves built for exactly the adapter's modules, and
+    `modules_to_save` tensors replacing their base leaves. Every name and shape is checked
+    before anything is built. `expected_base_model`: raise if the adapter names another base.
+    """
+    adapter_dir = os.fspath(adapter_dir)
+    cfg = _read_config(adapter_dir)
+    where = os.path.join(adapter_dir, CONFIG_FILE)
+    base_name = cfg.get("base_model_name_or_path")
+    if expected_base_model is not None and base_name is not None:
+        same = base_name == expected_base_model or (
+            base_name.rstrip("/").split("/")[-1] == expected_base_model.rstrip("/").split("/")[-1]
+        )
+        if not same:
+            raise PeftAdapterError(
+                f"{where}: adapter was trained on base_model_name_or_path={base_name!r}, "
+                f"expected {expected_base_model!r}"
+            )
+    _check_targets(cfg, where)
+    rank = int(cfg["r"])
+    tensors = _read_tensors(adapter_dir)
+    by_name = _maps_by_name(config)
+    tied = config.tie_embeddings
+
+    lora: dict[tuple[int, str], dict[str, np.ndarray]] = {}  # (layer, "self_attn.q_proj")
+    full: dict[str, np.ndarray] = {}  # modules_to_save: HF base name -> tensor
+    for key, value in tensors.items():
+        name = key[len(PREFIX) :] if key.startswith(PREFIX) else key
+        name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", name)  # older / unusual spellings
+        found = _LORA_NAME.match(name)
+        if found is None:
+            if name not in by_name:
+                what = "lm_head" if name.startswith("lm_head") and tied else "this model"
+                raise PeftAdapterError(
+                    f"{adapter_dir}: tensor {key!r} has no counterpart in {what} "
+                    f"({config.model_type}, {config.num_layers} layers; lora_embedding_* and "
+                    "bias tensors are not supported)"
+                )
+            if tied and name == "model.embed_tokens.weight":
+                raise PeftAdapterError(
+                    f"{adapter_dir}: modules_to_save replaces embed_tokens of a model with tied "
+                    "embeddings; peft unties lm_head from it, which jaxmm's tied LLM cannot "
+                    "express"
+                )
+            full[name] = value
+            continue
+        module, ab = found["module"], found["ab"]
+        layer = _LAYER_MODULE.match(module)
+        if layer is None or layer["rest"].split(".")[-1] not in LORA_MODULES:
+            raise PeftAdapterError(
+                f"{adapter_dir}: tensor {key!r}: LoRA on {module!r} is not supported "
+                f"(jaxmm LoRA modules: {list(LORA_MODULES)})"
+            )
+        i = int(layer["i"])
+        if i >= config.num_layers:
+            raise PeftAdapterError(
+                f"{adapter_dir}: tensor {key!r} is for layer {i}, but the model has "
+                f"{config.num_layers} layers (adapter for another base model?)"
+            )
+        lora.setdefault((i, layer["rest"]), {})[ab] = value
+    if not lora:
+        raise PeftAdapterError(f"{adapter_dir}: adapter holds no lora_A/lora_B tensors")
+
+    shapes = nn.meta.unbox(abstract_params(config.replace(lora=None)))
+
+    def leaf_shape(m: TensorMap) -> tuple[int, ...]:
+        shape = tuple(_get(shapes, m.path).shape)
+        return shape[1:] if m.stacked_layers else shape
+
+    # 1. Check every shape against the model.
+    converted: dict[tuple[int, str], tuple[TensorMap, int | None, np.ndarray, np.ndarray]] = {}
+    for (i, rest), ab in sorted(lora.items()):
+        base = f"model.layers.{i}.{rest}"
+        if set(ab) != {"A", "B"}:
+            raise PeftAdapterError(f"{adapter_dir}: {base} has lora_{''.join(ab)} but not both")
+        if f"{base}.weight" not in by_name:
+            raise PeftAdapterError(f"{adapter_dir}: LoRA on {base!r}: no such module in jaxmm")
+        m, index = by_name[f"{base}.weight"]
+        kernel = leaf_shape(m)
+        ins, outs = kernel[: m.n_in], kernel[m.n_in :]
+        a_map = TensorMap(f"{base}.lora_A.weight", m.path, "linear", m.n_in)
+        b_map = TensorMap(f"{base}.lora_B.weight", m.path, "linear", 1)
+        for t_map, shape, value in (
+            (a_map, (*ins, rank), ab["A"]),
+            (b_map, (rank, *outs), ab["B"]),
+        ):
+            want = t_map.hf_shape(shape)
+            if tuple(value.shape) != want:
+                raise PeftAdapterError(
+                    f"{adapter_dir}: tensor {PREFIX}{t_map.hf_name} has shape "
+                    f"{tuple(value.shape)}, the model (r={rank}, kernel {kernel}) needs {want} "
+                    "(adapter for another base model?)"
+                )
+        converted[(i, rest)] = (
+            m,
+            index,
+            a_map.to_jax(ab["A"], (*ins, rank)),
+            b_map.to_jax(ab["B"], (rank, *outs)),
+        )
+    for name, value in full.items():
+        m, _ = by_name[name]
+        want = m.hf_shape(leaf_shape(m))
+        if tuple(value.shape) != want:
+            raise PeftAdapterError(
+                f"{adapter_dir}: modules_to_save tensor {PREFIX}{name} has shape "
+                f"{tuple(value.shape)}, the model needs {want} (adapter for another base model?)"
+            )
+
+    # 2. Build the LoRA model's params.
+    lora_cfg = LoRAConfig(
+        rank=rank,
+        alpha=float(cfg.get("lora_alpha", 8)),
+        dropout=float(cfg.get("lora_dropout") or 0.0),
+        targets=_lora_targets(set(converted), config),
+        use_rslora=bool(cfg.get("use_rslora", False)),
+    )
+    new_shapes = nn.meta.unbox(abstract_params(config.replace(lora=lora_cfg)))
+    base = nn.meta.unbox(params)
+    values: dict[tuple[str, ...], Any] = {}
+    for m, index, a, b in converted.values():
+        for key, value in (("lora_a", a), ("lora_b", b)):
+            path = (*m.path[:-1], key)
+            if index is None:
+                values[path] = value
+            else:
+                values.setdefault(path, {})[index] = value
+    for name, value in full.items():
+        m, index = by_name[name]
+        if index is None:
+            values[m.path] = m.to_jax(value, leaf_shape(m))
+        else:
+            values.setdefault(m.path, {})[index] = m.to_jax(value, leaf_shape(m))
+
+    def build(path, shape):
+        keys = tuple(str(k.key) for k in path)
+        old = _get(base, keys, missing=None)
+        new = values.get(keys)
+        if isinstance(new, dict):  # stacked layers: fill the given layers
+            fits = old is not None and tuple(old.shape) == tuple(shape.shape)
+            stack = np.array(old) if fits else np.zeros(shape.shape, shape.dtype)
+            for i, v in new.items():
+                stack[i] = v
+            new = stack
+        if new is None:
+            if old is None or keys[-1] in LORA_KEYS:
+                raise PeftAdapterError(f"params have no leaf {'/'.join(keys)}")
+            if tuple(old.shape) != tuple(shape.shape):
+                raise PeftAdapterError(
+                    f"param {'/'.join(keys)} has shape {old.shape}, config implies {shape.shape}"
+                )
+            return old
+        new = np.asarray(new).astype(shape.dtype)
+        if isinstance(old, jax.Array) and old.shape == new.shape:
+            return jax.device_put(new, old.sharding)
+        return jnp.asarray(new)
+
+    return jax.tree_util.tree_map_with_path(build, new_shapes), lora_cfg
+
+
+def _get(tree: Any, path: Sequence[str], missing: Any = KeyError) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            if missing is KeyError:
+                raise KeyError("/".join(path))
+            return missing
+        tree = tree[key]
+    return tree
+
+
+def save_peft_adapter(
+    params: Any,
+    config: LLMConfig,
+    lora: LoRAConfig,
+    out_dir: str | os.PathLike,
+    base_model_name_or_path: str | None = None,
+    *,
+    modules_to_save: Sequence[str] = (),
+) -> None:
+    """Writes the LoRA leaves of `params` as a peft adapter (`adapter_config.json` +
+    `adapter_model.safetensors`) that `PeftModel.from_pretrained(hf_model, out_dir)` loads.
+
+    `modules_to_save`: peft module names (`lm_head`, `embed_tokens`, `norm`) whose full
+    tensors are stored too, for models that trained them. Multi-host: every process gathers,
+    process 0 writes; the weights are written before the config, each atomically.
+    """
+    out_dir = os.fspath(out_dir)
+    tree = nn.meta.unbox(params)
+    tensors: dict[str, np.ndarray] = {}
+    modules: list[str] = []
+    for m in name_map(config):
+        if m.path[-1] == "kernel" and m.kind == "linear":
+            node = _get(tree, m.path[:-1], missing=None)
+            if not isinstance(node, dict) or not all(k in node for k in LORA_KEYS):
+                continue
+            a, b = (_to_host(node[k]) for k in LORA_KEYS)
+            if a.shape[-1] != lora.rank:
+                raise PeftAdapterError(
+                    f"save_peft_adapter: {'/'.join(m.path[:-1])}/lora_a has rank {a.shape[-1]}, "
+                    f"LoRAConfig.rank is {lora.rank}"
+                )
+            a_map = TensorMap("", m.path, "linear", m.n_in)
+            b_map = TensorMap("", m.path, "linear", 1)
+            for i, name in enumerate(m.hf_names()):
+                module = name.removesuffix(".weight")
+                a_i, b_i = (a[i], b[i]) if m.stacked_layers else (a, b)
+                tensors[f"{PREFIX}{module}.lora_A.weight"] = a_map.to_hf(a_i)
+                tensors[f"{PREFIX}{module}.lora_B.weight"] = b_map.to_hf(b_i)
+                modules.append(module)
+        if any(_matches(n, _module_of(m.hf_name)) for n in modules_to_save):
+            if config.tie_embeddings and m.path[0] == "embed_tokens":
+                raise PeftAdapterError(
+                    "save_peft_adapter: modules_to_save with tied embeddings is not supported"
+                )
+            value = _to_host(_get(tree, m.path))
+            for i, name in enumerate(m.hf_names()):
+                tensors[PREFIX + name] = m.to_hf(value[i] if m.stacked_layers else value)
+    if not modules:
+        raise PeftAdapterError("save_peft_adapter: params contain no lora_a/lora_b leaves")
+    unknown = [n for n in modules_to_save if not any(_matches(n, t) for t in _module_names(config))]
+    if unknown:
+        raise PeftAdapterError(f"save_peft_adapter: modules_to_save {unknown} are not modules")
+    names = sorted({mod.split(".")[-1] for mod in modules})
+    if len(modules) == len(names) * config.num_layers:
+        targets: list[str] | str = names
+    else:  # only some layers: an exact regex (peft full-matches it against module names)
+        targets = "|".join(re.escape(mod) for mod in sorted(modules))
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "use_rslora": lora.use_rslora,
+        "target_modules": targets,
+        "modules_to_save": list(modules_to_save) or None,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+    if jax.process_index() != 0:
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    save_state_dict(tensors, os.path.join(out_dir, WEIGHTS_FILES[0]), metadata={"format": "pt"})
+    path = os.path.join(out_dir, CONFIG_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(adapter_config, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _module_of(hf_name: str) -> str:
+    return hf_name.removesuffix(".weight").removesuffix(".bias")
+
+
+def _module_names(config: LLMConfig) -> list[str]:
+    return [_module_of(n) for m in name_map(config) for n in m.hf_names()]
+
+
+def _matches(target: str, module: str) -> bool:
+    """peft's rule for a target list: the module name equals it or ends with `.target`."""
+    return module == target or module.endswith(f".{target}")
