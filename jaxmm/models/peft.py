@@ -161,7 +161,7 @@ def load_peft_adapter(
 
     lora: dict[tuple[int, str], dict[str, np.ndarray]] = {}  # (layer, "self_attn.q_proj")
     full: dict[str, np.ndarray] = {}  # modules_to_save: HF base name -> tensor
-    for key, value in tensors.items():
+    for key, value in sorted(tensors.items(), key=lambda kv: ".lora_" not in kv[0]):
         name = key[len(PREFIX) :] if key.startswith(PREFIX) else key
         name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", name)  # older / unusual spellings
         found = _LORA_NAME.match(name)
@@ -322,40 +322,8 @@ def save_peft_adapter(
     """
     out_dir = os.fspath(out_dir)
     tree = nn.meta.unbox(params)
-    tensors: dict[str, np.ndarray] = {}
-    modules: list[str] = []
-    for m in name_map(config):
-        if m.path[-1] == "kernel" and m.kind == "linear":
-            node = _get(tree, m.path[:-1], missing=None)
-            if not isinstance(node, dict) or not all(k in node for k in LORA_KEYS):
-                continue
-            a, b = (_to_host(node[k]) for k in LORA_KEYS)
-            if a.shape[-1] != lora.rank:
-                raise PeftAdapterError(
-                    f"save_peft_adapter: {'/'.join(m.path[:-1])}/lora_a has rank {a.shape[-1]}, "
-                    f"LoRAConfig.rank is {lora.rank}"
-                )
-            a_map = TensorMap("", m.path, "linear", m.n_in)
-            b_map = TensorMap("", m.path, "linear", 1)
-            for i, name in enumerate(m.hf_names()):
-                module = name.removesuffix(".weight")
-                a_i, b_i = (a[i], b[i]) if m.stacked_layers else (a, b)
-                tensors[f"{PREFIX}{module}.lora_A.weight"] = a_map.to_hf(a_i)
-                tensors[f"{PREFIX}{module}.lora_B.weight"] = b_map.to_hf(b_i)
-                modules.append(module)
-        if any(_matches(n, _module_of(m.hf_name)) for n in modules_to_save):
-            if config.tie_embeddings and m.path[0] == "embed_tokens":
-                raise PeftAdapterError(
-                    "save_peft_adapter: modules_to_save with tied embeddings is not supported"
-                )
-            value = _to_host(_get(tree, m.path))
-            for i, name in enumerate(m.hf_names()):
-                tensors[PREFIX + name] = m.to_hf(value[i] if m.stacked_layers else value)
-    if not modules:
-        raise PeftAdapterError("save_peft_adapter: params contain no lora_a/lora_b leaves")
-    unknown = [n for n in modules_to_save if not any(_matches(n, t) for t in _module_names(config))]
-    if unknown:
-        raise PeftAdapterError(f"save_peft_adapter: modules_to_save {unknown} are not modules")
+    tensors, modules = _lora_tensors(tree, config, lora)
+    tensors.update(_full_tensors(tree, config, modules_to_save))
     names = sorted({mod.split(".")[-1] for mod in modules})
     if len(modules) == len(names) * config.num_layers:
         targets: list[str] | str = names
@@ -393,10 +361,58 @@ def _module_of(hf_name: str) -> str:
     return hf_name.removesuffix(".weight").removesuffix(".bias")
 
 
-def _module_names(config: LLMConfig) -> list[str]:
-    return [_module_of(n) for m in name_map(config) for n in m.hf_names()]
-
-
 def _matches(target: str, module: str) -> bool:
     """peft's rule for a target list: the module name equals it or ends with `.target`."""
     return module == target or module.endswith(f".{target}")
+
+
+def _lora_tensors(tree: Any, config: LLMConfig, lora: LoRAConfig):
+    """peft-named lora_A / lora_B tensors of every LoRA pair, and the HF modules they are on."""
+    tensors: dict[str, np.ndarray] = {}
+    modules: list[str] = []
+    for m in name_map(config):
+        node = _get(tree, m.path[:-1], missing=None)
+        if m.kind != "linear" or not isinstance(node, dict) or "lora_a" not in node:
+            continue
+        a, b = (_to_host(node[k]) for k in LORA_KEYS)
+        if a.shape[-1] != lora.rank:
+            raise PeftAdapterError(
+                f"save_peft_adapter: {'/'.join(m.path[:-1])}/lora_a has rank {a.shape[-1]}, "
+                f"LoRAConfig.rank is {lora.rank}"
+            )
+        a_map = TensorMap("", m.path, "linear", m.n_in)
+        b_map = TensorMap("", m.path, "linear", 1)
+        for i, name in enumerate(m.hf_names()):
+            module = _module_of(name)
+            a_i, b_i = (a[i], b[i]) if m.stacked_layers else (a, b)
+            tensors[f"{PREFIX}{module}.lora_A.weight"] = a_map.to_hf(a_i)
+            tensors[f"{PREFIX}{module}.lora_B.weight"] = b_map.to_hf(b_i)
+            modules.append(module)
+    if not modules:
+        raise PeftAdapterError("save_peft_adapter: params contain no lora_a/lora_b leaves")
+    return tensors, modules
+
+
+def _full_tensors(tree: Any, config: LLMConfig, modules_to_save: Sequence[str]):
+    """Whole tensors of the `modules_to_save` modules, under their plain peft names."""
+    tensors: dict[str, np.ndarray] = {}
+    found: set[str] = set()
+    for m in name_map(config):
+        hits = [n for n in modules_to_save if _matches(n, _module_of(m.hf_name))]
+        if not hits:
+            continue
+        if config.tie_embeddings and m.path[0] == "embed_tokens":
+            raise PeftAdapterError(
+                "save_peft_adapter: modules_to_save with tied embeddings is not supported "
+                "(peft unties them)"
+            )
+        found.update(hits)
+        value = _to_host(_get(tree, m.path))
+        for i, name in enumerate(m.hf_names()):
+            tensors[PREFIX + name] = m.to_hf(value[i] if m.stacked_layers else value)
+    unknown = [n for n in modules_to_save if n not in found]
+    if unknown:
+        raise PeftAdapterError(
+            f"save_peft_adapter: modules_to_save {unknown} name no module of this model"
+        )
+    return tensors
