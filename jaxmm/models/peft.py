@@ -11,8 +11,9 @@ layer (`hf.name_map`): lora_A is [r, in] as W is [out, in], so jaxmm's lora_a
 
 Supported: peft_type LORA on the seven Llama/Qwen2 projections (any subset of layers, target
 lists or regexes), `use_rslora`, `lora_dropout`, `modules_to_save` of any base tensor jaxmm
-has (not for tied embeddings: peft unties them). Anything else (DoRA, LoRA on embeddings or
-lm_head, bias training, per-module rank/alpha patterns, other peft types) raises.
+has (with tied embeddings only under peft's `ensure_weight_tying`; without it peft unties
+them). Anything else (DoRA, LoRA on embeddings or lm_head, bias training, per-module
+rank/alpha patterns, other peft types) raises `PeftAdapterError`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 PREFIX = "base_model.model."
 # Module names jaxmm's LLM can carry LoRA on (the Linear layers inside each decoder layer).
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_TIED = ("model.embed_tokens.weight", "lm_head.weight")  # one tensor when tied
 _LORA_NAME = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 _LAYER_MODULE = re.compile(r"^model\.layers\.(?P<i>\d+)\.(?P<rest>.+)$")
 # Config fields whose non-default values change the math in ways jaxmm does not implement.
@@ -157,7 +159,6 @@ def load_peft_adapter(
     rank = int(cfg["r"])
     tensors = _read_tensors(adapter_dir)
     by_name = _maps_by_name(config)
-    tied = config.tie_embeddings
 
     lora: dict[tuple[int, str], dict[str, np.ndarray]] = {}  # (layer, "self_attn.q_proj")
     full: dict[str, np.ndarray] = {}  # modules_to_save: HF base name -> tensor
@@ -166,18 +167,21 @@ def load_peft_adapter(
         name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", name)  # older / unusual spellings
         found = _LORA_NAME.match(name)
         if found is None:
-            if name not in by_name:
-                what = "lm_head" if name.startswith("lm_head") and tied else "this model"
+            if config.tie_embeddings and name in _TIED:
+                if not cfg.get("ensure_weight_tying"):
+                    raise PeftAdapterError(
+                        f"{adapter_dir}: modules_to_save holds {key!r} of a model with tied "
+                        "embeddings without ensure_weight_tying; peft unties lm_head from "
+                        "embed_tokens there, which jaxmm's tied LLM cannot express"
+                    )
+                name = _TIED[0]
+                if name in full and not np.array_equal(full[name], value):
+                    raise PeftAdapterError(f"{adapter_dir}: tied embed_tokens and lm_head differ")
+            elif name not in by_name:
                 raise PeftAdapterError(
-                    f"{adapter_dir}: tensor {key!r} has no counterpart in {what} "
+                    f"{adapter_dir}: tensor {key!r} has no counterpart in this model "
                     f"({config.model_type}, {config.num_layers} layers; lora_embedding_* and "
                     "bias tensors are not supported)"
-                )
-            if tied and name == "model.embed_tokens.weight":
-                raise PeftAdapterError(
-                    f"{adapter_dir}: modules_to_save replaces embed_tokens of a model with tied "
-                    "embeddings; peft unties lm_head from it, which jaxmm's tied LLM cannot "
-                    "express"
                 )
             full[name] = value
             continue
@@ -339,6 +343,7 @@ def save_peft_adapter(
         "use_rslora": lora.use_rslora,
         "target_modules": targets,
         "modules_to_save": list(modules_to_save) or None,
+        "ensure_weight_tying": bool(modules_to_save) and config.tie_embeddings,
         "bias": "none",
         "fan_in_fan_out": False,
         "use_dora": False,
@@ -398,17 +403,15 @@ def _full_tensors(tree: Any, config: LLMConfig, modules_to_save: Sequence[str]):
     tensors: dict[str, np.ndarray] = {}
     found: set[str] = set()
     for m in name_map(config):
-        hits = [n for n in modules_to_save if _matches(n, _module_of(m.hf_name))]
+        names = m.hf_names()
+        if config.tie_embeddings and m.path[0] == "embed_tokens":  # peft's ensure_weight_tying
+            names = list(_TIED)
+        hits = [n for n in modules_to_save if any(_matches(n, _module_of(x)) for x in names)]
         if not hits:
             continue
-        if config.tie_embeddings and m.path[0] == "embed_tokens":
-            raise PeftAdapterError(
-                "save_peft_adapter: modules_to_save with tied embeddings is not supported "
-                "(peft unties them)"
-            )
         found.update(hits)
         value = _to_host(_get(tree, m.path))
-        for i, name in enumerate(m.hf_names()):
+        for i, name in enumerate(names):
             tensors[PREFIX + name] = m.to_hf(value[i] if m.stacked_layers else value)
     unknown = [n for n in modules_to_save if n not in found]
     if unknown:

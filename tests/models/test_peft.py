@@ -103,9 +103,10 @@ LOAD_CASES = {
 @pytest.mark.parametrize("case", sorted(LOAD_CASES))
 def test_load_peft_adapter_matches_peft(base, case, tmp_path):
     family, torch_base, folder = base
-    if family == "qwen2" and case == "modules_to_save":
-        pytest.skip("tied embeddings: modules_to_save is an error (test_errors)")
-    want = _torch_logits(_peft_adapter(torch_base, tmp_path, **LOAD_CASES[case]))
+    kwargs = LOAD_CASES[case]
+    if family == "qwen2" and case == "modules_to_save":  # tied: the one way peft keeps the tie
+        kwargs = kwargs | dict(modules_to_save=["embed_tokens"], ensure_weight_tying=True)
+    want = _torch_logits(_peft_adapter(torch_base, tmp_path, **kwargs))
     config, params = load_hf(folder)
     params, lora = load_peft_adapter(params, config, tmp_path)
     got = _jax_logits(config.replace(lora=lora), params)
@@ -152,17 +153,21 @@ def test_save_peft_adapter_loads_in_peft(base, case, tmp_path):
     assert saved["base_model_name_or_path"] == "tiny"
 
 
-def test_save_modules_to_save_loads_in_peft(tmp_path):
-    torch_base = _build("llama")
-    torch_base.save_pretrained(tmp_path / "base")
-    lora = LoRAConfig(rank=2, alpha=4.0, targets=("o_proj",))
-    config, params = _jax_lora_params(tmp_path / "base", lora, seed=4)
-    head = params["lm_head"]["kernel"]
-    params["lm_head"]["kernel"] = head + 0.05 * jax.random.normal(jax.random.key(9), head.shape)
-    save_peft_adapter(params, config, lora, tmp_path / "ad", modules_to_save=["lm_head"])
-    model = peft.PeftModel.from_pretrained(copy.deepcopy(torch_base), tmp_path / "ad").eval()
+def test_save_modules_to_save_loads_in_peft(base, tmp_path):
+    """Untied Llama saves lm_head; tied Qwen2 saves embed_tokens (with ensure_weight_tying)."""
+    family, torch_base, folder = base
+    module = "lm_head" if family == "llama" else "embed_tokens"
+    config, params = _jax_lora_params(folder, LoRAConfig(rank=2, alpha=4.0, targets=("o_proj",)), 4)
+    path = ("lm_head", "kernel") if module == "lm_head" else ("embed_tokens", "embedding")
+    leaf = params[path[0]][path[1]]
+    params[path[0]][path[1]] = leaf + 0.05 * jax.random.normal(jax.random.key(9), leaf.shape)
+    save_peft_adapter(params, config, config.lora, tmp_path, modules_to_save=[module])
+    model = peft.PeftModel.from_pretrained(copy.deepcopy(torch_base), tmp_path).eval()
     diff = np.abs(_jax_logits(config, params) - _torch_logits(model)).max()
+    print(f"{family}/modules_to_save={module}: max |logit diff| = {diff:.2e}")
     assert diff < LOGIT_ATOL, diff
+    loaded, _ = load_peft_adapter(load_hf(folder)[1], config.replace(lora=None), tmp_path)
+    np.testing.assert_array_equal(loaded[path[0]][path[1]], params[path[0]][path[1]])
 
 
 def test_round_trip_scanned_layers(tmp_path):
@@ -270,5 +275,5 @@ def test_error_tied_modules_to_save(tmp_path):
     _peft_adapter(
         qwen, tmp_path / "ad", target_modules=["q_proj"], modules_to_save=["embed_tokens"]
     )
-    with pytest.raises(PeftAdapterError, match="tied embeddings"):
+    with pytest.raises(PeftAdapterError, match="tied embeddings without ensure_weight_tying"):
         load_peft_adapter(params, config, tmp_path / "ad")
