@@ -156,7 +156,7 @@ def load_peft_adapter(
                 f"expected {expected_base_model!r}"
             )
     _check_targets(cfg, where)
-    rank = int(cfg["r"])
+    rank = int(cfg.get("r", 8))  # peft defaults
     tensors = _read_tensors(adapter_dir)
     by_name = _maps_by_name(config)
 
@@ -274,7 +274,7 @@ def load_peft_adapter(
 
     def build(path, shape):
         keys = tuple(str(k.key) for k in path)
-        old = _get(base, keys, missing=None)
+        old = _get(base, keys)
         new = values.get(keys)
         if isinstance(new, dict):  # stacked layers: fill the given layers
             fits = old is not None and tuple(old.shape) == tuple(shape.shape)
@@ -283,7 +283,9 @@ def load_peft_adapter(
                 stack[i] = v
             new = stack
         if new is None:
-            if old is None or keys[-1] in LORA_KEYS:
+            if keys[-1] in LORA_KEYS:
+                raise PeftAdapterError(f"the adapter has no tensor for {'/'.join(keys)}")
+            if old is None:
                 raise PeftAdapterError(f"params have no leaf {'/'.join(keys)}")
             if tuple(old.shape) != tuple(shape.shape):
                 raise PeftAdapterError(
@@ -298,12 +300,11 @@ def load_peft_adapter(
     return jax.tree_util.tree_map_with_path(build, new_shapes), lora_cfg
 
 
-def _get(tree: Any, path: Sequence[str], missing: Any = KeyError) -> Any:
+def _get(tree: Any, path: Sequence[str]) -> Any:
+    """The leaf or subtree at `path`, or None."""
     for key in path:
         if not isinstance(tree, dict) or key not in tree:
-            if missing is KeyError:
-                raise KeyError("/".join(path))
-            return missing
+            return None
         tree = tree[key]
     return tree
 
@@ -376,7 +377,7 @@ def _lora_tensors(tree: Any, config: LLMConfig, lora: LoRAConfig):
     tensors: dict[str, np.ndarray] = {}
     modules: list[str] = []
     for m in name_map(config):
-        node = _get(tree, m.path[:-1], missing=None)
+        node = _get(tree, m.path[:-1])
         if m.kind != "linear" or not isinstance(node, dict) or "lora_a" not in node:
             continue
         a, b = (_to_host(node[k]) for k in LORA_KEYS)
