@@ -143,8 +143,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "peft_load_lora_a_not_transposed",
         PEFT,
-        'a_map.to_jax(ab["A"], (*ins, rank)),',
-        'ab["A"].reshape(*ins, rank),',
+        'a_map.to_jax(ab["A"], (*ins, rank))',
+        'ab["A"].reshape(*ins, rank)',
         (PEFT_TESTS, "-k", "load_peft_adapter_matches and llama-attn"),
     ),
     Mutant(

@@ -157,11 +157,26 @@ def load_peft_adapter(
             )
     _check_targets(cfg, where)
     rank = int(cfg.get("r", 8))  # peft defaults
-    tensors = _read_tensors(adapter_dir)
-    by_name = _maps_by_name(config)
+    lora, full = _split(_read_tensors(adapter_dir), cfg, config, adapter_dir)
+    values = _jax_values(lora, full, rank, config, adapter_dir)
+    lora_cfg = LoRAConfig(
+        rank=rank,
+        alpha=float(cfg.get("lora_alpha", 8)),
+        dropout=float(cfg.get("lora_dropout") or 0.0),
+        targets=_lora_targets(set(lora), config),
+        use_rslora=bool(cfg.get("use_rslora", False)),
+    )
+    return _assemble(params, config.replace(lora=lora_cfg), values), lora_cfg
 
-    lora: dict[tuple[int, str], dict[str, np.ndarray]] = {}  # (layer, "self_attn.q_proj")
-    full: dict[str, np.ndarray] = {}  # modules_to_save: HF base name -> tensor
+
+def _split(
+    tensors: dict[str, np.ndarray], cfg: dict[str, Any], config: LLMConfig, adapter_dir: str
+) -> tuple[dict[tuple[int, str], dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Adapter tensors -> ({(layer, "self_attn.q_proj"): {"A": .., "B": ..}},
+    {modules_to_save HF name: tensor}), rejecting names this model has no place for."""
+    by_name = _maps_by_name(config)
+    lora: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+    full: dict[str, np.ndarray] = {}
     for key, value in sorted(tensors.items(), key=lambda kv: ".lora_" not in kv[0]):
         name = key[len(PREFIX) :] if key.startswith(PREFIX) else key
         name = re.sub(r"\.modules_to_save\.[^.]+\.", ".", name)  # older / unusual spellings
@@ -198,29 +213,49 @@ def load_peft_adapter(
                 f"{adapter_dir}: tensor {key!r} is for layer {i}, but the model has "
                 f"{config.num_layers} layers (adapter for another base model?)"
             )
+        if f"{module}.weight" not in by_name:
+            raise PeftAdapterError(f"{adapter_dir}: LoRA on {module!r}: no such module in jaxmm")
         lora.setdefault((i, layer["rest"]), {})[ab] = value
     if not lora:
         raise PeftAdapterError(f"{adapter_dir}: adapter holds no lora_A/lora_B tensors")
+    for (i, rest), ab in lora.items():
+        if set(ab) != {"A", "B"}:
+            raise PeftAdapterError(
+                f"{adapter_dir}: model.layers.{i}.{rest} has lora_{''.join(ab)} but not both"
+            )
+    return lora, full
 
+
+def _jax_values(
+    lora: dict[tuple[int, str], dict[str, np.ndarray]],
+    full: dict[str, np.ndarray],
+    rank: int,
+    config: LLMConfig,
+    adapter_dir: str,
+) -> dict[tuple[str, ...], Any]:
+    """Shape-checked tensors in jaxmm layout: {param path: array, or {layer: array} for a
+    stacked param}."""
+    by_name = _maps_by_name(config)
     shapes = nn.meta.unbox(abstract_params(config.replace(lora=None)))
 
     def leaf_shape(m: TensorMap) -> tuple[int, ...]:
         shape = tuple(_get(shapes, m.path).shape)
         return shape[1:] if m.stacked_layers else shape
 
-    # 1. Check every shape against the model.
-    converted: dict[tuple[int, str], tuple[TensorMap, int | None, np.ndarray, np.ndarray]] = {}
+    def put(path: tuple[str, ...], index: int | None, value: np.ndarray) -> None:
+        if index is None:
+            values[path] = value
+        else:
+            values.setdefault(path, {})[index] = value
+
+    values: dict[tuple[str, ...], Any] = {}
     for (i, rest), ab in sorted(lora.items()):
-        base = f"model.layers.{i}.{rest}"
-        if set(ab) != {"A", "B"}:
-            raise PeftAdapterError(f"{adapter_dir}: {base} has lora_{''.join(ab)} but not both")
-        if f"{base}.weight" not in by_name:
-            raise PeftAdapterError(f"{adapter_dir}: LoRA on {base!r}: no such module in jaxmm")
-        m, index = by_name[f"{base}.weight"]
+        module = f"model.layers.{i}.{rest}"
+        m, index = by_name[f"{module}.weight"]
         kernel = leaf_shape(m)
         ins, outs = kernel[: m.n_in], kernel[m.n_in :]
-        a_map = TensorMap(f"{base}.lora_A.weight", m.path, "linear", m.n_in)
-        b_map = TensorMap(f"{base}.lora_B.weight", m.path, "linear", 1)
+        a_map = TensorMap(f"{module}.lora_A.weight", m.path, "linear", m.n_in)
+        b_map = TensorMap(f"{module}.lora_B.weight", m.path, "linear", 1)
         for t_map, shape, value in (
             (a_map, (*ins, rank), ab["A"]),
             (b_map, (rank, *outs), ab["B"]),
@@ -232,45 +267,23 @@ def load_peft_adapter(
                     f"{tuple(value.shape)}, the model (r={rank}, kernel {kernel}) needs {want} "
                     "(adapter for another base model?)"
                 )
-        converted[(i, rest)] = (
-            m,
-            index,
-            a_map.to_jax(ab["A"], (*ins, rank)),
-            b_map.to_jax(ab["B"], (rank, *outs)),
-        )
+        put((*m.path[:-1], "lora_a"), index, a_map.to_jax(ab["A"], (*ins, rank)))
+        put((*m.path[:-1], "lora_b"), index, b_map.to_jax(ab["B"], (rank, *outs)))
     for name, value in full.items():
-        m, _ = by_name[name]
+        m, index = by_name[name]
         want = m.hf_shape(leaf_shape(m))
         if tuple(value.shape) != want:
             raise PeftAdapterError(
                 f"{adapter_dir}: modules_to_save tensor {PREFIX}{name} has shape "
                 f"{tuple(value.shape)}, the model needs {want} (adapter for another base model?)"
             )
+        put(m.path, index, m.to_jax(value, leaf_shape(m)))
+    return values
 
-    # 2. Build the LoRA model's params.
-    lora_cfg = LoRAConfig(
-        rank=rank,
-        alpha=float(cfg.get("lora_alpha", 8)),
-        dropout=float(cfg.get("lora_dropout") or 0.0),
-        targets=_lora_targets(set(converted), config),
-        use_rslora=bool(cfg.get("use_rslora", False)),
-    )
-    new_shapes = nn.meta.unbox(abstract_params(config.replace(lora=lora_cfg)))
+
+def _assemble(params: Any, config: LLMConfig, values: dict[tuple[str, ...], Any]) -> Any:
+    """Params of `LLM(config)`: `values` where given, else the leaf of `params`."""
     base = nn.meta.unbox(params)
-    values: dict[tuple[str, ...], Any] = {}
-    for m, index, a, b in converted.values():
-        for key, value in (("lora_a", a), ("lora_b", b)):
-            path = (*m.path[:-1], key)
-            if index is None:
-                values[path] = value
-            else:
-                values.setdefault(path, {})[index] = value
-    for name, value in full.items():
-        m, index = by_name[name]
-        if index is None:
-            values[m.path] = m.to_jax(value, leaf_shape(m))
-        else:
-            values.setdefault(m.path, {})[index] = m.to_jax(value, leaf_shape(m))
 
     def build(path, shape):
         keys = tuple(str(k.key) for k in path)
@@ -297,7 +310,7 @@ def load_peft_adapter(
             return jax.device_put(new, old.sharding)
         return jnp.asarray(new)
 
-    return jax.tree_util.tree_map_with_path(build, new_shapes), lora_cfg
+    return jax.tree_util.tree_map_with_path(build, nn.meta.unbox(abstract_params(config)))
 
 
 def _get(tree: Any, path: Sequence[str]) -> Any:

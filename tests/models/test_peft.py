@@ -243,6 +243,7 @@ def test_error_base_model_name(llama, tmp_path):
     [
         ("ia3", "peft_type 'IA3' is not supported"),
         ("dora", "use_dora=True is not supported"),
+        ("rank_pattern", "rank_pattern=.*is not supported"),
         ("embedding", "target module 'embed_tokens'.*embeddings"),
         ("unknown_target", "target module 'c_attn' is not a jaxmm LoRA module"),
         ("lm_head_regex", "LoRA on 'lm_head' is not supported"),
@@ -260,6 +261,8 @@ def test_error_unsupported(llama, tmp_path, kind, match):
         model.save_pretrained(tmp_path)
     elif kind == "dora":
         _peft_adapter(torch_base, tmp_path, target_modules=["q_proj"], use_dora=True)
+    elif kind == "rank_pattern":
+        _peft_adapter(torch_base, tmp_path, target_modules=["q_proj"], rank_pattern={"q_proj": 2})
     elif kind == "embedding":
         _peft_adapter(torch_base, tmp_path, target_modules=["embed_tokens", "q_proj"])
     elif kind == "unknown_target":
