@@ -190,6 +190,20 @@ MUTANTS: tuple[Mutant, ...] = (
         (PEFT_TESTS, "-k", "base_model_name"),
     ),
     Mutant(
+        "peft_load_accepts_dora",
+        PEFT,
+        '    "use_dora": (False, None),\n',
+        "",
+        (PEFT_TESTS, "-k", "unsupported and dora"),
+    ),
+    Mutant(
+        "peft_load_tied_without_ensure_weight_tying",
+        PEFT,
+        'if not cfg.get("ensure_weight_tying"):',
+        "if False:",
+        (PEFT_TESTS, "-k", "tied_modules_to_save"),
+    ),
+    Mutant(
         "peft_save_lora_b_not_transposed",
         PEFT,
         'tensors[f"{PREFIX}{module}.lora_B.weight"] = b_map.to_hf(b_i)',
