@@ -385,7 +385,9 @@ def _matches(target: str, module: str) -> bool:
     return module == target or module.endswith(f".{target}")
 
 
-def _lora_tensors(tree: Any, config: LLMConfig, lora: LoRAConfig):
+def _lora_tensors(
+    tree: Any, config: LLMConfig, lora: LoRAConfig
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """peft-named lora_A / lora_B tensors of every LoRA pair, and the HF modules they are on."""
     tensors: dict[str, np.ndarray] = {}
     modules: list[str] = []
@@ -412,7 +414,9 @@ def _lora_tensors(tree: Any, config: LLMConfig, lora: LoRAConfig):
     return tensors, modules
 
 
-def _full_tensors(tree: Any, config: LLMConfig, modules_to_save: Sequence[str]):
+def _full_tensors(
+    tree: Any, config: LLMConfig, modules_to_save: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Whole tensors of the `modules_to_save` modules, under their plain peft names."""
     tensors: dict[str, np.ndarray] = {}
     found: set[str] = set()
