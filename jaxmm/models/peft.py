@@ -70,6 +70,11 @@ def _read_config(adapter_dir: str) -> dict[str, Any]:
     with open(path) as f:
         cfg = json.load(f)
     peft_type = cfg.get("peft_type")
+    if peft_type is None and "targets" in cfg:
+        raise PeftAdapterError(
+            f"{path}: a jaxmm adapter (save_adapters), not a peft one: use "
+            "jaxmm.nn.lora.load_adapters"
+        )
     if peft_type != "LORA":
         raise PeftAdapterError(f"{path}: peft_type {peft_type!r} is not supported (only LORA)")
     for field, allowed in _UNSUPPORTED.items():

@@ -20,7 +20,7 @@ import pytest
 from jaxmm.models.hf import abstract_params, load_hf
 from jaxmm.models.llm import LLM
 from jaxmm.models.peft import PeftAdapterError, load_peft_adapter, save_peft_adapter
-from jaxmm.nn.lora import LoRAConfig, add_lora, lora_state
+from jaxmm.nn.lora import LoRAConfig, add_lora, lora_state, save_adapters
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -214,6 +214,16 @@ def test_error_missing_files(llama, tmp_path):
     _peft_adapter(torch_base, tmp_path, target_modules=["q_proj"])
     (tmp_path / "adapter_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
+        load_peft_adapter(params, config, tmp_path)
+
+
+def test_error_jaxmm_format_adapter(llama, tmp_path):
+    """jaxmm's own save_adapters writes an adapter_config.json too: point to the right reader."""
+    _, folder, _, _ = llama
+    lora = LoRAConfig(rank=2, alpha=4.0, targets=("q_proj",))
+    config, params = _jax_lora_params(folder, lora, seed=1)
+    save_adapters(params, lora, tmp_path)
+    with pytest.raises(PeftAdapterError, match="jaxmm.nn.lora.load_adapters"):
         load_peft_adapter(params, config, tmp_path)
 
 
