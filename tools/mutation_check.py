@@ -192,8 +192,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "peft_load_accepts_dora",
         PEFT,
-        '    "use_dora": (False, None),\n',
-        "",
+        '_UNSUPPORTED = ("use_dora", ',
+        "_UNSUPPORTED = (",
         (PEFT_TESTS, "-k", "unsupported and dora"),
     ),
     Mutant(

@@ -42,20 +42,10 @@ LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 _TIED = ("model.embed_tokens.weight", "lm_head.weight")  # one tensor when tied
 _LORA_NAME = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
 _LAYER_MODULE = re.compile(r"^model\.layers\.(?P<i>\d+)\.(?P<rest>.+)$")
-# Config fields whose non-default values change the math in ways jaxmm does not implement.
-_UNSUPPORTED = {
-    "use_dora": (False, None),
-    "lora_bias": (False, None),
-    "bias": ("none", None),
-    "rank_pattern": ({}, None),
-    "alpha_pattern": ({}, None),
-    "fan_in_fan_out": (False, None),
-    "layer_replication": (None,),
-    "trainable_token_indices": (None,),
-    "target_parameters": (None, []),
-    "alora_invocation_tokens": (None,),
-    "use_qalora": (False, None),
-}
+# Config fields that change the math in ways jaxmm does not implement when set (truthy).
+_UNSUPPORTED = ("use_dora", "lora_bias", "fan_in_fan_out", "use_qalora", "rank_pattern")
+_UNSUPPORTED += ("alpha_pattern", "layer_replication", "trainable_token_indices")
+_UNSUPPORTED += ("target_parameters", "alora_invocation_tokens")
 
 
 class PeftAdapterError(ValueError):
@@ -77,12 +67,11 @@ def _read_config(adapter_dir: str) -> dict[str, Any]:
         )
     if peft_type != "LORA":
         raise PeftAdapterError(f"{path}: peft_type {peft_type!r} is not supported (only LORA)")
-    for field, allowed in _UNSUPPORTED.items():
-        if field in cfg and cfg[field] not in allowed:
-            raise PeftAdapterError(
-                f"{path}: {field}={cfg[field]!r} is not supported by jaxmm's LoRA "
-                f"(supported: {allowed[0]!r})"
-            )
+    for field in _UNSUPPORTED:
+        if cfg.get(field):
+            raise PeftAdapterError(f"{path}: {field}={cfg[field]!r} is not supported by jaxmm")
+    if cfg.get("bias", "none") != "none":
+        raise PeftAdapterError(f"{path}: bias={cfg['bias']!r} is not supported (only 'none')")
     return cfg
 
 
