@@ -50,6 +50,10 @@ class Task(abc.ABC):
         checkpoint) resumes the exact same stream.
         """
 
+    def prepare(self, workdir: str) -> None:
+        """Host-side setup the trainer runs before reading data (e.g. generate a procedural
+        corpus into the workdir). Optional."""
+
     def batch_logical_axes(self, batch: Batch) -> PyTree:
         """Logical axis names per batch leaf; by default the leading axis is `batch`."""
         return jax.tree.map(lambda x: ("batch",) + (None,) * (x.ndim - 1), batch)
