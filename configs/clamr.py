@@ -47,7 +47,10 @@ def get_config(arg: str | None = None):
     c.model.lora_rank = 128 if paper else 0  # 0: full fine-tune
     c.model.lora_alpha = 128.0
     c.model.lora_dropout = 0.1
-    c.model.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # fmt: skip
+    c.model.lora_targets = (
+        *("q_proj", "k_proj", "v_proj", "o_proj"),
+        *("gate_proj", "up_proj", "down_proj"),
+    )
 
     # The paper's schedule is given per epoch; the task turns it into steps once a backbone
     # that can run it exists (the CPU variants set num_steps / warmup_steps directly).
@@ -77,4 +80,5 @@ def get_config(arg: str | None = None):
     c.data.max_doc_len = 2048 if paper else 128
     c.data.eval_split = "test"
     c.data.eval_batch = 32
+    c.data.eval_per_modality = False  # also score each modality's tokens alone
     return c

@@ -23,7 +23,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 VIDEO, OCR, ASR, DESCRIPTION = 1, 2, 3, 4  # = jaxmm.data.multivent modality ids
-TEXT_MODALITIES = (("ocr", OCR, "OCR:"), ("asr", ASR, "ASR:"), ("description", DESCRIPTION, "Description:"))  # fmt: skip
+TEXT_MODALITIES = (
+    ("ocr", OCR, "OCR:"),
+    ("asr", ASR, "ASR:"),
+    ("description", DESCRIPTION, "Description:"),
+)
 NUM_MODALITIES = 4
 
 

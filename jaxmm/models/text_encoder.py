@@ -73,6 +73,11 @@ class BertConfig:
 
 
 def _dense(features, names, config, name, axis=-1):
+    # DenseGeneral initialises a flat [in, out] kernel and reshapes it, applying the names to
+    # the flat value, so a 3-D kernel gets two names (the leading in / out dims): under a mesh
+    # three names on the flat kernel are an error.
+    if len(names) > 2:
+        names = (names[0], names[1]) if axis == -1 else (names[0], None)
     return nn.DenseGeneral(
         features,
         axis=axis,

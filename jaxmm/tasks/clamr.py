@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxmm.data import clamr_synth
-from jaxmm.data.multivent import MultiventSplit, load_frames, load_multivent
+from jaxmm.data.multivent import MODALITIES, MultiventSplit, load_frames, load_multivent
 from jaxmm.data.pipeline import batched
 from jaxmm.models.clamr import (
     Clamr,
@@ -192,10 +192,20 @@ class ClamrTask(Task):
         return q, d
 
     def evaluate(self, params, step: int, workdir: str) -> dict[str, float]:
+        """Test-split retrieval metrics; the TREC run goes to `<workdir>/eval/run.trec`. With
+        `data.eval_per_modality`, also each modality's tokens alone (`only_<m>/<metric>`)."""
         out = os.path.join(workdir, "eval")
+        split = self.config.data.eval_split
+        encoded = clamr_eval.encode_split(self, params, split)
         metrics, _ = clamr_eval.evaluate(
-            self, params, self.config.data.eval_split, run_out=os.path.join(out, "run.trec")
+            self, params, split, run_out=os.path.join(out, "run.trec"), encoded=encoded
         )
+        if self.config.data.eval_per_modality and self.model.pooling == "tokens":
+            for mid, name in enumerate(MODALITIES, start=1):
+                only, _ = clamr_eval.evaluate(
+                    self, params, split, only_modality=mid, encoded=encoded
+                )
+                metrics |= {f"only_{name}/{k}": v for k, v in only.items()}
         return metrics
 
 

@@ -110,7 +110,8 @@ def evaluate(
     if index_dir:
         index.save(index_dir)
     k = min(100, index.num_docs)
-    scores, ranked = index.search(q_emb, k, q_keep)
+    mesh = jax.sharding.get_mesh()  # inside the trainer: its mesh (search shards over it)
+    scores, ranked = index.search(q_emb, k, q_keep, mesh=None if mesh.empty else mesh)
     run = {q: dict(zip(ranked[i], scores[i].tolist(), strict=True)) for i, q in enumerate(qids)}
     if run_out:
         os.makedirs(os.path.dirname(run_out) or ".", exist_ok=True)

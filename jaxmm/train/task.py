@@ -53,6 +53,7 @@ class Task(abc.ABC):
     def prepare(self, workdir: str) -> None:
         """Host-side setup the trainer runs before reading data (e.g. generate a procedural
         corpus into the workdir). Optional."""
+        del workdir
 
     def batch_logical_axes(self, batch: Batch) -> PyTree:
         """Logical axis names per batch leaf; by default the leading axis is `batch`."""
