@@ -8,9 +8,12 @@ video is d_i and gold modality g_i (ids 1..M):
   MaxSim with `scores_token_max`), positive c = i.
 - `hard_positive`: as contrastive, but the positive is scored through its gold modality only,
   s_{g_i}(q_i, d_i); the negatives stay s(q_i, d_c), c != i.
-- `modality_aware`: contrastive plus, as extra negatives of query i, every per-modality score
-  s_m(q_i, d_c) except the gold (c = i, m = g_i) one, so wrong-modality views of the right
-  video are negatives: logits of row i = [s(q_i, ·) | s_m(q_i, d_c) for all (c, m)].
+- `modality_aware`: hard-positive plus, as extra negatives of query i, every per-modality
+  score s_m(q_i, d_c) except the gold (c = i, m = g_i) one, so wrong-modality views of the
+  right video are negatives: row i = [s_{g_i}(q_i, d_i), s(q_i, d_c) c != i | s_m(q_i, d_c)
+  for all (c, m) != (i, g_i)]. Why the gold-modality positive: with the modality-max as the
+  positive, a wrong view that wins the max is both the positive and a negative, and raising
+  it *lowers* the loss whenever its softmax weight is < 1/2 (tests/tasks/test_clamr.py).
 
 Negatives come from the whole global batch: `in_batch_scores` gathers the documents over the
 mesh's batch axes inside a `shard_map` (all_gather, whose transpose scatters the gradients
@@ -99,7 +102,7 @@ def clamr_loss(
     gold = gold_modality.astype(jnp.int32) - 1  # 0-based
     scores = per_modality.max(-1)  # [B, B]
     logits = scores / temperature
-    if objective == "hard_positive":
+    if objective in ("hard_positive", "modality_aware"):
         logits = logits.at[rows, rows].set(per_modality[rows, rows, gold] / temperature)
     if objective == "modality_aware":
         extra = per_modality.reshape(b, b * m) / temperature
