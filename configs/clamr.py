@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
 
     c.model.backbone = "qwen2_5_vl" if paper else "minilm"
     c.model.model_dir = "Qwen/Qwen2.5-VL-3B-Instruct" if paper else ""  # "": all-MiniLM-L6-v2
-    c.model.num_layers = 0 if paper else 3  # 0: all layers
+    c.model.num_layers = 0 if paper else 2  # 0: all layers
     c.model.dim = 128
     c.model.patch = 14 if paper else 16
     c.model.pooling = "tokens"  # tokens | mean (single-vector baseline)
