@@ -25,7 +25,11 @@ from jaxmm.models.text_encoder import BertEncoder, minilm_model_dir
 
 N_VIS = 8  # 2 frames x 4 patches (16 px frames, patch 8)
 BUDGETS = (("ocr", 4), ("asr", 6), ("description", 5))
-DOC = {"ocr": "KALOMI", "asr": "the reporter talks about the tenvos festival", "description": "a storm in rome"}  # fmt: skip
+DOC = {
+    "ocr": "KALOMI",
+    "asr": "the reporter talks about the tenvos festival",
+    "description": "a storm in rome",
+}
 
 
 @functools.lru_cache(maxsize=1)
