@@ -11,8 +11,10 @@ Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder), objectives
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import grain
@@ -35,6 +37,7 @@ from jaxmm.models.clamr_inputs import NUM_MODALITIES, ClamrInputs, InputConfig
 from jaxmm.models.text_encoder import minilm_model_dir
 from jaxmm.tasks import clamr_eval
 from jaxmm.tasks.clamr_loss import clamr_loss, in_batch_scores, token_max_modality
+from jaxmm.train import checkpoint
 from jaxmm.train.task import DataShard, Task
 
 SCORINGS = ("modality_max", "token_max")
@@ -207,6 +210,26 @@ class ClamrTask(Task):
                 )
                 metrics |= {f"only_{name}/{k}": v for k, v in only.items()}
         return metrics
+
+
+def load_trained(workdir: str, data_dir: str = "") -> tuple[ClamrTask, Any]:
+    """(task, params) of a trained CLaMR workdir (its config.json + newest checkpoint), for
+    indexing and search; `data_dir` points the task at another MultiVENT-layout folder."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a training workdir")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    if config.get("task") != "clamr":
+        raise ValueError(f"{path}: task is {config.get('task')!r}, not 'clamr'")
+    config.data.data_dir = data_dir or config.data.data_dir or str(Path(workdir) / "data")
+    task = ClamrTask(config)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        nn.meta.unbox(jax.eval_shape(task.init, jax.random.key(0))),
+    )
+    _, params = checkpoint.load_params(workdir, abstract)
+    return task, params
 
 
 def build(config: ml_collections.ConfigDict) -> Task:

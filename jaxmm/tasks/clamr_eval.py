@@ -86,6 +86,26 @@ def modality_accuracy(q_emb, q_keep, gold_emb, gold_mod, gold_types):
     )
 
 
+def search_and_score(
+    split, qids: list[str], q_emb, q_keep, index: MultiVectorIndex, *, run_out: str | None = None
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Top-100 search of the encoded queries; (metrics overall and per query type, run)."""
+    k = min(100, index.num_docs)
+    mesh = jax.sharding.get_mesh()  # inside the trainer: its mesh (search shards over it)
+    scores, ranked = index.search(q_emb, k, q_keep, mesh=None if mesh.empty else mesh)
+    run = {q: dict(zip(ranked[i], scores[i].tolist(), strict=True)) for i, q in enumerate(qids)}
+    if run_out:
+        os.makedirs(os.path.dirname(run_out) or ".", exist_ok=True)
+        write_run(run_out, run, tag="jaxmm-clamr")
+    metrics = trec_evaluate(run, split.qrels, METRICS)
+    for name in MODALITIES:
+        typed = {q: split.qrels[q] for q in qids if split.queries[q].query_type == name}
+        if typed:
+            for key, value in trec_evaluate(run, typed, ("ndcg@10", "recall@1")).items():
+                metrics[f"{key}/{name}"] = value
+    return metrics, run
+
+
 def evaluate(
     task,
     params,
@@ -109,21 +129,10 @@ def evaluate(
     index = build_index(vids, d_emb, d_mod, modality_max=modality_max, only=only_modality)
     if index_dir:
         index.save(index_dir)
-    k = min(100, index.num_docs)
-    mesh = jax.sharding.get_mesh()  # inside the trainer: its mesh (search shards over it)
-    scores, ranked = index.search(q_emb, k, q_keep, mesh=None if mesh.empty else mesh)
-    run = {q: dict(zip(ranked[i], scores[i].tolist(), strict=True)) for i, q in enumerate(qids)}
-    if run_out:
-        os.makedirs(os.path.dirname(run_out) or ".", exist_ok=True)
-        write_run(run_out, run, tag=f"jaxmm-clamr-{scoring}")
-    metrics = trec_evaluate(run, split.qrels, METRICS)
-    for name in MODALITIES:
-        typed = {q: split.qrels[q] for q in qids if split.queries[q].query_type == name}
-        if typed:
-            for key, value in trec_evaluate(run, typed, ("ndcg@10", "recall@1")).items():
-                metrics[f"{key}/{name}"] = value
+    metrics, run = search_and_score(split, qids, q_emb, q_keep, index, run_out=run_out)
     if not pooled:
-        gold = np.array([vids.index(split.gold(q)[0]) for q in qids])
+        row = {v: i for i, v in enumerate(vids)}
+        gold = np.array([row[split.gold(q)[0]] for q in qids])
         mod = (
             d_mod[gold]
             if only_modality is None
