@@ -94,7 +94,7 @@ def test_clamr_index_then_search_from_a_multivent_folder(tmp_path):
     clamr_synth.generate(data, splits={"train": 2, "test": 2}, n_frames=2, frame_size=32)
     c = config_lib.load_config_file(str(ROOT / "configs/clamr.py:runlocal"))
     overrides = {
-        "num_steps": 4, "batch_size": 4, "optimizer.warmup_steps": 0, "model.num_layers": 1,
+        "num_steps": 4, "batch_size": 8, "optimizer.warmup_steps": 0, "model.num_layers": 1,
         "data.data_dir": str(data), "data.num_frames": 2, "checkpoint.async_save": False,
     }  # fmt: skip
     with c.unlocked():
