@@ -144,27 +144,29 @@ MUTANTS: tuple[Mutant, ...] = (
         '"passes": all(m >= 3.0 for m in margins.values()),',
         ("tests/launch/test_cli.py", "-k", "lrm4d_goal"),
     ),
-    # CLaMR (tests/tasks/test_clamr.py, tests/models/test_clamr.py)
+    # CLaMR (tests/tasks/test_clamr_task.py, tests/models/test_clamr.py)
     Mutant(
         "clamr_temperature_twice",
         "jaxmm/tasks/clamr_loss.py",
         "logits = scores / temperature",
         "logits = scores / temperature / temperature",
-        ("tests/tasks/test_clamr.py::test_objectives_match_numpy",),
+        ("tests/tasks/test_clamr_task.py::test_objectives_match_numpy",),
     ),
     Mutant(
         "clamr_gold_view_not_excluded",
         "jaxmm/tasks/clamr_loss.py",
         "extra = extra.at[rows, rows * m + gold].set(-jnp.inf)",
         "extra = extra",
-        ("tests/tasks/test_clamr.py::test_objectives_match_numpy",),
+        ("tests/tasks/test_clamr_task.py::test_objectives_match_numpy",),
     ),
     Mutant(
         "clamr_negatives_not_gathered",
         "jaxmm/tasks/clamr_loss.py",
         "        if axes:\n            d = jax.lax",
         "        if False:\n            d = jax.lax",
-        ("tests/tasks/test_clamr.py::test_negatives_gathered_across_devices_equal_one_device",),
+        (
+            "tests/tasks/test_clamr_task.py::test_negatives_gathered_across_devices_equal_one_device",
+        ),
     ),
     Mutant(
         "clamr_modality_ids_shifted",

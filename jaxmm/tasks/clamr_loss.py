@@ -13,7 +13,7 @@ video is d_i and gold modality g_i (ids 1..M):
   right video are negatives: row i = [s_{g_i}(q_i, d_i), s(q_i, d_c) c != i | s_m(q_i, d_c)
   for all (c, m) != (i, g_i)]. Why the gold-modality positive: with the modality-max as the
   positive, a wrong view that wins the max is both the positive and a negative, and raising
-  it *lowers* the loss whenever its softmax weight is < 1/2 (tests/tasks/test_clamr.py).
+  it *lowers* the loss whenever its softmax weight is < 1/2 (tests/tasks/test_clamr_task.py).
 
 Negatives come from the whole global batch: `in_batch_scores` gathers the documents over the
 mesh's batch axes inside a `shard_map` (all_gather, whose transpose scatters the gradients
