@@ -3,6 +3,12 @@ prints nDCG@10, Recall@10/100, MRR@10 and MAP (trec_eval conventions).
 
   python launch/search.py --beir_dir data/scifact --index_dir runs/scifact_index \
       --run_out runs/scifact.trec
+
+CLaMR (an index from `launch/index.py --multivent_dir ... --clamr_workdir ...`): prints
+nDCG@10, R@1/5/10 overall and per query type.
+
+  python launch/search.py --multivent_dir runs/clamr/data --clamr_workdir runs/clamr \
+      --index_dir runs/clamr_index --run_out runs/clamr.trec
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ from jaxmm.data.retrieval import load_beir
 from jaxmm.eval.retrieval_metrics import evaluate
 from jaxmm.models.text_encoder import TextEncoder, minilm_model_dir
 from jaxmm.retrieval import MultiVectorIndex, write_run
+from jaxmm.tasks import clamr_eval
+from jaxmm.tasks.clamr import load_trained
 
-_BEIR_DIR = flags.DEFINE_string("beir_dir", None, "BEIR folder.", required=True)
+_BEIR_DIR = flags.DEFINE_string("beir_dir", None, "BEIR folder.")
+_MULTIVENT_DIR = flags.DEFINE_string("multivent_dir", None, "MultiVENT-layout folder (CLaMR).")
+_CLAMR_WORKDIR = flags.DEFINE_string("clamr_workdir", None, "Trained CLaMR workdir.")
 _INDEX_DIR = flags.DEFINE_string(
     "index_dir", None, "Index built by launch/index.py.", required=True
 )
 _RUN_OUT = flags.DEFINE_string("run_out", None, "Output TREC run file.", required=True)
-_SPLIT = flags.DEFINE_string("split", "test", "qrels/<split>.tsv to evaluate.")
+_SPLIT = flags.DEFINE_string("split", "test", "qrels/<split>.tsv (BEIR) or MultiVENT split.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", "", "Query encoder folder; default all-MiniLM-L6-v2.")
 _K = flags.DEFINE_integer("k", 100, "Documents retrieved per query.")
 _MAX_QUERY_LEN = flags.DEFINE_integer("max_query_len", 32, "Max tokens per query.")
@@ -43,9 +53,36 @@ def encode_queries(encoder: TextEncoder, texts: list[str], max_len: int, batch: 
     return emb, mask
 
 
+def clamr_search(index: MultiVectorIndex) -> dict[str, float]:
+    """Encodes the split's queries with the CLaMR workdir's model and searches the index."""
+    task, params = load_trained(_CLAMR_WORKDIR.value, _MULTIVENT_DIR.value)
+    split = task.split(_SPLIT.value)
+    qids = list(split.queries)
+    queries = task.query_arrays(split, qids)
+    encode_q, _ = task.encoders
+    q_emb, q_keep = encode_q(params, queries["q_ids"], queries["q_mask"])
+    if q_emb.shape[-1] != index.dim:
+        raise ValueError(f"CLaMR embedding dim {q_emb.shape[-1]} != index dim {index.dim}")
+    metrics, _ = clamr_eval.search_and_score(
+        split, qids, np.asarray(q_emb), np.asarray(q_keep), index, run_out=_RUN_OUT.value
+    )
+    return metrics
+
+
 def main(argv) -> None:
     del argv
     t0 = time.time()
+    if bool(_BEIR_DIR.value) == bool(_MULTIVENT_DIR.value):
+        raise ValueError("give exactly one of --beir_dir and --multivent_dir")
+    if _MULTIVENT_DIR.value:
+        if not _CLAMR_WORKDIR.value:
+            raise ValueError("--multivent_dir needs --clamr_workdir (a trained CLaMR workdir)")
+        metrics = clamr_search(MultiVectorIndex.load(_INDEX_DIR.value))
+        print(json.dumps({"split": _SPLIT.value, **metrics}))
+        if _METRICS_OUT.value:
+            with open(_METRICS_OUT.value, "w") as f:
+                json.dump(metrics, f, indent=2)
+        return
     data = load_beir(_BEIR_DIR.value, _SPLIT.value)
     index = MultiVectorIndex.load(_INDEX_DIR.value)
     encoder = TextEncoder.from_pretrained(_MODEL_DIR.value or minilm_model_dir())

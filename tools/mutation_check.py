@@ -231,6 +231,51 @@ MUTANTS: tuple[Mutant, ...] = (
         '"passes": all(m >= 3.0 for m in margins.values()),',
         ("tests/launch/test_cli.py", "-k", "lrm4d_goal"),
     ),
+    # CLaMR (tests/tasks/test_clamr_task.py, tests/models/test_clamr.py)
+    Mutant(
+        "clamr_temperature_twice",
+        "jaxmm/tasks/clamr_loss.py",
+        "logits = scores / temperature",
+        "logits = scores / temperature / temperature",
+        ("tests/tasks/test_clamr_task.py::test_objectives_match_numpy",),
+    ),
+    Mutant(
+        "clamr_gold_view_not_excluded",
+        "jaxmm/tasks/clamr_loss.py",
+        "extra = extra.at[rows, rows * m + gold].set(-jnp.inf)",
+        "extra = extra",
+        ("tests/tasks/test_clamr_task.py::test_objectives_match_numpy",),
+    ),
+    Mutant(
+        "clamr_negatives_not_gathered",
+        "jaxmm/tasks/clamr_loss.py",
+        "        if axes:\n            d = jax.lax",
+        "        if False:\n            d = jax.lax",
+        (
+            "tests/tasks/test_clamr_task.py::test_negatives_gathered_across_devices_equal_one_device",
+        ),
+    ),
+    Mutant(
+        "clamr_modality_ids_shifted",
+        "jaxmm/models/clamr_inputs.py",
+        "VIDEO, OCR, ASR, DESCRIPTION = 1, 2, 3, 4",
+        "VIDEO, OCR, ASR, DESCRIPTION = 1, 3, 4, 5",
+        ("tests/models/test_clamr.py::test_document_modality_ids_follow_the_layout",),
+    ),
+    Mutant(
+        "clamr_padding_not_zeroed",
+        "jaxmm/models/clamr.py",
+        "return x * keep[..., None], keep",
+        "return x, keep",
+        ("tests/models/test_clamr.py::test_embeddings_are_unit_norm_and_padding_is_zero",),
+    ),
+    Mutant(
+        "clamr_no_budget_truncation",
+        "jaxmm/models/clamr_inputs.py",
+        ".strip())[:budget] if budget",
+        ".strip()) if budget",
+        ("tests/models/test_clamr.py::test_overlong_text_is_truncated_to_its_budget",),
+    ),
 )
 
 

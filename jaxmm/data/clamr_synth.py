@@ -153,11 +153,9 @@ def generate_split(
     for g in range(n_groups):
         base = _values(rng, visuals, used_words)
         for modality in MODALITIES:
-            own = _values(rng, visuals, used_words)
+            # Only the video sibling consumes a visual of its own (the others' is unused).
+            own = _values(rng, visuals if modality == "video" else [None], used_words)
             values = {**base, modality: own[modality]}
-            # Unused draws go back so visuals are not exhausted early.
-            if modality != "video":
-                visuals.insert(0, own["video"])
             video_id = f"{split}-g{g:03d}-{modality}"
             frame_dir = root / "frames" / video_id
             frame_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxmm.io.jsonl import iter_jsonl, write_jsonl
 
 MODALITIES = ("video", "ocr", "asr", "description")  # modality id = index + 1
@@ -226,3 +228,19 @@ def write_multivent(
         ]
         write_jsonl(root / f"{split}_qrels.jsonl", rows)
     return n
+
+
+def load_frames(video: Video, num_frames: int, size: int) -> np.ndarray:
+    """`num_frames` frames sampled evenly over the video (repeating frames of a short video),
+    resized to size x size RGB: float32 [num_frames, size, size, 3] in [0, 1]."""
+    from PIL import Image
+
+    if not video.frames:
+        raise ValueError(f"video {video.video_id!r} has no frames")
+    picks = np.linspace(0, len(video.frames) - 1, num_frames).round().astype(int)
+    out = np.empty((num_frames, size, size, 3), np.float32)
+    for i, k in enumerate(picks):
+        with Image.open(video.frames[k]) as im:
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            out[i] = np.asarray(im, np.float32) / 255.0
+    return out

@@ -73,6 +73,11 @@ class BertConfig:
 
 
 def _dense(features, names, config, name, axis=-1):
+    # DenseGeneral initialises a flat [in, out] kernel and reshapes it, applying the names to
+    # the flat value, so a 3-D kernel gets two names (the leading in / out dims): under a mesh
+    # three names on the flat kernel are an error.
+    if len(names) > 2:
+        names = (names[0], names[1]) if axis == -1 else (names[0], None)
     return nn.DenseGeneral(
         features,
         axis=axis,
@@ -111,7 +116,17 @@ class BertEncoder(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, token_type_ids=None) -> jax.Array:
+    def __call__(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids=None,
+        inputs_embeds=None,
+        embeds_mask=None,
+    ) -> jax.Array:
+        """`inputs_embeds` [B, L, hidden] replaces the word embeddings (HF semantics) where
+        `embeds_mask` [B, L] is True (everywhere when it is None), so a multimodal model can
+        splice frame tokens into the text sequence; positions/types are still added."""
         c = self.config
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
@@ -124,8 +139,12 @@ class BertEncoder(nn.Module):
             name=name,
         )
         positions = jnp.arange(input_ids.shape[1])[None]
+        words = emb(c.vocab_size, "word_embeddings")(input_ids)
+        if inputs_embeds is not None:
+            use = jnp.ones(input_ids.shape, bool) if embeds_mask is None else embeds_mask
+            words = jnp.where(use[..., None], inputs_embeds.astype(words.dtype), words)
         x = (
-            emb(c.vocab_size, "word_embeddings")(input_ids)
+            words
             + emb(c.max_position_embeddings, "position_embeddings")(positions)
             + emb(c.type_vocab_size, "token_type_embeddings")(token_type_ids)
         )

@@ -50,6 +50,11 @@ class Task(abc.ABC):
         checkpoint) resumes the exact same stream.
         """
 
+    def prepare(self, workdir: str) -> None:
+        """Host-side setup the trainer runs before reading data (e.g. generate a procedural
+        corpus into the workdir). Optional."""
+        del workdir
+
     def rollout(self, params: PyTree, batch: Batch, step: int) -> Batch:
         """Host side, between the data pipeline and the step, with the current params: e.g.
         on-policy samples for RL (`jaxmm.tasks.grpo`). Must be deterministic given (params,

@@ -223,6 +223,7 @@ class Trainer:
         if jax.process_index() == 0:
             with open(os.path.join(self.workdir, "config.json"), "w") as f:
                 f.write(cfg.to_json_best_effort(indent=2))
+        self.task.prepare(self.workdir)
         data_iter = self.data_iterator()
         with self._context():
             restored = ckpt.restore_latest(self.abstract_state)

