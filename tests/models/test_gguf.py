@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, quants
 
 from jaxmm.models import gguf as jgguf
 from jaxmm.models import hf, llm
+from jaxmm.nn.rotary import inverse_frequencies
 
 HIDDEN, HEADS, KV_HEADS, LAYERS, FFN, VOCAB = 32, 4, 2, 2, 24, 40  # quant blocks: 32
 
@@ -205,6 +206,16 @@ def test_real_model_matches_transformers_reading_the_same_gguf(real, tmp_path):
             ref_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         )
     cfg, params = hf.load_hf(out)
+    # The weights jaxmm uses are bitwise the ones transformers dequantises from the same GGUF
+    # (tied embeddings included), and so are the rotary inverse frequencies.
+    from safetensors.numpy import load_file
+
+    ref_state = {k: v.numpy() for k, v in ref_model.state_dict().items()}
+    for name, w in load_file(os.path.join(out, "model.safetensors")).items():
+        np.testing.assert_array_equal(w, ref_state[name], err_msg=name)
+    np.testing.assert_array_equal(
+        inverse_frequencies(cfg.head_dim, cfg.rope), ref_model.model.rotary_emb.inv_freq.numpy()
+    )
     ids = ref_tok(
         "The quick brown fox jumps over the lazy dog. The capital of", return_tensors="pt"
     )
@@ -216,9 +227,14 @@ def test_real_model_matches_transformers_reading_the_same_gguf(real, tmp_path):
         {"params": params}, jnp.asarray(ids.numpy()), jnp.arange(n)[None]
     )
     got = np.asarray(got[0] if isinstance(got, tuple) else got)
-    # 30 fp32 layers, logits up to ~31: both sides round differently. Measured 1.5e-4 max abs
-    # (transformers fp32 itself is 4.2e-5 from its fp64 run); relative to the logit scale < 1e-5.
-    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
+    # Not 1e-4 (DESIGN.md's bound): that is below the float32 noise floor of this 30-layer
+    # model (logits up to ~40, a massive-activation channel from layer 11 on). Measured on CPU
+    # (tools/gguf_parity.py): with norms, rope and softmax really in float64 on both sides,
+    # jaxmm and transformers agree to 2.9e-13 (every layer <= 2e-11), so the math is the same;
+    # in float32 each side's own rounding is 4e-5..1.5e-4 from that float64 answer, and
+    # transformers' sdpa vs eager attention differ by up to 7e-5 among themselves. jaxmm vs
+    # transformers fp32 measured 7e-5..1.6e-4 on six prompts (1.34e-4 on this one).
+    assert np.abs(got - ref).max() < 2.5e-4
     engine = Engine.from_pretrained(out, max_seq_len=256, max_batch=4)
     greedy = GenerationParams(max_tokens=32, temperature=0.0)
     for chat in CHATS:  # identical 32-token greedy continuations
