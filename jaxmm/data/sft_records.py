@@ -114,9 +114,10 @@ def _context(record: Mapping[str, Any], where: str) -> tuple[str, ...]:
 
 def to_conversation(record: Mapping[str, Any], where: str) -> Conversation:
     """Validates one chat or sharegpt record; raises BadRecord naming `where` and the turn."""
-    if "messages" in record:
+    # A Parquet table with both shapes has both columns, one of them null per row.
+    if record.get("messages") is not None:
         field, role_key, text_key = "messages", "role", "content"
-    elif "conversations" in record:
+    elif record.get("conversations") is not None:
         field, role_key, text_key = "conversations", "from", "value"
     else:
         raise BadRecord("no_turns", f"{where}: record has neither 'messages' nor 'conversations'")
@@ -176,9 +177,11 @@ def _special_tokens(tokenizer) -> tuple[str, ...]:
 def assistant_spans(
     tokenizer, messages: Sequence[Mapping[str, str]], chat_template: str | None = None
 ) -> tuple[str, list[tuple[int, int, int]]]:
-    """(rendered text, [(content start, content end, turn end)] per assistant turn, in chars).
+    """(rendered text, [(start, end, origin)] per assistant turn, in characters of the text).
 
-    The turn end includes the special token closing the turn (whitespace before it allowed)."""
+    [start, end) is the rendered content plus the special token closing the turn (whitespace
+    before it allowed); `origin` is where the raw content's first character would sit (before
+    `start` when the template strips leading whitespace)."""
     template = chat_template or tokenizer.chat_template
     if not template:
         raise TemplateError(
@@ -200,14 +203,19 @@ def assistant_spans(
         prefix = render(messages[:i], True) if i else ""
         if i and text.startswith(prefix):
             cursor = max(cursor, len(prefix))
-        core = m["content"].strip()
-        start = text.find(core, cursor)
+        # The content verbatim, else stripped (templates that `| trim` it).
+        content, core = m["content"], m["content"].strip()
+        start = text.find(content, cursor)
+        found, origin = (content, start) if start >= 0 else (core, -1)
+        if start < 0:
+            start = text.find(core, cursor)
+            origin = start - (len(content) - len(content.lstrip()))
         if start < 0:
             raise TemplateError(
                 f"the chat template does not render assistant turn {i} verbatim, so its "
                 "loss mask cannot be located"
             )
-        end = start + len(core)
+        end = start + len(found)
         rest = text[end:]
         gap = len(rest) - len(rest.lstrip())
         closer = next((s for s in specials if rest.startswith(s, gap)), None)
@@ -217,7 +225,7 @@ def assistant_spans(
                 f"(it continues with {rest[:20]!r})"
             )
         turn_end = end + gap + len(closer)
-        spans.append((start, end, turn_end))
+        spans.append((start, turn_end, origin))
         cursor = turn_end
     return text, spans
 
@@ -233,14 +241,11 @@ def tokenize_conversation(
     messages, (ex_start, ex_end) = apply_cings(conv, cings_mode)
     text, spans = assistant_spans(tokenizer, messages, chat_template)
     trained = np.zeros(len(text) + 1, np.int32)  # +1: a zero-width token never counts
-    for start, _, turn_end in spans:
-        trained[start:turn_end] = 1
-    if ex_end > ex_start:
-        # Offsets of the last assistant content: its stripped text starts at spans[-1][0].
-        content = messages[max(i for i, m in enumerate(messages) if m["role"] == "assistant")]
-        lead = len(content["content"]) - len(content["content"].lstrip())
-        base = spans[-1][0] - lead
-        trained[base + ex_start : base + ex_end] = 0
+    for start, end, _ in spans:
+        trained[start:end] = 1
+    if ex_end > ex_start:  # the passages sit in the last assistant turn
+        origin = spans[-1][2]
+        trained[origin + ex_start : origin + ex_end] = 0
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], np.int32)
     # A token is a target when it overlaps a trained character.
