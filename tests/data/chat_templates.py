@@ -63,6 +63,17 @@ CORPUS = [
 ] * 10
 
 
+def _corpus() -> list[str]:
+    """The sentences above plus the generated SFT records' text (so those tokenise compactly)."""
+    from jaxmm.data import sft_synthetic
+
+    texts = list(CORPUS)
+    for kind in ("chat", "cings"):
+        for r in sft_synthetic.generate(kind, 200, seed=99):
+            texts += [m["content"] for m in r["messages"]] + list(r.get("context", []))
+    return texts
+
+
 def build(family: str):
     """A PreTrainedTokenizerFast with the family's special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -73,11 +84,11 @@ def build(family: str):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=1000,
         special_tokens=spec["special"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(_corpus(), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **spec["kw"])
     fast.chat_template = spec["template"]
     return fast
