@@ -69,12 +69,16 @@ def _solve(question: str) -> str:
     if m := re.match(r"Solve for x: (\d+)\*x \+ (-?\d+) = (-?\d+)\.", question):
         a, b, c = (int(g) for g in m.groups())
         x = (c - b) // a
-        return f"<think>\n{a}*x = {c} - {b} = {c - b}.\nx = {c - b} / {a} = {x}.\n</think>\n\nx = {x}"
+        return (
+            f"<think>\n{a}*x = {c} - {b} = {c - b}.\nx = {c - b} / {a} = {x}.\n</think>\n\nx = {x}"
+        )
     if m := re.match(r"Compute ([\d +*-]+)\.", question):
         expr = m.group(1)
         value = eval(expr, {"__builtins__": {}})  # digits and + - * only (matched above)
         return f"<think>\nEvaluate {expr} with * before + and -.\n</think>\n\n{value}"
-    if m := re.match(r"What is term number (\d+) of the arithmetic sequence (\d+), (\d+)", question):
+    if m := re.match(
+        r"What is term number (\d+) of the arithmetic sequence (\d+), (\d+)", question
+    ):
         n, first, second = (int(g) for g in m.groups())
         step = second - first
         term = first + (n - 1) * step

@@ -39,7 +39,15 @@ log = logging.getLogger(__name__)
 # A Task.loss metric naming the loss's denominator (see _loss_and_grads).
 LOSS_WEIGHT = "loss_weight"
 
-__all__ = ["LOSS_WEIGHT", "NonFiniteError", "TrainResult", "Trainer", "check_workdir", "describe", "train"]
+__all__ = [
+    "LOSS_WEIGHT",
+    "NonFiniteError",
+    "TrainResult",
+    "Trainer",
+    "check_workdir",
+    "describe",
+    "train",
+]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 

@@ -77,9 +77,7 @@ def test_mask_is_each_assistant_turn_plus_its_end_of_turn_token(family, smollm2)
 def test_llama3_trim_keeps_the_mask_on_the_trimmed_content(smollm2):
     tok = chat_templates.build("llama3")
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  Paris.\n"}]
-    assert _runs(tok, _example(tok, msgs).ids, _example(tok, msgs).weights) == [
-        "Paris.<|eot_id|>"
-    ]
+    assert _runs(tok, _example(tok, msgs).ids, _example(tok, msgs).weights) == ["Paris.<|eot_id|>"]
 
 
 def test_generation_marker_template_gives_transformers_assistant_mask():
