@@ -103,12 +103,15 @@ class Trainer:
             return state_lib.create(params, self.tx.init(params), jax.random.key_data(state_rng))
 
         abstract_state = jax.eval_shape(init_state, init_rng)
+        # Frozen leaves (Task.trainable_mask) hold an empty optax.MaskedNode in the state.
+        masked = lambda x: isinstance(x, optax.MaskedNode)
         opt_shardings = optax.tree_map_params(
             self.tx,
-            lambda _, s: s,
+            lambda p, s: p if masked(p) else s,
             abstract_state.opt_state,
             self.param_shardings,
             transform_non_params=lambda _: self._repl,
+            is_leaf=masked,
         )
         self.state_shardings = state_lib.TrainState(
             step=self._repl,
@@ -239,6 +242,11 @@ class Trainer:
         data_iter = self.data_iterator()
         with self._context():
             restored = ckpt.restore_latest(self.abstract_state)
+        # Outside the mesh context: a loader places tensors with its own shardings.
+        pretrained = None
+        if restored is None:
+            pretrained = self.task.pretrained_params(self.abstract_state.params)
+        with self._context():
             resumed_from = None
             if restored is not None:
                 resumed_from, state, data_state = restored
@@ -246,7 +254,6 @@ class Trainer:
                 log.info("resumed from step %d in %s", resumed_from, self.workdir)
             else:
                 state = self.init_state()
-                pretrained = self.task.pretrained_params(self.abstract_state.params)
                 if pretrained is not None:
                     state = state.replace(params=_place(pretrained, self.abstract_state.params))
                     log.info("initialised params from the task's pretrained weights")

@@ -174,3 +174,36 @@ def test_tiny_trains_checkpoints_resumes_and_exports(tokenizer_dir, tmp_path):
     c2 = sft_config(tokenizer_dir, num_steps=18, log_every_steps=2)
     again = trainer_lib.train(c2, str(tmp_path), tasks.build(c2))
     assert again.resumed_from == 16 and int(again.state.step) == 18
+
+
+@pytest.mark.slow  # the real 135M model: load, 2 LoRA steps, merge + 0.5 GB export (minutes)
+def test_smollm2_lora_starts_from_the_real_model_and_trains_only_lora(tmp_path):
+    from jaxmm.models.hf import load_hf
+
+    c = config_lib.load_config_file("configs/sft.py:smollm2_lora")
+    with c.unlocked():
+        c.progress_bar = False
+        c.checkpoint.async_save = False
+        c.num_steps, c.log_every_steps, c.optimizer.warmup_steps = 2, 1, 0
+        c.data.generated_size, c.data.eval_examples, c.data.seq_len = 24, 0, 128
+    task = tasks.build(c)
+    # One device: replicated over the 8 fake CPU devices the 135M model needs ~20 GB of RAM.
+    result = trainer_lib.train(c, str(tmp_path), task, devices=jax.devices()[:1])
+    losses = [r["train/loss"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r]
+    # A random model starts at ln(49152) = 10.8; the pretrained instruct model far below.
+    assert losses[0] < 5.0, losses
+    _, base = load_hf(task.model_dir)
+    trained = result.state.params
+    changed = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(trained):
+        keys = [k.key for k in path]
+        if keys[-1] in ("lora_a", "lora_b"):
+            changed.append(keys[-1] == "lora_b" and bool(np.any(np.asarray(leaf) != 0)))
+            continue
+        ref = base
+        for k in keys:
+            ref = ref[k]
+        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(ref))  # frozen base
+    assert changed and any(changed)
+    assert os.path.isfile(tmp_path / "export" / "hf" / "model.safetensors")
+    assert os.path.isfile(tmp_path / "export" / "lora" / "adapter.safetensors")
