@@ -93,4 +93,7 @@ def get_config(arg: str | None = None):
     c.eval.setup = "alternating_canonical"
     # LPIPS weights file(s), comma-separated (jaxmm/eval/lpips.py); "" = LPIPS not reported.
     c.eval.lpips_weights = ""
+    # A D-NeRF folder to evaluate on instead of procedural objects (inputs follow eval.setup;
+    # `data.*` keeps describing the procedural training stream).
+    c.eval.data_path = ""
     return c

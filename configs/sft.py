@@ -72,7 +72,7 @@ def get_config(arg: str | None = None):
 
     c.export = ml_collections.ConfigDict()
     c.export.hf = True  # <workdir>/export/hf at the end (LoRA merged)
-    c.export.peft = False  # PEFT-format adapter: not yet (jaxmm/models/peft.py is coming)
+    c.export.peft = False  # LoRA only: also <workdir>/export/peft (jaxmm.models.peft)
 
     if variant == "cings_tiny":
         d.generated, d.cings_mode = "cings", "context"
@@ -86,6 +86,7 @@ def get_config(arg: str | None = None):
         m.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj")
         c.optimizer.learning_rate = 1e-3
         c.num_steps, c.checkpoint.every_steps = 30, 10
+        c.export.peft = True
     elif variant == "openthinker":
         m.hf_dir = "<set --config.model.hf_dir to a local Qwen2.5-7B-Instruct folder>"
         d.tokenizer = ""

@@ -4,7 +4,7 @@
         --max_batch 8 --max_seq_len 4096 --dtype bfloat16
 
 Endpoints: /v1/chat/completions, /v1/completions (both with "stream": true), /v1/models,
-/health. Point a pipeline at it with
+/health (FastAPI + uvicorn). Point a pipeline at it with
 `OpenAIBackend("http://127.0.0.1:8000/v1", model="<--model_name>")`. See docs/generation.md.
 """
 
@@ -18,6 +18,7 @@ import jax
 from absl import app, flags, logging
 
 from jaxmm import cli
+from jaxmm.generate import model_folder
 from jaxmm.generate.engine import Engine
 from jaxmm.generate.server import OpenAIServer
 from jaxmm.sharding import make_mesh
@@ -51,6 +52,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--model_dir {_MODEL_DIR.value!r}: no such .gguf file")
     if not gguf_file and not os.path.isfile(os.path.join(_MODEL_DIR.value, "config.json")):
         raise app.UsageError(f"--model_dir {_MODEL_DIR.value!r} has no config.json")
+    if not gguf_file:
+        try:  # before JAX starts and the weights load
+            model_folder.require_tokenizer_files(_MODEL_DIR.value)
+        except FileNotFoundError as e:
+            raise app.UsageError(f"--model_dir: {e}") from None
     if _MAX_BATCH.value < 1:
         raise app.UsageError(f"--max_batch must be >= 1, got {_MAX_BATCH.value}")
     mesh = None

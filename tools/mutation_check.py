@@ -38,6 +38,8 @@ class Mutant:
 SPLAT = "kernels_pallas/splat/"
 CLAMP_TESTS = ("tests/kernels_pallas/splat/test_clamp_cases.py",)
 SFT_DATA_TESTS = "tests/data/test_sft_data.py"
+PEFT = "jaxmm/models/peft.py"
+PEFT_TESTS = "tests/models/test_peft.py"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -134,9 +136,94 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lora_rslora_scale",
         "jaxmm/nn/lora.py",
-        "return self.alpha / self.rank\n",
-        "return self.alpha / self.rank**0.5\n",
+        "        return self.alpha / self.rank\n",
+        "        return self.alpha / self.rank**0.5\n",
         ("tests/nn/test_lora_scale.py",),
+    ),
+    # --- peft adapters (jaxmm/models/peft.py) ---------------------------------------------
+    Mutant(
+        "peft_load_lora_a_not_transposed",
+        PEFT,
+        'a_map.to_jax(ab["A"], (*ins, rank))',
+        'ab["A"].reshape(*ins, rank)',
+        (PEFT_TESTS, "-k", "load_peft_adapter_matches and llama-attn"),
+    ),
+    Mutant(
+        "peft_load_ignores_rslora",
+        PEFT,
+        'use_rslora=bool(cfg.get("use_rslora", False)),',
+        "use_rslora=False,",
+        (PEFT_TESTS, "-k", "load_peft_adapter_matches and rslora"),
+    ),
+    Mutant(
+        "lora_rslora_scale_alpha_over_rank",
+        "jaxmm/nn/lora.py",
+        "return self.alpha / self.rank**0.5",
+        "return self.alpha / self.rank",
+        (PEFT_TESTS, "-k", "rslora"),
+    ),
+    Mutant(
+        "peft_load_drops_modules_to_save",
+        PEFT,
+        "            full[name] = value\n",
+        "            pass\n",
+        (PEFT_TESTS, "-k", "load_peft_adapter_matches and modules_to_save"),
+    ),
+    Mutant(
+        "peft_load_targets_every_layer",
+        PEFT,
+        "    if len(modules) == len(names) * config.num_layers:\n        return tuple(names)",
+        "    if True:\n        return tuple(names)",
+        (PEFT_TESTS, "-k", "load_peft_adapter_matches and regex"),
+    ),
+    Mutant(
+        "peft_load_no_layer_count_check",
+        PEFT,
+        "if i >= config.num_layers:",
+        "if False:",
+        (PEFT_TESTS, "-k", "another_base"),
+    ),
+    Mutant(
+        "peft_load_ignores_base_model_name",
+        PEFT,
+        "        if not same:\n",
+        "        if False:\n",
+        (PEFT_TESTS, "-k", "base_model_name"),
+    ),
+    Mutant(
+        "peft_load_accepts_dora",
+        PEFT,
+        '_UNSUPPORTED = ("use_dora", ',
+        "_UNSUPPORTED = (",
+        (PEFT_TESTS, "-k", "unsupported and dora"),
+    ),
+    Mutant(
+        "peft_load_tied_without_ensure_weight_tying",
+        PEFT,
+        'if not cfg.get("ensure_weight_tying"):',
+        "if False:",
+        (PEFT_TESTS, "-k", "tied_modules_to_save"),
+    ),
+    Mutant(
+        "peft_save_lora_b_not_transposed",
+        PEFT,
+        'tensors[f"{PREFIX}{module}.lora_B.weight"] = b_map.to_hf(b_i)',
+        'tensors[f"{PREFIX}{module}.lora_B.weight"] = b_i.reshape(b_map.hf_shape(b_i.shape))',
+        (PEFT_TESTS, "-k", "save_peft_adapter_loads_in_peft and llama-attn"),
+    ),
+    Mutant(
+        "peft_save_alpha_is_rank",
+        PEFT,
+        '"lora_alpha": lora.alpha,',
+        '"lora_alpha": lora.rank,',
+        (PEFT_TESTS, "-k", "save_peft_adapter_loads_in_peft and llama-attn"),
+    ),
+    Mutant(
+        "peft_save_stacked_layer0_only",
+        PEFT,
+        "a_i, b_i = (a[i], b[i]) if m.stacked_layers else (a, b)",
+        "a_i, b_i = (a[0], b[0]) if m.stacked_layers else (a, b)",
+        (PEFT_TESTS, "-k", "round_trip"),
     ),
     Mutant(
         "lrm4d_goal_ignores_margin_db",

@@ -34,11 +34,13 @@ class DNerfFormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DNerfSplit:
-    images: np.ndarray  # [N, H, W, 3] float32 in [0, 1], composited on white
+    images: np.ndarray  # [N, H, W, 3] float32 in [0, 1], composited on `background`
     times: np.ndarray  # [N] float32 as stored in the file (D-NeRF: [0, 1])
     c2w: np.ndarray  # [N, 4, 4] float32, OpenCV axes
     focal: float  # pixels, after any resize
     paths: tuple[str, ...]
+    alphas: np.ndarray | None = None  # [N, H, W] float32 in [0, 1] (1 where the PNG has none)
+    background: str = "white"
 
     @property
     def num(self) -> int:
@@ -89,7 +91,10 @@ def _field(obj: dict, key: str, where: str):
     return obj[key]
 
 
-def _load_rgba_on_white(path: str, where: str) -> np.ndarray:
+BACKGROUNDS = ("white", "black", "random")
+
+
+def _load_rgba(path: str, where: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise DNerfFormatError(f"{where}: image file {path} not found")
     try:
@@ -98,14 +103,32 @@ def _load_rgba_on_white(path: str, where: str) -> np.ndarray:
             rgba = np.asarray(im, np.float32) / 255.0
     except OSError as e:
         raise DNerfFormatError(f"{where}: cannot read image {path}: {e}") from e
+    return rgba
+
+
+def _composite(rgba: np.ndarray, background: str, rng: np.random.Generator) -> np.ndarray:
+    """Straight-alpha RGBA -> RGB over white, black, or one random colour per image."""
+    if background == "white":
+        bg = np.ones(3, np.float32)
+    elif background == "black":
+        bg = np.zeros(3, np.float32)
+    else:
+        bg = rng.uniform(0.0, 1.0, 3).astype(np.float32)
     rgb, alpha = rgba[..., :3], rgba[..., 3:]
-    return rgb * alpha + (1.0 - alpha)
+    return rgb * alpha + (1.0 - alpha) * bg
 
 
 def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Box-filter resize of a [H, W, C] float image in [0, 1] (premultiplied RGBA stays exact)."""
     h, w = size
-    im = Image.fromarray(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return np.asarray(im.resize((w, h), Image.BOX), np.float32) / 255.0
+    channels = [
+        np.asarray(
+            Image.fromarray(img[..., c].astype(np.float32), "F").resize((w, h), Image.BOX),
+            np.float32,
+        )
+        for c in range(img.shape[-1])
+    ]
+    return np.clip(np.stack(channels, -1), 0.0, 1.0)
 
 
 def load_split(
@@ -114,10 +137,18 @@ def load_split(
     *,
     image_size: int | tuple[int, int] | None = None,
     max_frames: int | None = None,
+    background: str = "white",
+    seed: int = 0,
 ) -> DNerfSplit:
-    """Reads `root/transforms_<split>.json` and its images (optionally resized to image_size)."""
+    """Reads `root/transforms_<split>.json` and its images (optionally resized to image_size).
+
+    Images are composited on `background` (white as D-NeRF evaluates, black, or a random
+    colour per image drawn from `seed`); `alphas` keeps the coverage for losses and masks.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     path = os.path.join(root, f"transforms_{split}.json")
     meta = _read_json(path)
     angle = _field(meta, "camera_angle_x", path)
@@ -155,7 +186,7 @@ def load_split(
         img_path = os.path.normpath(os.path.join(root, rel))
         if not os.path.splitext(img_path)[1]:
             img_path += ".png"
-        img = _load_rgba_on_white(img_path, f"{where} field 'file_path'")
+        img = _load_rgba(img_path, f"{where} field 'file_path'")
         if first_size is None:
             first_size = img.shape[:2]
         elif img.shape[:2] != first_size:
@@ -172,15 +203,25 @@ def load_split(
     focal = 0.5 * width / math.tan(0.5 * float(angle))
     if image_size is not None:
         new_h, new_w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        images = [_resize(im, (new_h, new_w)) for im in images]
+        # Resize premultiplied colour so edges do not pick up the background's colour.
+        premult = [np.concatenate([im[..., :3] * im[..., 3:], im[..., 3:]], -1) for im in images]
+        small = [_resize(im, (new_h, new_w)) for im in premult]
+        images = [
+            np.concatenate([im[..., :3] / np.maximum(im[..., 3:], 1e-6), im[..., 3:]], -1)
+            for im in small
+        ]
         focal *= new_w / width
+    rng = np.random.default_rng(seed)
+    rgba = np.stack(images).astype(np.float32)
     opengl_to_opencv = np.diag([1.0, -1.0, -1.0, 1.0])
     return DNerfSplit(
-        images=np.stack(images).astype(np.float32),
+        images=np.stack([_composite(im, background, rng) for im in rgba]).astype(np.float32),
         times=np.asarray(times, np.float32),
         c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),
         focal=float(focal),
         paths=tuple(paths),
+        alphas=rgba[..., 3],
+        background=background,
     )
 
 

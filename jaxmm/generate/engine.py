@@ -35,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import sharding
-from jaxmm.generate import steps
+from jaxmm.generate import model_folder, steps
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.requests import (
     Completion,
+    InvalidTokenError,
     PromptTooLongError,
     Request,
     StreamEvent,
@@ -48,7 +49,7 @@ from jaxmm.generate.text import TextTracker
 from jaxmm.models import gguf, hf, llm
 
 Message = Mapping[str, Any]
-__all__ = ["Completion", "Engine", "PromptTooLongError", "StreamEvent"]
+__all__ = ["Completion", "Engine", "InvalidTokenError", "PromptTooLongError", "StreamEvent"]
 DEFAULT_MAX_SEQ_LEN = 8192
 
 
@@ -69,6 +70,8 @@ class Engine:
       mesh, rules, cache_logical_axes: for a model sharded over a device mesh (params already
         placed, e.g. by `hf.load_hf(mesh=...)`): the cache is created sharded by its logical
         axes and every call runs under the mesh and the logical-axis rules.
+      vocab_size: the model's embedding rows; prompt token ids must be below it (default:
+        the tokenizer's size).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Engine:
         mesh: jax.sharding.Mesh | None = None,
         rules: Sequence[tuple[str, Any]] | None = None,
         cache_logical_axes: Any = None,
+        vocab_size: int | None = None,
     ):
         if max_seq_len < 2:
             raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
@@ -101,6 +105,8 @@ class Engine:
             raise ValueError(f"prefill_chunk must be a power of two, got {prefill_chunk}")
         self.prefill_chunk = int(prefill_chunk)
         self.model_name = model_name
+        # Embedding rows: token ids at or past it would read garbage (NaN logits).
+        self.vocab_size = int(vocab_size if vocab_size is not None else len(tokenizer))
         eos = sorted({int(t) for t in eos_token_ids})
         if getattr(tokenizer, "eos_token_id", None) is not None and not eos:
             eos = [int(tokenizer.eos_token_id)]
@@ -174,18 +180,18 @@ class Engine:
         cache holds 2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements,
         which at Llama 3.1's 128K context would not fit next to the weights.
         """
-        from transformers import AutoTokenizer  # heavy; only when loading a folder
-
         model_dir = os.fspath(model_dir)
         if model_dir.endswith(".gguf"):
             model_name = model_name or os.path.splitext(os.path.basename(model_dir))[0]
             model_dir = gguf.ensure_hf_folder(model_dir)
         if not os.path.exists(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
+        # The tokenizer first: a folder without one fails before minutes of weight loading.
+        vocab_size = llm.LLMConfig.from_hf(model_dir).vocab_size
+        tokenizer = model_folder.load_tokenizer(model_dir, vocab_size)
         config, params = hf.load_hf(
             model_dir, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype or dtype
         )
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = llm.LLM(config)
         max_seq_len = max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN)
         eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
@@ -203,6 +209,7 @@ class Engine:
             mesh=mesh,
             rules=rules,
             cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
+            vocab_size=config.vocab_size,
         )
 
     def _context(self) -> contextlib.AbstractContextManager:
@@ -216,10 +223,18 @@ class Engine:
 
     # ------------------------------------------------------------------ prompts
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
-        """Token ids of a text prompt (with the tokenizer's special tokens, e.g. BOS)."""
+        """Token ids of a text prompt (with the tokenizer's special tokens, e.g. BOS); a
+        token-id prompt is checked against the vocabulary (InvalidTokenError names the id)."""
         if isinstance(prompt, str):
             return list(self.tokenizer(prompt)["input_ids"])
-        return [int(t) for t in prompt]
+        ids = [int(t) for t in prompt]
+        for t in ids:
+            if not 0 <= t < self.vocab_size:
+                raise InvalidTokenError(
+                    f"token id {t} is out of range: the model's vocabulary has "
+                    f"{self.vocab_size} tokens (ids 0..{self.vocab_size - 1})"
+                )
+        return ids
 
     def chat_prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """Render a conversation with the tokenizer's own chat template, ready to continue."""

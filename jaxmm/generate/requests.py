@@ -33,6 +33,10 @@ class PromptTooLongError(ValueError):
     """The prompt (plus max_tokens) does not fit in the engine's `max_seq_len`."""
 
 
+class InvalidTokenError(ValueError):
+    """A token-id prompt holds an id outside the model's vocabulary."""
+
+
 @dataclasses.dataclass
 class Request:
     """One request's host-side state while it is queued or decoding."""

@@ -1,120 +1,75 @@
-"""OpenAI-compatible HTTP server over the jaxmm engine (standard library only).
+"""OpenAI-compatible HTTP server over the jaxmm engine (FastAPI + uvicorn).
 
 Endpoints: `POST /v1/chat/completions`, `POST /v1/completions` (both with `stream: true` as
-server-sent events ending in `data: [DONE]`), `GET /v1/models`, `GET /health`.
+server-sent events ending in `data: [DONE]`; `stream_options.include_usage` adds a last chunk
+with `usage` and no choices), `GET /v1/models`, `GET /health`.
 
-Concurrency: `ThreadingHTTPServer` gives each client a thread; one `EngineWorker` thread owns
+Concurrency: uvicorn runs the async handlers on one event loop; one `EngineWorker` thread owns
 the engine and runs its continuous-batching loop, so requests from concurrent clients share
-decode steps instead of queueing behind each other. Handlers only validate, submit and read
-their request's events from a queue.
+decode steps instead of queueing behind each other. Handlers only validate (pydantic models in
+`server_schemas`), submit, and await their request's events, which the worker hands to the
+event loop thread-safely.
 
 Errors follow OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, status 400
-for bad requests (the message names the bad field), 404 for unknown paths, 500 if the engine
-fails.
+for bad requests (the message and `param` name the bad field; never FastAPI's 422), 404 for
+unknown paths, 500 if the engine fails, 504 past `request_timeout_s`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import queue
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from typing import Any
 
-from jaxmm.generate.engine import Completion, Engine, PromptTooLongError, StreamEvent
-from jaxmm.generate.params import GenerationParams
-from jaxmm.generate.requests_openai import (
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from jaxmm.generate.engine import Completion, Engine, StreamEvent
+from jaxmm.generate.server_schemas import (
+    ChatRequest,
+    CompletionRequest,
     RequestError,
-    get_field,
-    parse_messages,
-    parse_params,
-    parse_prompts,
+    parse,
 )
+from jaxmm.generate.server_worker import EngineWorker
 
 MAX_BODY_BYTES = 16 << 20
+__all__ = ["EngineWorker", "OpenAIServer", "build_app"]
 
 
-# ---------------------------------------------------------------------------- engine thread
-class EngineWorker:
-    """Runs `engine.step()` in a background thread and routes events to per-request queues."""
+class _Inbox:
+    """A request's events, put by the worker thread, awaited on the event loop."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self._lock = threading.Lock()  # guards the engine and `_queues`
-        self._wake = threading.Condition(self._lock)
-        self._queues: dict[int, queue.Queue] = {}
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="engine-worker", daemon=True)
-        self._thread.start()
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
 
-    def submit(
-        self, prompts: Sequence[str | Sequence[int]], params: GenerationParams
-    ) -> tuple[list[int], queue.Queue]:
-        """Queue prompts (all or none); their events arrive on the returned queue as
-        (StreamEvent, Completion | None) pairs, or an Exception if the engine failed."""
-        out: queue.Queue = queue.Queue()
-        with self._lock:
-            rids = self.engine.submit_many(list(prompts), params)
-            for rid in rids:
-                self._queues[rid] = out
-            self._wake.notify()
-        return rids, out
-
-    def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Render a chat prompt. Under the lock: the worker detokenises with the same HF
-        tokenizer, and fast tokenizers are not safe to use from two threads at once."""
-        with self._lock:
-            return self.engine.chat_prompt_ids(messages)
-
-    def cancel(self, rids: Sequence[int]) -> None:
-        """Stop generating for requests nobody will read (client gone, timeout)."""
-        with self._lock:
-            for rid in rids:
-                self.engine.cancel(rid)
-                self._queues.pop(rid, None)
-
-    def close(self) -> None:
-        with self._lock:
-            self._stop = True
-            self._wake.notify()
-            for q in self._queues.values():  # nobody is left to answer them
-                q.put(RuntimeError("server shutting down"))
-            self._queues.clear()
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._stop and not self.engine.has_work():
-                    self._wake.wait()
-                if self._stop:
-                    return
-                try:
-                    events = self.engine.step()
-                    routed = [
-                        (ev, self.engine.pop_result(ev.request_id) if ev.finish_reason else None)
-                        for ev in events
-                    ]
-                except Exception as e:  # noqa: BLE001 - report to every waiting client
-                    for q in self._queues.values():
-                        q.put(e)
-                    self._queues.clear()
-                    self.engine.reset()
-                    continue
-                for ev, completion in routed:
-                    q = self._queues.get(ev.request_id)
-                    if q is not None:
-                        q.put((ev, completion))
-                        if completion is not None:
-                            del self._queues[ev.request_id]
+    def put(self, item: Any) -> None:  # called from the worker thread
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is left to read it
+            pass
 
 
-# ---------------------------------------------------------------------------- HTTP
+def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return JSONResponse(body, status_code=status)
+
+
 class OpenAIServer:
-    """`OpenAIServer(engine, port=0).start()` serves in a thread; `.url` is the base URL."""
+    """`OpenAIServer(engine, port=0).start()` serves in a thread; `.url` is the base URL.
+
+    The socket is bound in the constructor, so `.port` / `.url` are known (port 0 picks a free
+    one) before serving starts.
+    """
 
     def __init__(
         self,
@@ -128,137 +83,115 @@ class OpenAIServer:
         self.model_name = model_name or engine.model_name
         self.request_timeout_s = request_timeout_s
         self.worker = EngineWorker(engine)
-        handler = type("Handler", (_Handler,), {"app": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.app = build_app(self)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=2048)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self._uvicorn = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self._sock.getsockname()[1]
 
     @property
     def url(self) -> str:
-        return f"http://{self.httpd.server_address[0]}:{self.port}/v1"
+        return f"http://{self._sock.getsockname()[0]}:{self.port}/v1"
 
-    def start(self) -> OpenAIServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+    def start(self, timeout_s: float = 30.0) -> OpenAIServer:
+        """Serve in a daemon thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.01)
         return self
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        """Serve in this thread until `shutdown()` (or SIGINT/SIGTERM in the main thread)."""
+        self._uvicorn.run(sockets=[self._sock])
 
     def shutdown(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.worker.close()
+        self._uvicorn.should_exit = True
+        self.worker.close()  # ends in-flight requests, so open streams finish now
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._sock.close()
 
-    # -- request handling (called from handler threads)
-    def run(self, kind: str, body: Mapping[str, Any]):
-        """Validate and submit; returns (ids, queue, prompt_token_counts)."""
-        model = get_field(body, "model", (str,), self.model_name)
-        if model != self.model_name:
-            raise RequestError(
-                f"'model': unknown model {model!r}; this server serves {self.model_name!r}",
-                "model",
-            )
-        if kind == "chat":
-            conv = parse_messages(body)
-            params = parse_params(body, default_max_tokens=None)
-            try:
-                prompts = [self.worker.chat_prompt_ids(conv)]
-            except Exception as e:  # template errors (e.g. role order) are client errors
-                raise RequestError(f"'messages': chat template failed: {e}", "messages") from e
-        else:
-            prompts = parse_prompts(body)
-            params = parse_params(body, default_max_tokens=16)  # OpenAI's default
+    # -- request handling (on the event loop)
+    async def handle(self, request: Request, kind: str) -> Response:
         try:
-            return self.worker.submit(prompts, params)
-        except PromptTooLongError as e:
-            raise RequestError(str(e), "messages" if kind == "chat" else "prompt") from None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    app: OpenAIServer
-    server_version = "jaxmm-serve/0.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
-        pass
-
-    # -- plumbing
-    def _json(self, status: int, payload: Mapping[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, param: str | None = None) -> None:
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        self._json(
-            status, {"error": {"message": message, "type": kind, "param": param, "code": None}}
-        )
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise RequestError(f"request body over {MAX_BODY_BYTES} bytes", None, 413)
-        try:
-            body = json.loads(self.rfile.read(length) or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RequestError(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise RequestError("request body must be a JSON object")
-        return body
-
-    # -- routes
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
-            model = {
-                "id": self.app.model_name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "jaxmm",
-                "max_model_len": self.app.engine.max_seq_len,
-            }
-            self._json(200, {"object": "list", "data": [model]})
-        elif self.path.rstrip("/") == "/health":
-            self._json(200, {"status": "ok"})
-        else:
-            self._error(404, f"no route GET {self.path}")
-
-    def do_POST(self) -> None:
-        route = self.path.rstrip("/")
-        kind = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}.get(route)
-        if kind is None:
-            self._error(404, f"no route POST {self.path}")
-            return
-        try:
-            body = self._body()
-            stream = get_field(body, "stream", (bool,), False)
-            rids, events = self.app.run(kind, body)
+            body = await _read_json(request)
+            req = parse(ChatRequest if kind == "chat" else CompletionRequest, body)
+            if req.model is not None and req.model != self.model_name:
+                raise RequestError(
+                    f"'model': unknown model {req.model!r}; this server serves {self.model_name!r}",
+                    "model",
+                )
+            inbox = _Inbox()
+            rids = await run_in_threadpool(self._submit, kind, req, inbox)
         except RequestError as e:
-            self._error(e.status, str(e), e.param)
-            return
+            return error_response(e.status, str(e), e.param)
+        except RuntimeError as e:  # the worker is closed: the server is shutting down
+            return error_response(503, str(e))
         meta = {
             "id": ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24],
             "created": int(time.time()),
-            "model": self.app.model_name,
+            "model": self.model_name,
         }
         index = {rid: i for i, rid in enumerate(rids)}
-        if stream:
-            self._stream(kind, meta, index, events)
-        else:
-            self._complete(kind, meta, index, events)
+        if req.stream:
+            stream = self._sse(kind, meta, index, inbox, req.include_usage)
+            # The exact type (no charset suffix), as OpenAI sends it.
+            headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            return StreamingResponse(stream, headers=headers)
+        return await self._complete(kind, meta, index, inbox, request)
 
-    def _events(self, index: dict[int, int], events: queue.Queue):
-        """Yield (choice index, StreamEvent, Completion | None) until all requests finish."""
+    def _submit(self, kind: str, req: Any, inbox: _Inbox) -> list[int]:
+        """Render and queue the prompts (worker thread pool: this waits for the engine lock)."""
+        field = "messages" if kind == "chat" else "prompt"
+        if kind == "chat":
+            params = req.params(default_max_tokens=None)
+            try:
+                prompts = [self.worker.chat_prompt_ids(req.conversation())]
+            except Exception as e:  # template errors (e.g. role order) are client errors
+                raise RequestError(f"'messages': chat template failed: {e}", field) from e
+        else:
+            params = req.params(default_max_tokens=16)  # OpenAI's default
+            prompts = req.prompt
+        try:
+            return self.worker.submit(prompts, params, inbox)
+        except ValueError as e:  # too long, out-of-vocabulary token id, empty prompt
+            raise RequestError(f"'{field}': {e}", field) from None
+
+    async def _events(
+        self, inbox: _Inbox, index: dict[int, int], request: Request | None = None
+    ) -> AsyncIterator[tuple[int, StreamEvent, Completion | None]]:
+        """(choice index, event, completion or None) until every request of `index` ends.
+
+        TimeoutError past `request_timeout_s`; ConnectionAbortedError if `request`'s client
+        went away (checked once a second while waiting).
+        """
         pending = set(index)
-        deadline = time.monotonic() + self.app.request_timeout_s
+        deadline = time.monotonic() + self.request_timeout_s
         while pending:
-            item = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            try:
+                item = await asyncio.wait_for(inbox.queue.get(), timeout=min(1.0, max(left, 0)))
+            except TimeoutError:
+                if left <= 0:
+                    raise
+                if request is not None and await request.is_disconnected():
+                    raise ConnectionAbortedError from None
+                continue
             if isinstance(item, Exception):
                 raise item
             ev, completion = item
@@ -266,19 +199,23 @@ class _Handler(BaseHTTPRequestHandler):
                 pending.discard(ev.request_id)
             yield index[ev.request_id], ev, completion
 
-    def _complete(self, kind: str, meta: dict[str, Any], index, events) -> None:
+    async def _complete(
+        self, kind: str, meta: dict[str, Any], index: dict[int, int], inbox: _Inbox, request
+    ) -> Response:
         done: dict[int, Completion] = {}
         try:
-            for i, _, completion in self._events(index, events):
+            async for i, _, completion in self._events(inbox, index, request):
                 if completion is not None:
                     done[i] = completion
-        except queue.Empty:
-            self.app.worker.cancel(list(index))
-            self._error(504, f"generation took longer than {self.app.request_timeout_s} s")
-            return
+        except TimeoutError:
+            self.worker.cancel(list(index))
+            return error_response(504, f"generation took longer than {self.request_timeout_s} s")
+        except ConnectionAbortedError:  # nobody to answer
+            self.worker.cancel(list(index))
+            return Response(status_code=499)
         except Exception as e:  # noqa: BLE001
-            self._error(500, f"generation failed: {type(e).__name__}: {e}")
-            return
+            self.worker.cancel(list(index))
+            return error_response(500, f"generation failed: {type(e).__name__}: {e}")
         choices = []
         for i in range(len(index)):
             c = done[i]
@@ -288,56 +225,56 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 choice.update(text=c.text, logprobs=None)
             choices.append(choice)
-        prompt_tokens = sum(c.prompt_tokens for c in done.values())
-        completion_tokens = sum(len(c.token_ids) for c in done.values())
-        self._json(
-            200,
-            {
-                **meta,
-                "object": "chat.completion" if kind == "chat" else "text_completion",
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            },
-        )
+        obj = "chat.completion" if kind == "chat" else "text_completion"
+        body = {**meta, "object": obj, "choices": choices, "usage": _usage(done.values())}
+        return JSONResponse(body)
 
-    def _stream(self, kind: str, meta: dict[str, Any], index, events) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
+    async def _sse(
+        self,
+        kind: str,
+        meta: dict[str, Any],
+        index: dict[int, int],
+        inbox: _Inbox,
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        extra = {"usage": None} if include_usage else {}  # as OpenAI: null until the last
 
-        def send(choice: dict[str, Any]) -> None:
-            chunk = {**meta, "object": obj, "choices": [choice]}
-            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            self.wfile.flush()
+        def chunk(choices: list[dict[str, Any]], **fields: Any) -> bytes:
+            data = {**meta, "object": obj, "choices": choices, **extra, **fields}
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
 
+        finished = False
+        done: list[Completion] = []
         try:
             if kind == "chat":
-                send(
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "finish_reason": None,
-                    }
-                )
-            for i, ev, _ in self._events(index, events):
-                send(_chunk_choice(kind, i, ev))
-            self.wfile.write(b"data: [DONE]\n\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.app.worker.cancel(list(index))  # the client went away
-            return
+                role = {"role": "assistant", "content": ""}
+                yield chunk([{"index": 0, "delta": role, "finish_reason": None}])
+            async for i, ev, completion in self._events(inbox, index):
+                if completion is not None:
+                    done.append(completion)
+                yield chunk([_chunk_choice(kind, i, ev)])
+            finished = True
+            if include_usage:
+                yield chunk([], usage=_usage(done))
+            yield b"data: [DONE]\n\n"
         except Exception as e:  # noqa: BLE001 - headers are sent: report in-band
-            self.app.worker.cancel(list(index))
             err = {"error": {"message": f"generation failed: {e}", "type": "server_error"}}
-            self.wfile.write(b"data: " + json.dumps(err).encode() + b"\n\n")
-        self.wfile.flush()
-        self.close_connection = True
+            yield b"data: " + json.dumps(err).encode() + b"\n\n"
+        finally:  # also when the client went away (the generator is cancelled)
+            if not finished:
+                self.worker.cancel(list(index))
+
+
+def _usage(done: Any) -> dict[str, int]:
+    done = list(done)
+    prompt_tokens = sum(c.prompt_tokens for c in done)
+    completion_tokens = sum(len(c.token_ids) for c in done)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def _chunk_choice(kind: str, i: int, ev: StreamEvent) -> dict[str, Any]:
@@ -345,3 +282,61 @@ def _chunk_choice(kind: str, i: int, ev: StreamEvent) -> dict[str, Any]:
         delta = {"content": ev.delta} if ev.delta else {}
         return {"index": i, "delta": delta, "finish_reason": ev.finish_reason}
     return {"index": i, "text": ev.delta, "logprobs": None, "finish_reason": ev.finish_reason}
+
+
+async def _read_json(request: Request) -> Any:
+    """The body as JSON whatever the Content-Type (curl -d sends a form type)."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise RequestError(f"request body over {MAX_BODY_BYTES} bytes", None, 413)
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError(f"request body over {MAX_BODY_BYTES} bytes", None, 413)
+    try:
+        return json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(f"request body is not valid JSON: {e}") from None
+
+
+def build_app(server: OpenAIServer) -> FastAPI:
+    """The routes; every error body has OpenAI's shape, unknown paths included."""
+    app = FastAPI(title="jaxmm OpenAI-compatible server", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception) -> Response:  # a bug, not the client
+        return error_response(500, f"internal error: {type(e).__name__}: {e}")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        model = {
+            "id": server.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "jaxmm",
+            "max_model_len": server.engine.max_seq_len,
+        }
+        return {"object": "list", "data": [model]}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await server.handle(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await server.handle(request, "completion")
+
+    routes = {("GET", "/v1/models"): models, ("GET", "/health"): health}
+    routes |= {("POST", "/v1/chat/completions"): chat, ("POST", "/v1/completions"): completions}
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def other(request: Request, path: str) -> Any:
+        """A trailing slash is the same route (as before the move to FastAPI); else 404."""
+        route = routes.get((request.method, "/" + path.rstrip("/")))
+        if route is None:
+            return error_response(404, f"no route {request.method} /{path}")
+        return await (route(request) if request.method == "POST" else route())
+
+    return app

@@ -29,8 +29,10 @@ from jaxmm.lrm4d.media import (
 from jaxmm.lrm4d.setups import (
     CANONICAL_AZIMUTH_DEG,
     SETUPS,
+    camera_azimuths,
     clip_cameras,
     dnerf_eval_clip,
+    select_input_views,
     setup_views,
     synthetic_eval_clips,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "SETUPS",
     "LRM4DModel",
     "apply_filters",
+    "camera_azimuths",
     "clip_cameras",
     "contact_sheet",
     "dnerf_eval_clip",
@@ -50,6 +53,7 @@ __all__ = [
     "keep_mask",
     "load",
     "save_ply",
+    "select_input_views",
     "setup_views",
     "synthetic_eval_clips",
     "turntable",

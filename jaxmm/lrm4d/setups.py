@@ -97,13 +97,81 @@ def synthetic_eval_clips(
     return clips
 
 
-def dnerf_eval_clip(root: str, num_inputs: int = 12, image_size: int | None = None) -> dict:
-    """D-NeRF / Consistent4D folder: inputs = train frames evenly spaced in time, targets = test."""
+def camera_azimuths(c2w: np.ndarray) -> np.ndarray:
+    """Azimuth in degrees [0, 360) of each camera (OpenCV c2w [N, 4, 4]) around the scene's up
+    axis, measured from the first camera, counter-clockwise seen from above.
+
+    Up is the direction most orthogonal to every camera's right axis (exact for cameras
+    without roll, as orbit captures are), signed like the mean camera up (-y in OpenCV axes);
+    the centre is the point closest to every optical axis (least squares), i.e. what an
+    object-centric capture looks at.
+    """
+    c2w = c2w.astype(np.float64)
+    centres, forward, right = c2w[:, :3, 3], c2w[:, :3, 2], c2w[:, :3, 0]
+    mean_up = -c2w[:, :3, 1].mean(0)
+    evals, evecs = np.linalg.eigh(right.T @ right)
+    up = evecs[:, 0] if evals[1] > 1e-6 * evals[2] else mean_up  # one shared right axis: no info
+    up = up * np.sign(up @ mean_up or 1.0)
+    up /= max(np.linalg.norm(up), 1e-12)
+    proj = np.eye(3)[None] - forward[:, :, None] * forward[:, None, :]  # [N, 3, 3]
+    centre = np.linalg.lstsq(proj.sum(0), np.einsum("nij,nj->i", proj, centres), rcond=None)[0]
+    rel = centres - centre
+    rel -= (rel @ up)[:, None] * up
+    e1 = rel[0] / max(np.linalg.norm(rel[0]), 1e-12)
+    e2 = np.cross(up, e1)
+    return np.degrees(np.arctan2(rel @ e2, rel @ e1)) % 360.0
+
+
+def _angle_gap(a: np.ndarray, b: float) -> np.ndarray:
+    d = np.abs(a - b) % 360.0
+    return np.minimum(d, 360.0 - d)
+
+
+def select_input_views(
+    c2w: np.ndarray, times: np.ndarray, setup: str, num_inputs: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Indices of the captured views that best follow a paper setup, and how well they do.
+
+    A monocular capture (one camera pose per instant, as D-NeRF) has no exact canonical views,
+    so each requested (azimuth, frame) of `setup_views(setup, K=num_inputs)` takes the unused
+    view minimising (azimuth gap / 45°)² + (time gap in frames)². Azimuths are relative to the
+    view nearest the first instant. Returned stats: mean azimuth gap (degrees) and time gap
+    (frames) between requested and chosen views.
+    """
+    n = len(times)
+    if num_inputs < 1 or num_inputs > n:
+        raise ValueError(f"num_inputs={num_inputs} must be in [1, {n}] (the captured views)")
+    k = num_inputs
+    views = setup_views(setup, k, None)[:num_inputs]
+    span = float(times.max() - times.min()) or 1.0
+    frame_of = (times - times.min()) / span * max(k - 1, 1)  # time of each view, in frames
+    azimuths = camera_azimuths(c2w)
+    offset = azimuths[int(np.argmin(times))]
+    free = np.ones(n, bool)
+    picked, az_gaps, t_gaps = [], [], []
+    for az, frame in views:
+        az_gap = _angle_gap(azimuths, (az + offset) % 360.0)
+        t_gap = np.abs(frame_of - frame)
+        cost = np.where(free, (az_gap / 45.0) ** 2 + t_gap**2, np.inf)
+        i = int(np.argmin(cost))
+        free[i] = False
+        picked.append(i)
+        az_gaps.append(az_gap[i])
+        t_gaps.append(t_gap[i])
+    stats = {"input_azimuth_gap_deg": float(np.mean(az_gaps)), "input_time_gap_frames":
+             float(np.mean(t_gaps))}  # fmt: skip
+    return np.array(picked), stats
+
+
+def dnerf_eval_clip(root: str, setup: str, num_inputs: int, image_size: int | None = None) -> dict:
+    """D-NeRF / Consistent4D folder: inputs = the train views that follow `setup` best
+    (`select_input_views`), targets = every test view. Adds the selection stats to the clip."""
+    if setup not in SETUPS:
+        raise ValueError(f"unknown setup {setup!r}; choose one of {SETUPS}")
     train = load_split(root, "train", image_size=image_size)
     test = load_split(root, "test", image_size=image_size)
-    order = np.argsort(train.times, kind="stable")
-    pick = np.array(_evenly(list(order), num_inputs))
-    clip = {}
+    pick, stats = select_input_views(train.c2w, train.times, setup, num_inputs)
+    clip: dict = {"selection": stats, "input_indices": pick}
     for name, split, idx in (("input", train, pick), ("target", test, np.arange(test.num))):
         clip |= {
             f"{name}_images": split.images[idx],

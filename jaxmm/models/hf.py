@@ -232,7 +232,8 @@ def hf_state_dict(params: Any, config: LLMConfig) -> dict[str, np.ndarray]:
         if getattr(path[-1], "key", None) in ("lora_a", "lora_b"):
             raise ValueError(
                 "params hold LoRA factors; merge them first "
-                "(jaxmm.nn.lora.merge_lora) or save them with save_adapters"
+                "(jaxmm.nn.lora.merge_lora) or save them with save_adapters (jaxmm format) "
+                "or jaxmm.models.peft.save_peft_adapter (peft format)"
             )
     out = {}
     for m in name_map(config):

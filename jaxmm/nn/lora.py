@@ -3,6 +3,7 @@
 `Linear` is the projection every jaxmm LM layer uses. When a `LoRAConfig` is given and the
 layer's module path matches one of its `targets`, it adds two low-rank factors beside the
 frozen `kernel`:   y = x W (+ b) + (alpha / rank) * dropout(x) A B,
+(alpha / sqrt(rank) with `use_rslora`, Kalajdzievski 2023, as in peft)
 with `lora_a` [in..., rank] (random) and `lora_b` [rank, out...] (zeros, so training starts
 from the base model). The factors are ordinary params in the same tree, which gives:
 
@@ -39,6 +40,7 @@ class LoRAConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    use_rslora: bool = False  # scale alpha / sqrt(rank) instead of alpha / rank
 
     def __post_init__(self):
         if self.rank < 1:
@@ -51,6 +53,8 @@ class LoRAConfig:
 
     @property
     def scale(self) -> float:
+        if self.use_rslora:
+            return self.alpha / self.rank**0.5
         return self.alpha / self.rank
 
     def matches(self, path: Sequence[str]) -> bool:

@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from jaxmm.eval.answers import answer_str_em
 from jaxmm.generate.backends import Backend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines import genprog_program as gp
@@ -264,23 +265,6 @@ def judge_statement(text: str, sids: Sequence[int], sentences, entails) -> dict[
     else:
         precise = [recall] * len(sids)
     return {"recall": recall, "precise": precise}
-
-
-def normalize(text: str) -> str:
-    text = re.sub(r"\b(a|an|the)\b", " ", re.sub(r"[^\w\s]", " ", text.lower()))
-    return " ".join(text.split())
-
-
-def answer_str_em(answer: str, answers: Sequence[str | Sequence[str]]) -> float | None:
-    """ALCE str-EM: the fraction of gold answers (each with aliases) found in the answer."""
-    if not answers:
-        return None
-    norm = f" {normalize(answer)} "
-    hits = [
-        any(f" {normalize(a)} " in norm for a in ([g] if isinstance(g, str) else g))
-        for g in answers
-    ]
-    return sum(hits) / len(hits)
 
 
 # ------------------------------------------------------------------------------ run

@@ -17,8 +17,13 @@ from jaxmm.train.task import Task
 
 
 def names() -> list[str]:
-    """The task modules in jaxmm/tasks/."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__))
+    """The task modules in jaxmm/tasks/: those with a `build` (helpers such as `grpo_loss`
+    or `rewards` have none). Imports every module, so only error paths call it."""
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(__path__)
+        if hasattr(importlib.import_module(f"{__name__}.{m.name}"), "build")
+    )
 
 
 def build(config: ml_collections.ConfigDict) -> Task:

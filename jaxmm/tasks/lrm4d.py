@@ -94,6 +94,13 @@ class LRM4DTask(Task):
 
     def evaluate(self, params, step, workdir):
         model = lrm4d.LRM4DModel(self.config, params)
+        if self.config.eval.get("data_path", ""):
+            return lrm4d.evaluate(
+                model,
+                self.config.eval.data_path,
+                self.config.eval.setup,
+                lpips_weights=self.config.eval.get("lpips_weights", ""),
+            )
         return lrm4d.evaluate_synthetic(
             model,
             num_scenes=self.config.eval.num_scenes,

@@ -33,7 +33,9 @@ from jaxmm.data.pipeline import batched
 from jaxmm.data.sft_records import iter_raw_records, load_tokenizer, resolve_model_dir
 from jaxmm.models.hf import load_hf, save_hf
 from jaxmm.models.llm import LLM, LLMConfig
+from jaxmm.models.peft import save_peft_adapter
 from jaxmm.nn import lora as lora_lib
+from jaxmm.nn.logprobs import token_logprobs
 from jaxmm.train.task import DataShard, Task
 from jaxmm.train.trainer import LOSS_WEIGHT
 
@@ -46,11 +48,8 @@ def token_loss_sum(
     """(sum of masked token cross-entropies, number of masked tokens), both fp32 scalars.
 
     Returned apart so the division happens once, over everything that is summed."""
-    logits = logits.astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     mask = loss_mask.astype(jnp.float32)
-    return jnp.sum((logz - target_logit) * mask), jnp.sum(mask)
+    return -jnp.sum(token_logprobs(logits, targets) * mask), jnp.sum(mask)
 
 
 def records(config: ml_collections.ConfigDict) -> Iterator[tuple[str, Any]]:
@@ -72,10 +71,8 @@ class SFTTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         d, m = config.data, config.model
-        if config.export.peft:
-            # TODO(peft): write the adapter in PEFT format with jaxmm.models.peft once it lands
-            # (another engineer's module); hook it in `export` below.
-            raise NotImplementedError("config.export.peft: PEFT adapter export is not yet in jaxmm")
+        if config.export.peft and config.model.lora_rank <= 0:
+            raise ValueError("config.export.peft needs LoRA (config.model.lora_rank > 0)")
         self.model_dir = resolve_model_dir(m.hf_dir) if m.hf_dir else ""
         self.tokenizer = load_tokenizer(d.tokenizer or self.model_dir)
         examples, self.report = build_examples(
@@ -214,12 +211,15 @@ class SFTTask(Task):
 
     def export(self, params, out_dir: str) -> None:
         """HF safetensors + tokenizer in `out_dir/hf` (LoRA merged); LoRA factors alone in
-        `out_dir/lora` (jaxmm's adapter format)."""
+        `out_dir/lora` (jaxmm's adapter format) and, with `export.peft`, `out_dir/peft`."""
         config = self.llm_config.replace(lora=None, remat="none")
         full = params
         if self.lora is not None:
             lora_lib.save_adapters(params, self.lora, os.path.join(out_dir, "lora"))
-            # TODO(peft): also write the PEFT-format adapter here via jaxmm.models.peft.
+            if self.config.export.peft:  # jaxmm.models.peft owns the format
+                save_peft_adapter(
+                    params, config, self.lora, os.path.join(out_dir, "peft"), self.model_dir or None
+                )
             full = lora_lib.merge_lora(params, self.lora)
         save_hf(full, config, os.path.join(out_dir, "hf"))
         if jax.process_index() == 0:

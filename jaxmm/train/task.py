@@ -55,6 +55,14 @@ class Task(abc.ABC):
         checkpoint) resumes the exact same stream.
         """
 
+    def rollout(self, params: PyTree, batch: Batch, step: int) -> Batch:
+        """Host side, between the data pipeline and the step, with the current params: e.g.
+        on-policy samples for RL (`jaxmm.tasks.grpo`). Must be deterministic given (params,
+        batch, step) for exact resume, and return the same shapes every step. The trainer
+        calls it only when a task overrides it (it waits for the previous step)."""
+        del params, step
+        return batch
+
     def batch_logical_axes(self, batch: Batch) -> PyTree:
         """Logical axis names per batch leaf; by default the leading axis is `batch`."""
         return jax.tree.map(lambda x: ("batch",) + (None,) * (x.ndim - 1), batch)

@@ -287,8 +287,11 @@ class Trainer:
         budget_s = 60.0 * float(cfg.get("max_train_minutes", 0) or 0)
         t_start = time.perf_counter()
         with StopFlag() as stop:
+            rollout = type(self.task).rollout is not Task.rollout
             for step in range(start, cfg.num_steps):
                 batch = next(data_iter)
+                if rollout:
+                    batch = self.task.rollout(state.params, batch, step)
                 if step_fn is None:
                     step_fn, batch_axes = self.compile_step(batch)
                 if profile and step == profile[0] and not profiling:

@@ -7,20 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmm import gaussians, lrm4d, tasks
+from jaxmm import gaussians, lrm4d
 from jaxmm.data.synthetic4d import SceneSpec
 from jaxmm.models import lrm4d as lrm4d_model
 from jaxmm.tasks.lrm4d import LRM4DTask
-from jaxmm.train import trainer as trainer_lib
-from tests.lrm4d.small import small_config
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("lrm4d_run"))
-    c = small_config(**{"num_steps": 1, "checkpoint.every_steps": 1, "data.num_target_views": 1})
-    result = trainer_lib.train(c, workdir, tasks.build(c))
-    return workdir, c, jax.device_get(result.state.params)
 
 
 def test_load_reconstruct_equals_training_params(trained):

@@ -10,6 +10,7 @@ import pytest
 
 from jaxmm import pipelines
 from jaxmm.data import genprog as gdata
+from jaxmm.eval import answers
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines import genprog
 from jaxmm.pipelines import genprog_program as gp
@@ -148,8 +149,8 @@ def test_rendering_at_document_and_sentence_level():
 
 def _judge(premise, claim):
     """Entailment by words: every content word of the claim occurs in the premise."""
-    words = {w for w in genprog.normalize(claim).split() if len(w) > 2}
-    return "Yes." if words <= set(genprog.normalize(premise).split()) else "No."
+    words = {w for w in answers.normalize(claim).split() if len(w) > 2}
+    return "Yes." if words <= set(answers.normalize(premise).split()) else "No."
 
 
 def _responder(program_text=None, answer_text=None, posthoc=None):
@@ -290,9 +291,9 @@ def test_judge_follows_alce_rules():
 
 
 def test_answer_str_em_and_metrics_aggregate_output_fields():
-    assert genprog.answer_str_em("The town is in Arvenia, since 1612!", ["arvenia", ["1612"]]) == 1
-    assert genprog.answer_str_em("Arvenian towns", ["Arvenia"]) == 0  # whole words only
-    assert genprog.answer_str_em("x", []) is None
+    assert answers.answer_str_em("The town is in Arvenia, since 1612!", ["arvenia", ["1612"]]) == 1
+    assert answers.answer_str_em("Arvenian towns", ["Arvenia"]) == 0  # whole words only
+    assert answers.answer_str_em("x", []) is None
     outputs = [
         {"mode": "program", "programs": [{}, {}, {}], "programs_ok": 2, "statements": [{}, {}],
          "citation_recall": 1.0, "citation_precision": 0.5, "answer_str_em": 0.5, "gold_doc_recall": None},  # noqa: E501
