@@ -271,9 +271,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sft_loss_mean_of_row_means",
         "jaxmm/tasks/sft.py",
-        "return jnp.sum((logz - target_logit) * mask), jnp.sum(mask)",
-        "per_row = jnp.sum((logz - target_logit) * mask, -1) / jnp.maximum(mask.sum(-1), 1)\n"
-        "    return jnp.mean(per_row), jnp.float32(1.0)",
+        "return -jnp.sum(token_logprobs(logits, targets) * mask), jnp.sum(mask)",
+        "per_row = -jnp.sum(token_logprobs(logits, targets) * mask, -1)"
+        " / jnp.maximum(mask.sum(-1), 1)\n"
+        "    return jnp.mean(per_row) * jnp.sum(mask), jnp.sum(mask)",  # loss = mean of means
         ("tests/tasks/test_sft.py", "-k", "sharded"),
     ),
     Mutant(
