@@ -37,6 +37,7 @@ class Mutant:
 
 SPLAT = "kernels_pallas/splat/"
 CLAMP_TESTS = ("tests/kernels_pallas/splat/test_clamp_cases.py",)
+SFT_DATA_TESTS = "tests/data/test_sft_data.py"
 PEFT = "jaxmm/models/peft.py"
 PEFT_TESTS = "tests/models/test_peft.py"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
@@ -275,6 +276,58 @@ MUTANTS: tuple[Mutant, ...] = (
         ".strip())[:budget] if budget",
         ".strip()) if budget",
         ("tests/models/test_clamr.py::test_overlong_text_is_truncated_to_its_budget",),
+    ),
+    # --- SFT data and loss -------------------------------------------------------------------
+    Mutant(
+        "sft_mask_misses_end_of_turn",
+        "jaxmm/data/sft_records.py",
+        "turn_end = end + gap + len(closer)",
+        "turn_end = end",
+        (SFT_DATA_TESTS, "-k", "end_of_turn"),
+    ),
+    Mutant(
+        "sft_mask_off_by_one",
+        "jaxmm/data/packing.py",
+        'row["loss_mask"][o : o + n] = ex.weights[1:]',
+        'row["loss_mask"][o : o + n] = ex.weights[:-1]',
+        (SFT_DATA_TESTS, "-k", "first_fit"),
+    ),
+    Mutant(
+        "sft_no_position_reset",
+        "jaxmm/data/packing.py",
+        'row["positions"][o : o + n] = np.arange(n)',
+        'row["positions"][o : o + n] = np.arange(o, o + n)',
+        (SFT_DATA_TESTS, "-k", "first_fit"),
+    ),
+    Mutant(
+        "sft_packed_rows_one_segment",
+        "jaxmm/data/packing.py",
+        'row["segment_ids"][o : o + n] = k',
+        'row["segment_ids"][o : o + n] = 1',
+        ("tests/tasks/test_sft.py", "-k", "packed"),
+    ),
+    Mutant(
+        "sft_cings_context_mask_shifted",
+        "jaxmm/data/sft_records.py",
+        "trained[origin + ex_start : origin + ex_end] = 0",
+        "trained[origin + ex_start + 1 : origin + ex_end + 1] = 0",
+        (SFT_DATA_TESTS, "-k", "cings"),
+    ),
+    Mutant(
+        "sft_loss_mean_of_row_means",
+        "jaxmm/tasks/sft.py",
+        "return -jnp.sum(token_logprobs(logits, targets) * mask), jnp.sum(mask)",
+        "per_row = -jnp.sum(token_logprobs(logits, targets) * mask, -1)"
+        " / jnp.maximum(mask.sum(-1), 1)\n"
+        "    return jnp.mean(per_row) * jnp.sum(mask), jnp.sum(mask)",  # loss = mean of means
+        ("tests/tasks/test_sft.py", "-k", "sharded"),
+    ),
+    Mutant(
+        "trainer_accum_mean_of_micro_means",
+        "jaxmm/train/trainer.py",
+        "w = metrics[LOSS_WEIGHT] if weighted else jnp.float32(1.0)",
+        "w = jnp.float32(1.0)",
+        ("tests/tasks/test_sft.py", "-k", "accumulation"),
     ),
 )
 

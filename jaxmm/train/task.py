@@ -40,7 +40,12 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def loss(self, params: PyTree, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
-        """Scalar loss to minimise and a dict of scalar metrics. Traced under jit."""
+        """Scalar loss to minimise and a dict of scalar metrics. Traced under jit.
+
+        A loss that is a ratio (e.g. summed token losses / target tokens) reports its
+        denominator as the metric `loss_weight`: under gradient accumulation the trainer then
+        combines micro-batches as sum(loss_i * w_i) / sum(w_i), the exact whole-batch value.
+        """
 
     @abc.abstractmethod
     def train_dataset(self, shard: DataShard) -> grain.IterDataset:
@@ -69,6 +74,12 @@ class Task(abc.ABC):
 
     def trainable_mask(self, params: PyTree) -> PyTree | None:
         """Pytree of bools marking trainable leaves (e.g. LoRA); None trains everything."""
+        return None
+
+    def pretrained_params(self, abstract_params: PyTree) -> PyTree | None:
+        """Weights that replace `init`'s in a fresh (not resumed) run, e.g. a Hugging Face
+        checkpoint; None keeps `init`'s. `abstract_params` carry the target shardings, so a
+        task can read each tensor straight into its shards. Called on the host, not traced."""
         return None
 
     def evaluate(self, params: PyTree, step: int, workdir: str) -> dict[str, float]:

@@ -36,7 +36,18 @@ from jaxmm.train.task import DataShard, Task
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteError", "TrainResult", "Trainer", "check_workdir", "describe", "train"]
+# A Task.loss metric naming the loss's denominator (see _loss_and_grads).
+LOSS_WEIGHT = "loss_weight"
+
+__all__ = [
+    "LOSS_WEIGHT",
+    "NonFiniteError",
+    "TrainResult",
+    "Trainer",
+    "check_workdir",
+    "describe",
+    "train",
+]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -92,12 +103,15 @@ class Trainer:
             return state_lib.create(params, self.tx.init(params), jax.random.key_data(state_rng))
 
         abstract_state = jax.eval_shape(init_state, init_rng)
+        # Frozen leaves (Task.trainable_mask) hold an empty optax.MaskedNode in the state.
+        masked = lambda x: isinstance(x, optax.MaskedNode)
         opt_shardings = optax.tree_map_params(
             self.tx,
-            lambda _, s: s,
+            lambda p, s: p if masked(p) else s,
             abstract_state.opt_state,
             self.param_shardings,
             transform_non_params=lambda _: self._repl,
+            is_leaf=masked,
         )
         self.state_shardings = state_lib.TrainState(
             step=self._repl,
@@ -132,27 +146,29 @@ class Trainer:
             return jnp.swapaxes(x, 0, 1)
 
         micro = jax.tree.map(split, batch)
+        first = jax.tree.map(lambda x: x[0], micro)
+        shapes = jax.eval_shape(lambda: grad_fn(params, first, rng))
+        weighted = LOSS_WEIGHT in shapes[0][1]
 
+        # A loss that reports `loss_weight` (its denominator, e.g. target tokens) is combined
+        # as sum(loss_i * w_i) / sum(w_i): exactly the loss of the whole batch, not a mean of
+        # micro-batch means. Other losses are averaged (w_i = 1).
         def body(carry, xs):
             mb, i = xs
             (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, i))
-            acc = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
-            return acc, None
+            w = metrics[LOSS_WEIGHT] if weighted else jnp.float32(1.0)
+            scaled = jax.tree.map(lambda x: x * w, (loss, metrics, grads))
+            return jax.tree.map(jnp.add, carry, (*scaled, w)), None
 
-        zeros = jax.tree.map(
-            jnp.zeros_like,
-            jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro), rng)),
+        (loss, metrics), grads = jax.tree.map(jnp.zeros_like, shapes)
+        (loss, metrics, grads, w_sum), _ = jax.lax.scan(
+            body, (loss, metrics, grads, jnp.float32(0.0)), (micro, jnp.arange(accum))
         )
-        (loss, metrics), grads = zeros
-        (loss, metrics, grads), _ = jax.lax.scan(
-            body, (loss, metrics, grads), (micro, jnp.arange(accum))
-        )
-        scale = 1.0 / accum
-        return (
-            loss * scale,
-            jax.tree.map(lambda m: m * scale, metrics),
-            jax.tree.map(lambda g: g * scale, grads),
-        )
+        scale = jnp.where(w_sum > 0, 1.0 / w_sum, 0.0)
+        metrics = jax.tree.map(lambda m: m * scale, metrics)
+        if weighted:
+            metrics[LOSS_WEIGHT] = w_sum
+        return loss * scale, metrics, jax.tree.map(lambda g: g * scale, grads)
 
     def _train_step(self, state: state_lib.TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -227,6 +243,11 @@ class Trainer:
         data_iter = self.data_iterator()
         with self._context():
             restored = ckpt.restore_latest(self.abstract_state)
+        # Outside the mesh context: a loader places tensors with its own shardings.
+        pretrained = None
+        if restored is None:
+            pretrained = self.task.pretrained_params(self.abstract_state.params)
+        with self._context():
             resumed_from = None
             if restored is not None:
                 resumed_from, state, data_state = restored
@@ -234,6 +255,9 @@ class Trainer:
                 log.info("resumed from step %d in %s", resumed_from, self.workdir)
             else:
                 state = self.init_state()
+                if pretrained is not None:
+                    state = state.replace(params=_place(pretrained, self.abstract_state.params))
+                    log.info("initialised params from the task's pretrained weights")
                 if cfg.init_from:
                     src_step, params = ckpt_lib.load_params(
                         cfg.init_from, self.abstract_state.params
@@ -359,6 +383,17 @@ class Trainer:
         avg["steps_per_sec"] = len(window) / max(dt, 1e-9)
         writer.write(step, avg, "train/")
         return avg
+
+
+def _place(params, abstract_params):
+    """Params onto the train state's shardings and dtypes (structure and shapes checked)."""
+    want = jax.tree.map(lambda a: a.shape, abstract_params)
+    got = jax.tree.map(lambda a: tuple(a.shape), params)
+    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+        raise ValueError("Task.pretrained_params do not match the params of Task.init")
+    return jax.tree.map(
+        lambda p, a: jax.device_put(jnp.asarray(p, a.dtype), a.sharding), params, abstract_params
+    )
 
 
 def _progress(cfg, start: int):
