@@ -329,6 +329,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "w = jnp.float32(1.0)",
         ("tests/tasks/test_sft.py", "-k", "accumulation"),
     ),
+    # --- GRPO (tests/tasks/test_grpo.py) ------------------------------------------------------
+    Mutant(
+        "grpo_advantage_sign_flipped",
+        "jaxmm/tasks/grpo.py",
+        "adv = np.asarray(grpo_loss.group_advantages(",
+        "adv = -np.asarray(grpo_loss.group_advantages(",
+        ("tests/tasks/test_grpo.py", "-k", "raises_the_mean_reward"),
+    ),
+    Mutant(
+        "grpo_rollout_seed_ignores_step",
+        "jaxmm/tasks/grpo.py",
+        "SeedSequence([self.config.seed, step, k])",
+        "SeedSequence([self.config.seed, k])",
+        ("tests/tasks/test_grpo.py", "-k", "rollout"),
+    ),
 )
 
 

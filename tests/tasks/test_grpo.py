@@ -16,7 +16,8 @@ from jaxmm.train import trainer as trainer_lib
 
 def _config(**overrides):
     c = config_lib.load_config_file("configs/grpo.py:even")
-    values = {"progress_bar": False, "log_every_steps": 1} | overrides
+    # batch_size 8: one prompt per fake device of the test session (tests/conftest.py)
+    values = {"progress_bar": False, "log_every_steps": 1, "batch_size": 8} | overrides
     with c.unlocked():
         for k, v in values.items():
             config_lib.set_key(c, k, v)
@@ -78,3 +79,15 @@ def test_grpo_raises_the_mean_reward(tmp_path):
     first, last = np.mean(reward[:5]), np.mean(reward[-5:])
     assert last > first + 0.2, reward
     assert result.eval_metrics["eval/greedy_reward"] > 0.5
+
+
+@pytest.mark.slow
+def test_resumed_run_samples_and_trains_exactly_like_an_uninterrupted_one(tmp_path):
+    def run(workdir, steps):
+        c = _config(num_steps=steps, **{"checkpoint.every_steps": 3})
+        return trainer_lib.train(c, str(workdir), tasks.build(c)).state.params
+
+    straight = run(tmp_path / "a", 6)
+    run(tmp_path / "b", 3)  # "killed" after its step-3 checkpoint ...
+    resumed = run(tmp_path / "b", 6)  # ... and restarted with the full budget
+    jax.tree.map(np.testing.assert_array_equal, straight, resumed)
