@@ -329,6 +329,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "w = jnp.float32(1.0)",
         ("tests/tasks/test_sft.py", "-k", "accumulation"),
     ),
+    # --- DPO (tests/tasks/test_dpo.py) --------------------------------------------------------
+    Mutant(
+        "dpo_reference_not_frozen",
+        "jaxmm/tasks/dpo.py",
+        'ref = jax.lax.stop_gradient(params["reference"])',
+        'ref = params["reference"]',
+        ("tests/tasks/test_dpo.py", "-k", "log2"),
+    ),
+    Mutant(
+        "dpo_scores_every_assistant_turn",
+        "jaxmm/tasks/dpo.py",
+        "out.append(Example(ex.ids, last_turn_only(ex.weights), where))",
+        "out.append(Example(ex.ids, ex.weights, where))",
+        ("tests/tasks/test_dpo.py", "-k", "final_reply"),
+    ),
     # --- GRPO (tests/tasks/test_grpo.py) ------------------------------------------------------
     Mutant(
         "grpo_advantage_sign_flipped",
