@@ -54,9 +54,12 @@ def test_each_claim_alone_and_style_prompts(release, tmp_path, style):
     truths = {r["true_claim"] for r in records}
     backend = ScriptedBackend(_oracle(truths, style))
     report = run_pipeline(
-        pipelines.get("mf2"), tmp_path / "in.jsonl", tmp_path / "out.jsonl", backend,
+        pipelines.get("mf2"),
+        tmp_path / "in.jsonl",
+        tmp_path / "out.jsonl",
+        backend,
         progress=False,
-    )  # fmt: skip
+    )
     assert report.calls == 2 * len(records)
     fibs = {r["false_claim"] for r in records}
     for _, conv, _ in backend.calls:
@@ -97,8 +100,9 @@ def test_parsers_and_metrics_through_the_runtime(release, tmp_path):
         table[r["true_claim"]], table[r["false_claim"]] = answers[i]
     write_jsonl(tmp_path / "in.jsonl", records)
     backend = ScriptedBackend(lambda p: table[_claim_of(p)])
-    report = run_pipeline(mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "out.jsonl", backend,
-                          progress=False)  # fmt: skip
+    report = run_pipeline(
+        mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "out.jsonl", backend, progress=False
+    )
     m = report.metrics
     want = {  # parser: (pairwise, tpr, tnr, none)
         "strict": (2 / 4, 2 / 4, 3 / 4, 3 / 8),  # pair 1 untagged, pair 3 fact untagged
@@ -116,8 +120,9 @@ def test_parsers_and_metrics_through_the_runtime(release, tmp_path):
     assert [o["correct"] for o in outs] == [True, False, False, False]
     assert outs[1]["verdicts"]["first"] == {"true": False, "false": True}
     # a rerun repeats no call and rewrites nothing
-    again = run_pipeline(mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "out.jsonl", backend,
-                         progress=False)  # fmt: skip
+    again = run_pipeline(
+        mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "out.jsonl", backend, progress=False
+    )
     assert again.written == 0 and again.calls == 0 and len(backend.calls) == 8
 
 
@@ -130,8 +135,13 @@ def test_bad_records_are_reported(release, tmp_path):
         {**good, "id": "d", "false_claim": good["true_claim"]},
     ]
     write_jsonl(tmp_path / "in.jsonl", [good, *bad])
-    report = run_pipeline(mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "out.jsonl",
-                          ScriptedBackend({}, default="TRUE"), progress=False)  # fmt: skip
+    report = run_pipeline(
+        mf2.PIPELINE,
+        tmp_path / "in.jsonl",
+        tmp_path / "out.jsonl",
+        ScriptedBackend({}, default="TRUE"),
+        progress=False,
+    )
     errors = [b["error"] for b in report.bad_records]
     assert report.written == 1 and len(errors) == 4
     assert "in.jsonl:2: field 'style'" in errors[0]
@@ -172,9 +182,16 @@ def test_video_settings_need_image_inputs(tmp_path_factory):
 def test_launcher_end_to_end(release, tmp_path):
     truths = {r["true_claim"] for r in mf2.build_records(release, ["statement"], ["direct"])}
     with scripted_openai_server(_oracle(truths, "direct_free")) as (url, seen):
-        cmd = [sys.executable, "launch/mf2.py", f"--data_dir={release}",
-               f"--out_dir={tmp_path}/o", f"--backend=openai:{url},model=m",
-               "--settings=statement,synopsis", "--styles=direct_free", "--progress=false"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "launch/mf2.py",
+            f"--data_dir={release}",
+            f"--out_dir={tmp_path}/o",
+            f"--backend=openai:{url},model=m",
+            "--settings=statement,synopsis",
+            "--styles=direct_free",
+            "--progress=false",
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "| statement | direct_free | 14 | 1.000 |" in out.stdout
