@@ -117,7 +117,7 @@ def test_parsers_and_metrics_through_the_runtime(release, tmp_path):
     # the headline uses the style's default parser (explanation: strict with fallback)
     assert m["statement/explanation/pairwise_accuracy"] == pytest.approx(2 / 4)
     outs = read_jsonl(tmp_path / "out.jsonl")
-    assert [o["correct"] for o in outs] == [True, False, False, False]
+    assert [o["correct"] for o in outs] == [True, False, True, False]
     assert outs[1]["verdicts"]["first"] == {"true": False, "false": True}
     # a rerun repeats no call and rewrites nothing
     again = run_pipeline(
