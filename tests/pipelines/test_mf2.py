@@ -11,6 +11,7 @@ import pytest
 
 from jaxmm import pipelines
 from jaxmm.data import movies_synth as ms
+from jaxmm.generate.backends import CachedBackend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.io.jsonl import read_jsonl, write_jsonl
 from jaxmm.pipelines import mf2
@@ -167,6 +168,7 @@ def test_video_settings_need_image_inputs(tmp_path_factory):
     with pytest.raises(NotImplementedError, match="accepts_images=True.*image_url"):
         mf2.run(record, ScriptedBackend({}, default="TRUE"), GenerationParams())
     backend = _ImageBackend({})
+    assert CachedBackend(backend, tmp_path_factory.mktemp("cache")).accepts_images  # passed on
     mf2.run(record, backend, GenerationParams())
     (_, conv, _), _ = backend.calls
     parts = conv[0]["content"]
