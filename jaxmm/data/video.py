@@ -156,7 +156,13 @@ def read_video(
     return Clip(np.stack(frames), np.asarray(times, np.float64), info)
 
 
-def _decode(path, container, targets, start_s, end_s) -> tuple[list, list]:
+def _decode(
+    path: str,
+    container: av.container.InputContainer,
+    targets: np.ndarray | None,
+    start_s: float,
+    end_s: float,
+) -> tuple[list[np.ndarray], list[float]]:
     """One sequential pass; keeps, for each target time, the frame on screen at it."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
