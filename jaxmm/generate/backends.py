@@ -54,6 +54,9 @@ class Backend(abc.ABC):
 
     name: str = "backend"
     model: str = ""
+    # True when chat messages may carry OpenAI-style content-part lists with `image_url`
+    # parts (the image-input interface of jaxmm.pipelines.mf2); no jaxmm backend does yet.
+    accepts_images: bool = False
 
     @abc.abstractmethod
     def complete(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
@@ -298,6 +301,7 @@ class CachedBackend(Backend):
         self.backend = backend
         self.name = backend.name
         self.model = backend.model
+        self.accepts_images = backend.accepts_images
         self.batch_size = batch_size
         os.makedirs(cache_dir, exist_ok=True)
         self.path = os.path.join(os.fspath(cache_dir), "calls.sqlite")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,7 @@ import numpy as np
 
 from jaxmm import gaussians
 from jaxmm.data import synthetic4d as syn
+from jaxmm.data import video
 from jaxmm.gaussians.camera import Camera
 from jaxmm.gaussians.params import Gaussians4D, slice_at
 from jaxmm.lrm4d.inference import LRM4DModel, keep_mask
@@ -64,34 +64,10 @@ def write_gif(path: str, frames: np.ndarray, fps: float = 8.0, scale: int = 4) -
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, scale: int = 4) -> str:
-    """frames [F, H, W, 3] in [0, 1] -> H.264 MP4 (yuv420p, plays everywhere), written with the
-    ffmpeg binary that the `imageio-ffmpeg` wheel ships. Frames are upscaled by `scale` and
-    padded with white to multiples of 16 (the codec's macro-block)."""
-    import imageio_ffmpeg
-
+    """frames [F, H, W, 3] in [0, 1] -> H.264 MP4, nearest-neighbour upscaled by `scale` and
+    padded with white to the codec's macro-block; the writer is `jaxmm.data.video.write_video`."""
     frames = to_uint8(_check_frames(frames, "write_mp4"), scale)
-    _, h, w, _ = frames.shape
-    pad_h, pad_w = -h % 16, -w % 16
-    frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=255)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.mp4"
-    writer = imageio_ffmpeg.write_frames(
-        tmp,
-        (w + pad_w, h + pad_h),
-        fps=fps,
-        codec="libx264",
-        quality=8,
-        macro_block_size=1,
-        ffmpeg_log_level="error",
-    )
-    with warnings.catch_warnings():  # JAX warns on any fork; this one execs ffmpeg at once
-        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
-        writer.send(None)  # starts the ffmpeg process
-    for f in frames:
-        writer.send(np.ascontiguousarray(f))
-    writer.close()
-    os.replace(tmp, path)  # never leave a half-written video under the final name
-    return path
+    return video.write_video(path, frames, fps=fps, pad_value=255)
 
 
 def contact_sheet(rows: dict[str, np.ndarray], num_columns: int = 6, scale: int = 4) -> np.ndarray:
