@@ -29,9 +29,10 @@ from jaxmm.data.pipeline import batched
 from jaxmm.generate.engine import Engine
 from jaxmm.generate.params import GenerationParams
 from jaxmm.models import llm
-from jaxmm.models.llm import LLM, LLMConfig
+from jaxmm.models.llm import LLM
 from jaxmm.nn.logprobs import token_logprobs
 from jaxmm.tasks import grpo_loss, rewards
+from jaxmm.tasks.sft import random_llm_config
 from jaxmm.train.task import DataShard, Task
 
 log = logging.getLogger(__name__)
@@ -74,18 +75,7 @@ class GRPOTask(Task):
         self.group = int(config.rl.group_size)
         self.completion_len = int(config.rl.max_completion_tokens)
         self.seq_len = int(d.max_prompt_tokens) + self.completion_len
-        self.llm_config = LLMConfig(
-            vocab_size=len(self.tokenizer),
-            hidden_size=m.hidden_size,
-            intermediate_size=m.intermediate_size,
-            num_layers=m.num_layers,
-            num_heads=m.num_heads,
-            num_kv_heads=m.num_kv_heads,
-            head_dim=m.head_dim,
-            max_position_embeddings=max(self.seq_len, 64),
-            eos_token_ids=(self.tokenizer.eos_token_id,),
-            tie_embeddings=True,
-        )
+        self.llm_config = random_llm_config(m, self.tokenizer, max(self.seq_len, 64))
         self.model = LLM(self.llm_config)
         self._engine: Engine | None = None
 

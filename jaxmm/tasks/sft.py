@@ -52,6 +52,28 @@ def token_loss_sum(
     return -jnp.sum(token_logprobs(logits, targets) * mask), jnp.sum(mask)
 
 
+def random_llm_config(
+    m: ml_collections.ConfigDict, tokenizer, max_len: int, **run: Any
+) -> LLMConfig:
+    """A Llama of the `model.*` sizes over `tokenizer`'s vocabulary and special tokens."""
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+    return LLMConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        num_kv_heads=m.num_kv_heads,
+        head_dim=m.head_dim,
+        tie_embeddings=True,
+        max_position_embeddings=max_len,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_ids=(eos,) if eos is not None else (),
+        pad_token_id=tokenizer.pad_token_id,
+        **run,
+    )
+
+
 def records(config: ml_collections.ConfigDict) -> Iterator[tuple[str, Any]]:
     """(where, record) pairs from `data.train_files`, else `data.generated` records."""
     d = config.data
@@ -115,23 +137,7 @@ class SFTTask(Task):
         }
         if self.model_dir:
             return LLMConfig.from_hf(self.model_dir, **run)
-        tok = self.tokenizer
-        eos = tok.convert_tokens_to_ids(tok.eos_token) if tok.eos_token else None
-        return LLMConfig(
-            vocab_size=len(tok),
-            hidden_size=m.hidden_size,
-            intermediate_size=m.intermediate_size,
-            num_layers=m.num_layers,
-            num_heads=m.num_heads,
-            num_kv_heads=m.num_kv_heads,
-            head_dim=m.head_dim,
-            tie_embeddings=True,
-            max_position_embeddings=max(self.config.data.seq_len, 128),
-            bos_token_id=tok.bos_token_id,
-            eos_token_ids=(eos,) if eos is not None else (),
-            pad_token_id=tok.pad_token_id,
-            **run,
-        )
+        return random_llm_config(m, self.tokenizer, max(self.config.data.seq_len, 128), **run)
 
     @property
     def pad_id(self) -> int:
