@@ -18,6 +18,7 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+import optax
 
 from jaxmm.data.pipeline import DataShard
 
@@ -56,6 +57,15 @@ class Task(abc.ABC):
 
     def trainable_mask(self, params: PyTree) -> PyTree | None:
         """Pytree of bools marking trainable leaves (e.g. LoRA); None trains everything."""
+        return None
+
+    def optimizer(self, num_steps: int) -> optax.GradientTransformation | None:
+        """The task's own optimizer, or None for `config.optimizer` (the default).
+
+        For optimizers that are part of the method, e.g. per-parameter learning rates and
+        Gaussian densification (`jaxmm.tasks.gs_fit`); it runs inside the jitted step and its
+        state is checkpointed with the train state."""
+        del num_steps
         return None
 
     def evaluate(self, params: PyTree, step: int, workdir: str) -> dict[str, float]:

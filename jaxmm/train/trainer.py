@@ -79,7 +79,9 @@ class Trainer:
         abstract_params = sharding.unbox(boxed)
         self.trainable = self.task.trainable_mask(abstract_params)
         self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)
-        self.tx = optim.make_optimizer(cfg.optimizer, cfg.num_steps, self.trainable)
+        self.tx = self.task.optimizer(cfg.num_steps) or optim.make_optimizer(
+            cfg.optimizer, cfg.num_steps, self.trainable
+        )
         param_dtype = DTYPES[cfg.precision.param_dtype]
 
         def init_state(rng):
