@@ -57,7 +57,7 @@ def get_config(arg: str | None = None):
     # Renderer: "auto" = Pallas on GPU, dense compositor on CPU where it fits (else reference).
     m.impl = "auto"
     m.tile_size = {"base": 16}.get(variant, 16)
-    m.max_per_tile = {"scene": 1024, "tiny": 512, "base": 4096, "runlocal": 256}[variant]
+    m.max_per_tile = {"scene": 512, "tiny": 512, "base": 4096, "runlocal": 512}[variant]
     m.intersections = 16 * m.capacity  # tiled renderers' intersection buffer
     m.on_overflow = "error"  # "error": TileOverflowError naming tile, count, cap | "count"
 

@@ -9,7 +9,8 @@ silent: `DensifyStats.refused`).
 
 Parameters are a dict of raw arrays with a leading capacity axis C: `means` [C, D],
 `log_scales` [C, D] (D = 3, or 4 for 4D Gaussians), `opacity_logits` [C] and `alive` [C]
-(float 0/1); any other leaf (rotations, SH) is copied along with its Gaussian. A dead slot is
+(float 0/1); any other leaf with a leading C axis (rotations, SH) is copied along with its
+Gaussian, leaves without one are left alone. A dead slot is
 made invisible by `apply_alive` (opacity 0) before rendering.
 """
 
@@ -85,7 +86,7 @@ def densify_and_prune(
     do_split = split & accepted
     shrunk = params["log_scales"] - jnp.log(split_shrink)
 
-    def at_split(x, value):
+    def at_split(x, value):  # only called on per-Gaussian leaves
         mask = do_split.reshape((cap,) + (1,) * (x.ndim - 1))
         return jnp.where(mask, value, x)
 
@@ -95,7 +96,10 @@ def densify_and_prune(
     out = dict(params)  # split originals become sample 1
     out["means"] = at_split(params["means"], params["means"] + offsets[0])
     out["log_scales"] = at_split(params["log_scales"], shrunk)
-    out = {k: v.at[dest].set(source[k], mode="drop") for k, v in out.items()}
+    out = {
+        k: v.at[dest].set(source[k], mode="drop") if _per_gaussian(v, cap) else v
+        for k, v in out.items()
+    }
     new = jnp.zeros((cap,), bool).at[dest].set(True, mode="drop")
 
     # Prune (new Gaussians included, as in 3DGS).
@@ -114,6 +118,12 @@ def densify_and_prune(
         alive=jnp.sum(out["alive"] > 0.5).astype(jnp.int32),
     )
     return out, changed, stats
+
+
+def _per_gaussian(x, cap: int) -> bool:
+    """Leaves with a leading capacity axis move with their Gaussian; others (e.g. a
+    [views, C, 2] gradient probe) are left alone."""
+    return x.ndim >= 1 and x.shape[0] == cap
 
 
 def reset_opacity(params: dict, ceiling: float = 0.01) -> dict:

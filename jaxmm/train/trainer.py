@@ -94,13 +94,18 @@ class Trainer:
             return state_lib.create(params, self.tx.init(params), jax.random.key_data(state_rng))
 
         abstract_state = jax.eval_shape(init_state, init_rng)
-        opt_shardings = optax.tree_map_params(
-            self.tx,
-            lambda _, s: s,
-            abstract_state.opt_state,
-            self.param_shardings,
-            transform_non_params=lambda _: self._repl,
-        )
+        try:
+            opt_shardings = optax.tree_map_params(
+                self.tx,
+                lambda _, s: s,
+                abstract_state.opt_state,
+                self.param_shardings,
+                transform_non_params=lambda _: self._repl,
+            )
+        except (TypeError, AttributeError, KeyError, IndexError):
+            # A task's own optimizer (`Task.optimizer`) whose init needs the real params tree
+            # cannot be mapped with optax's placeholder: its state is replicated.
+            opt_shardings = jax.tree.map(lambda _: self._repl, abstract_state.opt_state)
         self.state_shardings = state_lib.TrainState(
             step=self._repl,
             params=self.param_shardings,
