@@ -143,7 +143,7 @@ def load_colmap(
         c2ws.append(_c2w(im, where))
         intrs.append(intr)
         names.append(im.name)
-    pts = list(rec.points3D.values())
+    pts = [p for _, p in sorted(rec.points3D.items(), key=lambda kv: kv[0])]
     points = np.asarray([p.xyz for p in pts], np.float32).reshape(-1, 3)
     colors = np.asarray([p.color for p in pts], np.float32).reshape(-1, 3) / 255.0
     return PosedImages(
