@@ -19,8 +19,13 @@ import os
 
 import numpy as np
 
-from jaxmm.data.dnerf import BACKGROUNDS, SceneFolderError, composite_background, load_rgba
-from jaxmm.data.dnerf import resize_image
+from jaxmm.data.dnerf import (
+    BACKGROUNDS,
+    SceneFolderError,
+    composite_background,
+    load_rgba,
+    resize_image,
+)
 from jaxmm.data.posed import PosedImages
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
@@ -64,8 +69,10 @@ def _c2w(image, where: str) -> np.ndarray:
     cfw = image.cam_from_world() if callable(image.cam_from_world) else image.cam_from_world
     m = np.asarray(cfw.matrix(), np.float64)  # [3, 4] world -> camera
     rot = m[:, :3]
-    if not np.all(np.isfinite(m)) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4) or (
-        np.linalg.det(rot) < 0
+    if (
+        not np.all(np.isfinite(m))
+        or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4)
+        or (np.linalg.det(rot) < 0)
     ):
         raise ColmapFormatError(f"{where}: bad pose (cam_from_world must be a finite rotation)")
     c2w = np.eye(4)

@@ -222,7 +222,9 @@ def load_split(
     rgba = np.stack(images).astype(np.float32)
     opengl_to_opencv = np.diag([1.0, -1.0, -1.0, 1.0])
     return DNerfSplit(
-        images=np.stack([composite_background(im, background, rng) for im in rgba]).astype(np.float32),
+        images=np.stack([composite_background(im, background, rng) for im in rgba]).astype(
+            np.float32
+        ),
         times=np.asarray(times, np.float32),
         c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),
         focal=float(focal),

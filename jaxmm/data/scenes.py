@@ -10,7 +10,6 @@ times. Errors name the folder, file and field (`SceneFolderError` and its subcla
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax.numpy as jnp

@@ -85,7 +85,9 @@ class GsFitTask(Task):
         super().__init__(config)
         d, m = config.data, config.model
         if d.background not in ("white", "black", "random"):
-            raise ValueError(f"config.data.background must be white|black|random, got {d.background!r}")
+            raise ValueError(
+                f"config.data.background must be white|black|random, got {d.background!r}"
+            )
         # Images are kept premultiplied (on black) and composited on the background per step.
         if d.path:
             load = lambda split: scenes.load_scene(  # noqa: E731
@@ -175,13 +177,16 @@ class GsFitTask(Task):
         dc = params["sh_dc"]
         if camera is not None:
             dc = view_dependent_dc(dc, params["sh_rest"], means[:, :3], camera.c2w[:3, 3])
+        opacities = jax.nn.sigmoid(params["opacity_logits"])
         common = dict(
             scales=jnp.exp(params["log_scales"]),
-            opacities=density.apply_alive(jax.nn.sigmoid(params["opacity_logits"]), params["alive"]),
+            opacities=density.apply_alive(opacities, params["alive"]),
             sh_dc=dc,
-        )  # fmt: skip
+        )
         if self.dynamic:
-            return G.Gaussians4D(means=means, q_left=params["q_left"], q_right=params["q_right"], **common)
+            return G.Gaussians4D(
+                means=means, q_left=params["q_left"], q_right=params["q_right"], **common
+            )
         return G.Gaussians3D(means=means, quats=params["quats"], **common)
 
     def render_view(self, params, camera, t, background, probe=None) -> G.RenderOutput:

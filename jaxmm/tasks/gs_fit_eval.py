@@ -109,7 +109,9 @@ def evaluate(task, params, step: int, workdir: str) -> dict[str, float]:
         frames = task.config.evaluation.turntable_frames
         if frames:
             cams = G.stack_cameras(turntable_cameras(task, frames))
-            times = np.linspace(test.times.min(), test.times.max(), frames) if task.dynamic else None
+            times = (
+                np.linspace(test.times.min(), test.times.max(), frames) if task.dynamic else None
+            )
             spin = _render_cams(task, params, cams, times, bg)
             media.write_gif(os.path.join(workdir, "turntable.gif"), spin, scale=2)
             if task.config.evaluation.mp4:

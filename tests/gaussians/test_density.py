@@ -33,8 +33,14 @@ def _params(num_alive=8):
 def _run(params, grads):
     fn = jax.jit(
         lambda p, g: density.densify_and_prune(
-            p, g, jax.random.key(0), lambda q: G.quat_to_rotmat(q["quats"]),
-            grad_threshold=1e-3, dense_scale=0.05, min_opacity=0.005, max_scale=1.0,
+            p,
+            g,
+            jax.random.key(0),
+            lambda q: G.quat_to_rotmat(q["quats"]),
+            grad_threshold=1e-3,
+            dense_scale=0.05,
+            min_opacity=0.005,
+            max_scale=1.0,
         )  # fmt: skip
     )
     return fn(params, grads)
@@ -120,9 +126,13 @@ def test_screen_probe_moves_the_projected_mean_by_pixels():
                            width=64, height=48)  # fmt: skip
     means = jnp.array([[0.1, 0.2, 0.3], [-0.3, 0.0, 0.1]])
     probe = jnp.array([[1.5, -2.0], [0.0, 3.0]])
-    g = lambda m: G.Gaussians3D(means=m, scales=jnp.full((2, 3), 0.05),  # noqa: E731
-                                quats=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1)),
-                                opacities=jnp.full((2,), 0.9), sh_dc=jnp.zeros((2, 3)))
+    g = lambda m: G.Gaussians3D(
+        means=m,
+        scales=jnp.full((2, 3), 0.05),  # noqa: E731
+        quats=jnp.tile(jnp.array([1.0, 0, 0, 0]), (2, 1)),
+        opacities=jnp.full((2,), 0.9),
+        sh_dc=jnp.zeros((2, 3)),
+    )
     before = G.project(G.covariances_3d(g(means)), cam).means2d
     moved = density.with_screen_probe(means, probe, cam.c2w, cam.fx, cam.fy)
     after = G.project(G.covariances_3d(g(moved)), cam).means2d
