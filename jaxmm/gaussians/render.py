@@ -253,13 +253,13 @@ def render_slice(
     if on_overflow == "error":
         cap = max_per_tile if max_per_tile is not None else n
         tiles_x = -(-camera.width // tile_size)
-        jax.debug.callback(
-            functools.partial(_raise_overflow, cap=cap, capacity=capacity, tiles_x=tiles_x),
-            out.stats.tile_overflow,
-            out.stats.overflow,
-            out.stats.busiest_tile,
-            out.stats.busiest_count,
-        )
+        check = functools.partial(_raise_overflow, cap=cap, capacity=capacity, tiles_x=tiles_x)
+        s = out.stats
+        args = (s.tile_overflow, s.overflow, s.busiest_tile, s.busiest_count)
+        if isinstance(s.tile_overflow, jax.core.Tracer):  # inside jit: check on the host later
+            jax.debug.callback(check, *args)
+        else:  # eager: a debug callback would only log, so check now
+            check(*args)
     return out
 
 
