@@ -28,7 +28,11 @@ from jaxmm.gaussians.camera import Camera, stack_cameras
 SPLITS = ("train", "val", "test")
 
 
-class DNerfFormatError(ValueError):
+class SceneFolderError(ValueError):
+    """A scene folder (D-NeRF transforms, COLMAP model, images) is missing or malformed."""
+
+
+class DNerfFormatError(SceneFolderError):
     """A transforms file, frame field or image is missing or malformed."""
 
 
@@ -94,19 +98,22 @@ def _field(obj: dict, key: str, where: str):
 BACKGROUNDS = ("white", "black", "random")
 
 
-def _load_rgba(path: str, where: str) -> np.ndarray:
+def load_rgba(
+    path: str, where: str, error: type[SceneFolderError] = DNerfFormatError
+) -> np.ndarray:
+    """The one image reader for scene folders: [H, W, 4] float32 in [0, 1] (alpha 1 if none)."""
     if not os.path.isfile(path):
-        raise DNerfFormatError(f"{where}: image file {path} not found")
+        raise error(f"{where}: image file {path} not found")
     try:
         with Image.open(path) as im:
             im = im.convert("RGBA")
             rgba = np.asarray(im, np.float32) / 255.0
     except OSError as e:
-        raise DNerfFormatError(f"{where}: cannot read image {path}: {e}") from e
+        raise error(f"{where}: cannot read image {path}: {e}") from e
     return rgba
 
 
-def _composite(rgba: np.ndarray, background: str, rng: np.random.Generator) -> np.ndarray:
+def composite_background(rgba: np.ndarray, background: str, rng: np.random.Generator) -> np.ndarray:
     """Straight-alpha RGBA -> RGB over white, black, or one random colour per image."""
     if background == "white":
         bg = np.ones(3, np.float32)
@@ -118,7 +125,7 @@ def _composite(rgba: np.ndarray, background: str, rng: np.random.Generator) -> n
     return rgb * alpha + (1.0 - alpha) * bg
 
 
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Box-filter resize of a [H, W, C] float image in [0, 1] (premultiplied RGBA stays exact)."""
     h, w = size
     channels = [
@@ -186,7 +193,7 @@ def load_split(
         img_path = os.path.normpath(os.path.join(root, rel))
         if not os.path.splitext(img_path)[1]:
             img_path += ".png"
-        img = _load_rgba(img_path, f"{where} field 'file_path'")
+        img = load_rgba(img_path, f"{where} field 'file_path'")
         if first_size is None:
             first_size = img.shape[:2]
         elif img.shape[:2] != first_size:
@@ -205,7 +212,7 @@ def load_split(
         new_h, new_w = (image_size, image_size) if isinstance(image_size, int) else image_size
         # Resize premultiplied colour so edges do not pick up the background's colour.
         premult = [np.concatenate([im[..., :3] * im[..., 3:], im[..., 3:]], -1) for im in images]
-        small = [_resize(im, (new_h, new_w)) for im in premult]
+        small = [resize_image(im, (new_h, new_w)) for im in premult]
         images = [
             np.concatenate([im[..., :3] / np.maximum(im[..., 3:], 1e-6), im[..., 3:]], -1)
             for im in small
@@ -215,7 +222,9 @@ def load_split(
     rgba = np.stack(images).astype(np.float32)
     opengl_to_opencv = np.diag([1.0, -1.0, -1.0, 1.0])
     return DNerfSplit(
-        images=np.stack([_composite(im, background, rng) for im in rgba]).astype(np.float32),
+        images=np.stack([composite_background(im, background, rng) for im in rgba]).astype(
+            np.float32
+        ),
         times=np.asarray(times, np.float32),
         c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),
         focal=float(focal),

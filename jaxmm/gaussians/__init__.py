@@ -30,6 +30,8 @@ from jaxmm.gaussians.projection import Projected, project
 from jaxmm.gaussians.render import (
     RenderOutput,
     RenderStats,
+    TileOverflowError,
+    auto_impl,
     default_capacity,
     render,
     render_4d,
@@ -46,7 +48,9 @@ __all__ = [
     "Projected",
     "RenderOutput",
     "RenderStats",
+    "TileOverflowError",
     "Slice3D",
+    "auto_impl",
     "bin_gaussians",
     "covariances_3d",
     "default_capacity",

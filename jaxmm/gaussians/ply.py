@@ -2,8 +2,10 @@
 
 Properties: x y z nx ny nz f_dc_0..2 [f_rest_0..44] opacity scale_0..2 rot_0..3, with opacity
 stored as a logit, scales as logs and rot as a (w, x, y, z) quaternion, so the files open in
-the usual 3DGS viewers. f_rest (higher SH bands) is written as zeros by default because many
-viewers expect degree-3 files; jaxmm only uses degree 0. 4D Gaussians add `t`, `scale_t` (log)
+the usual 3DGS viewers. f_rest (SH bands 1..3) is channel-major, f_rest_{c·15 + k} for
+coefficient k of channel c (the 3DGS layout): given `sh_rest` [N, K, 3] (K = 3, 8 or 15, see
+`jaxmm.gaussians.sh`) it is written padded to 15, else zeros, because many viewers expect
+degree-3 files. 4D Gaussians add `t`, `scale_t` (log)
 and `rot_r_0..3` (the right quaternion; rot_0..3 is the left one).
 """
 
@@ -36,9 +38,14 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def save_ply(
-    path: str | os.PathLike, g: Gaussians3D | Gaussians4D, *, sh_rest: bool = True
+    path: str | os.PathLike,
+    g: Gaussians3D | Gaussians4D,
+    *,
+    sh_rest: bool | np.ndarray | jax.Array = True,
 ) -> None:
-    """Writes `g` (activated parameters) to `path`, atomically (temp file + rename)."""
+    """Writes `g` (activated parameters) to `path`, atomically (temp file + rename).
+
+    `sh_rest`: True writes zero f_rest_0..44, False none, an array [N, K, 3] its bands."""
     if not isinstance(g, (Gaussians3D, Gaussians4D)):
         raise TypeError(f"save_ply expects Gaussians3D or Gaussians4D, got {type(g).__name__}")
     g.validate()
@@ -52,7 +59,15 @@ def save_ply(
         cols[c] = np.zeros(n, np.float32)
     for i in range(3):
         cols[f"f_dc_{i}"] = a.sh_dc[:, i]
-    if sh_rest:
+    if not isinstance(sh_rest, bool):
+        rest = np.asarray(sh_rest, np.float32)
+        if rest.ndim != 3 or rest.shape[0] != n or rest.shape[2] != 3 or rest.shape[1] > 15:
+            raise ValueError(f"save_ply: sh_rest must be [{n}, K<=15, 3], got {rest.shape}")
+        rest = np.pad(rest, ((0, 0), (0, 15 - rest.shape[1]), (0, 0)))
+        flat = rest.transpose(0, 2, 1).reshape(n, _NUM_REST)  # channel-major
+        for i in range(_NUM_REST):
+            cols[f"f_rest_{i}"] = flat[:, i]
+    elif sh_rest:
         for i in range(_NUM_REST):
             cols[f"f_rest_{i}"] = np.zeros(n, np.float32)
     cols["opacity"] = _logit(a.opacities)

@@ -1,21 +1,22 @@
-"""Per-scene 3D Gaussian splatting: fit Gaussians to posed images of a procedural scene.
+"""Per-scene Gaussian splatting (3DGS, and 4DGS on dynamic D-NeRF folders) with the trainer.
 
-The scene is a procedural set of ground-truth Gaussians (a torus of changing colour around a
-sphere, on a flat disc) rendered by our renderer from cameras on a sphere: `num_train_views`
-for training, `num_test_views` held out at other azimuths/elevations for PSNR. A batch is
-a set of training views (image + camera); the loss renders them all with `render_batch` and
-compares with L1 + MSE. No densification: N is static.
+Data: `config.data.path` names a scene folder (D-NeRF / NeRF-synthetic or COLMAP, read by
+`jaxmm.data.scenes.load_scene`); without it a procedural object is rendered in memory. A batch
+is `batch_size` training views (image, alpha, camera, time).
 
-Parameters are raw (log scales, opacity logits, unnormalised quaternions, SH DC). 3DGS uses
-per-group learning rates; the one shared optimizer gets the same effect because each group is
-stored divided by its `lr_scale` and multiplied back on use (Adam's step is ≈ lr per unit of
-the stored value, so the effective lr of a group is lr × lr_scale).
+Model: a capacity buffer of `model.capacity` Gaussians with an alive mask (see
+`jaxmm.gaussians.density`), initialised from the SfM points (COLMAP) or at random in the scene
+bounds, with kNN scales; SH up to `model.sh_degree` (bands switched on progressively by the
+optimizer); 4D Gaussians (`Gaussians4D`) when the folder is dynamic. Loss: (1 − λ)·L1 +
+λ·D-SSIM (λ = `model.ssim_weight`, 0.2). The optimizer is the task's own
+(`gs_fit_optim.make`: per-parameter Adam, exponential position schedule, densification).
+Evaluation (`gs_fit_eval`): test PSNR / SSIM (LPIPS with `eval.lpips_weights`), renders,
+turntable, PLY.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import grain
 import jax
@@ -24,209 +25,217 @@ import ml_collections
 import numpy as np
 
 from jaxmm import gaussians as G
+from jaxmm.data import scenes
 from jaxmm.data.pipeline import batched
+from jaxmm.data.posed import PosedImages
+from jaxmm.eval import image_metrics
+from jaxmm.gaussians import density
+from jaxmm.gaussians.sh import view_dependent_dc
+from jaxmm.tasks import gs_fit_eval, gs_fit_optim
 from jaxmm.train.task import DataShard, Task
 
-LR_SCALES = {"means": 0.3, "log_scales": 1.0, "quats": 0.3, "opacity_logits": 3.0, "sh_dc": 1.0}
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 
-def procedural_scene(seed: int = 0) -> G.Gaussians3D:
-    """Ground truth: a coloured torus around a sphere above a disc (about 700 Gaussians)."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    # Torus, hue varying around it.
-    u = rng.uniform(0, 2 * np.pi, 320)
-    v = rng.uniform(0, 2 * np.pi, 320)
-    big, small = 0.65, 0.16
-    pts = np.stack(
-        [
-            (big + small * np.cos(v)) * np.cos(u),
-            (big + small * np.cos(v)) * np.sin(u),
-            small * np.sin(v) + 0.1,
-        ],
-        -1,
-    )
-    rgb = 0.5 + 0.45 * np.stack([np.cos(u), np.cos(u + 2.1), np.cos(u + 4.2)], -1)
-    parts.append((pts, rgb, 0.06))
-    # Sphere, vertical gradient.
-    d = rng.normal(size=(240, 3))
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    pts = 0.32 * d + np.array([0.0, 0.0, 0.15])
-    rgb = np.stack([0.9 - 0.3 * d[:, 2], 0.4 + 0.4 * d[:, 2], 0.2 + 0.1 * d[:, 0]], -1)
-    parts.append((pts, rgb, 0.07))
-    # Disc floor, checker-ish two tones.
-    r = 0.95 * np.sqrt(rng.uniform(0, 1, 160))
-    th = rng.uniform(0, 2 * np.pi, 160)
-    pts = np.stack([r * np.cos(th), r * np.sin(th), np.full_like(r, -0.35)], -1)
-    tone = ((np.floor(pts[:, 0] * 3) + np.floor(pts[:, 1] * 3)) % 2)[:, None]
-    rgb = tone * np.array([0.25, 0.3, 0.35]) + (1 - tone) * np.array([0.8, 0.78, 0.7])
-    parts.append((pts, rgb, 0.12))
-    means = np.concatenate([p[0] for p in parts])
-    rgb = np.clip(np.concatenate([p[1] for p in parts]), 0.02, 0.98)
-    scales = np.concatenate([np.full((len(p[0]), 3), p[2]) for p in parts])
-    scales[-160:, 2] = 0.015  # flat floor splats
-    n = len(means)
-    quats = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (n, 1)) + 0.1 * rng.normal(size=(n, 4))
-    return G.Gaussians3D(
-        means=jnp.asarray(means, jnp.float32),
-        scales=jnp.asarray(scales, jnp.float32),
-        quats=jnp.asarray(quats, jnp.float32),
-        opacities=jnp.full((n,), 0.9, jnp.float32),
-        sh_dc=jnp.asarray(G.rgb_to_sh_dc(rgb), jnp.float32),
+def procedural_views(d: ml_collections.ConfigDict, split: str) -> PosedImages:
+    """The in-memory procedural object (no `data.path`), rendered exactly on black."""
+    n = d.num_train_views if split == "train" else d.num_test_views
+    cams = scenes.scene_cameras(n, d.image_size, held_out=split == "test")
+    gt = scenes.procedural_scene(d.seed)
+    out = G.render_batch(gt, G.stack_cameras(cams), checkpoint=False, impl="dense",
+                         max_per_tile=None, background=(0.0, 0.0, 0.0))  # fmt: skip
+    return PosedImages(
+        images=np.asarray(out.rgb, np.float32),
+        alphas=np.asarray(out.alpha, np.float32),
+        c2w=np.stack([np.asarray(c.c2w) for c in cams]),
+        intrinsics=np.stack([np.asarray(c.intrinsics) for c in cams]),
+        names=tuple(f"{split}_{i}" for i in range(n)),
+        background="black",
     )
 
 
-def scene_cameras(num: int, size: int, *, held_out: bool) -> list[G.Camera]:
-    """Cameras on a sphere of radius 3 around the scene. Held-out ones sit between the
-    training azimuths at different elevations."""
-    cams = []
-    for i in range(num):
-        if held_out:
-            elev, phase = (10.0 + 35.0 * (i % 2)), 360.0 * (i + 0.5) / num + 7.0
-        else:
-            elev, phase = (5.0 + 50.0 * ((i * 7) % 5) / 4.0), 360.0 * i / num
-        cams += G.orbit_cameras(
-            1, 3.0, elevation_deg=elev, phase_deg=phase, fov_x_deg=45.0, width=size, height=size
-        )
-    return cams
-
-
-def camera_arrays(cams: list[G.Camera]) -> dict[str, np.ndarray]:
-    return {
-        "c2w": np.stack([np.asarray(c.c2w) for c in cams]),
-        "intrinsics": np.stack([np.asarray(c.intrinsics) for c in cams]),
-    }
-
-
-def cameras_from_batch(batch, size: int) -> G.Camera:
-    return G.Camera.from_intrinsics(batch["c2w"], batch["intrinsics"], width=size, height=size)
+def knn_scales(points: np.ndarray, k: int = 3) -> np.ndarray:
+    """3DGS's initial scale: mean distance to the k nearest other points (blockwise)."""
+    out = np.empty(len(points), np.float32)
+    for s in range(0, len(points), 1024):
+        d2 = np.sum((points[s : s + 1024, None] - points[None]) ** 2, -1)
+        d2[np.arange(d2.shape[0]), np.arange(s, s + d2.shape[0])] = np.inf
+        out[s : s + 1024] = np.sqrt(np.mean(np.sort(d2, -1)[:, :k], -1))
+    return np.maximum(out, 1e-4)
 
 
 class ViewSource:
-    """Record i: training view i (image [S, S, 3] float32 in [0, 1] and its camera)."""
+    """Record i: training view i (premultiplied image, alpha, camera, time)."""
 
-    def __init__(self, images: np.ndarray, cams: dict[str, np.ndarray]):
-        self.images, self.cams = images, cams
+    def __init__(self, views: PosedImages):
+        self.v = views
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.v.num
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {
-            "image": self.images[i],
-            "c2w": self.cams["c2w"][i],
-            "intrinsics": self.cams["intrinsics"][i],
-        }
-
-
-def psnr(a, b) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+        v = self.v
+        t = v.times[i] if v.times is not None else 0.0
+        return {"image": v.images[i], "alpha": v.alphas[i], "c2w": v.c2w[i],
+                "intrinsics": v.intrinsics[i], "time": np.float32(t)}  # fmt: skip
 
 
 class GsFitTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
-        d = config.data
-        self.size = int(d.image_size)
+        d, m = config.data, config.model
+        if d.background not in ("white", "black", "random"):
+            raise ValueError(
+                f"config.data.background must be white|black|random, got {d.background!r}"
+            )
+        # Images are kept premultiplied (on black) and composited on the background per step.
+        if d.path:
+            load = lambda split: scenes.load_scene(  # noqa: E731
+                d.path, split, background="black", downscale=d.downscale,
+                test_every=d.test_every, seed=d.seed,
+            )  # fmt: skip
+            self.train, self.test = load("train"), load("test")
+        else:
+            self.train, self.test = procedural_views(d, "train"), procedural_views(d, "test")
+        self.dynamic = self.train.times is not None
+        self.height, self.width = self.train.height, self.train.width
+        self.extent = self.train.camera_extent()
+        self.eval_background = BACKGROUNDS.get(d.background, BACKGROUNDS["white"])
         self.render_kwargs = dict(
-            background=(1.0, 1.0, 1.0),
-            impl=config.model.impl,
-            capacity=int(config.model.capacity),
-            max_per_tile=int(config.model.max_per_tile),
-        )
-        self._gt = procedural_scene(d.seed)
-        self.train_cams = scene_cameras(d.num_train_views, self.size, held_out=False)
-        self.test_cams = scene_cameras(d.num_test_views, self.size, held_out=True)
-        self._images: dict[str, np.ndarray] = {}
+            impl=m.impl, tile_size=int(m.tile_size), capacity=int(m.intersections),
+            max_per_tile=int(m.max_per_tile) or None, on_overflow=m.on_overflow,
+        )  # fmt: skip
+        self.views_per_step = config.batch_size // config.grad_accum_steps
+        self._init = self._initial_gaussians()
 
     # ---- data ---------------------------------------------------------------------------
-    def images(self, split: str) -> np.ndarray:
-        """Ground-truth renders [V, S, S, 3] (computed once, on the host's default device)."""
-        if split not in self._images:
-            cams = self.train_cams if split == "train" else self.test_cams
-            # Ground truth is rendered exactly: no per-tile cap (a tile lists each Gaussian once).
-            kwargs = dict(self.render_kwargs, max_per_tile=self._gt.num)
-            out = G.render_batch(self._gt, G.stack_cameras(cams), checkpoint=False, **kwargs)
-            self._images[split] = np.asarray(out.rgb, np.float32)
-        return self._images[split]
-
     def train_dataset(self, shard: DataShard) -> grain.IterDataset:
-        return batched(ViewSource(self.images("train"), camera_arrays(self.train_cams)), shard)
+        return batched(ViewSource(self.train), shard)
 
     # ---- model --------------------------------------------------------------------------
-    def init(self, rng):
-        m = self.config.model
-        n = int(m.num_gaussians)
-        k = jax.random.split(rng, 3)
-        means = jax.random.uniform(k[0], (n, 3), minval=-m.init_extent, maxval=m.init_extent)
+    def _initial_gaussians(self) -> dict[str, np.ndarray]:
+        m, d = self.config.model, self.config.data
+        rng = np.random.default_rng(d.seed)
+        cap = int(m.capacity)
+        sfm = self.train.points is not None and m.init in ("auto", "sfm")
+        if m.init == "sfm" and self.train.points is None:
+            raise ValueError("config.model.init='sfm' but the scene folder has no SfM points")
+        if sfm:
+            pts, cols = self.train.points, self.train.point_colors
+            if len(pts) > cap:
+                keep = rng.choice(len(pts), cap, replace=False)
+                pts, cols = pts[keep], cols[keep]
+        else:
+            n = min(int(m.num_init), cap)
+            pts = rng.uniform(-m.init_extent, m.init_extent, (n, 3)).astype(np.float32)
+            cols = rng.uniform(0.3, 0.7, (n, 3)).astype(np.float32)
+        n = len(pts)
+        dim = 4 if self.dynamic else 3
+        means = np.zeros((cap, dim), np.float32)
+        means[:n, :3] = pts
+        scale = knn_scales(pts)
+        log_scales = np.full((cap, dim), -10.0, np.float32)
+        log_scales[:n, :3] = np.log(scale)[:, None]
+        if self.dynamic:
+            t = self.train.times
+            means[:n, 3] = rng.uniform(t.min(), t.max(), n)
+            log_scales[:n, 3] = math.log(m.init_time_scale * max(float(np.ptp(t)), 1e-3))
         raw = {
             "means": means,
-            "log_scales": jnp.full((n, 3), math.log(m.init_scale)),
-            "quats": jnp.concatenate(
-                [jnp.ones((n, 1)), 0.01 * jax.random.normal(k[1], (n, 3))], -1
-            ),
-            "opacity_logits": jnp.full((n,), -2.0),
-            "sh_dc": 0.1 * jax.random.normal(k[2], (n, 3)),
+            "log_scales": log_scales,
+            "opacity_logits": np.full((cap,), math.log(0.1 / 0.9), np.float32),
+            "sh_dc": np.zeros((cap, 3), np.float32),
+            "sh_rest": np.zeros((cap, gs_fit_optim.num_sh_rest(m), 3), np.float32),
+            "alive": (np.arange(cap) < n).astype(np.float32),
+            "probe": np.zeros((self.views_per_step, cap, 2), np.float32),
         }
-        return {name: x / LR_SCALES[name] for name, x in raw.items()}
+        raw["sh_dc"][:n] = np.asarray(G.rgb_to_sh_dc(cols))
+        unit = np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (cap, 1))
+        if self.dynamic:
+            raw["q_left"], raw["q_right"] = unit, unit.copy()
+        else:
+            raw["quats"] = unit
+        return raw
+
+    def init(self, rng):
+        del rng  # deterministic from config.data.seed (computed on the host once)
+        return {k: jnp.asarray(v) for k, v in self._init.items()}
 
     @staticmethod
-    def gaussians(params) -> G.Gaussians3D:
-        p = {name: x * LR_SCALES[name] for name, x in params.items()}
-        return G.Gaussians3D(
-            means=p["means"],
-            scales=jnp.exp(p["log_scales"]),
-            quats=p["quats"],
-            opacities=jax.nn.sigmoid(p["opacity_logits"]),
-            sh_dc=p["sh_dc"],
+    def rotation(params) -> jax.Array:
+        if "quats" in params:
+            return G.quat_to_rotmat(params["quats"])
+        return G.rotation_4d(params["q_left"], params["q_right"])
+
+    def gaussians(self, params, camera: G.Camera | None = None, probe=None):
+        """Activated Gaussians (dead slots transparent); with a camera, SH colour as seen from
+        it, and the zero screen-space `probe` added to the means (for its gradient)."""
+        means = params["means"]
+        if probe is not None:
+            xyz = density.with_screen_probe(means[:, :3], probe, camera.c2w, camera.fx, camera.fy)
+            means = jnp.concatenate([xyz, means[:, 3:]], -1)
+        dc = params["sh_dc"]
+        if camera is not None:
+            dc = view_dependent_dc(dc, params["sh_rest"], means[:, :3], camera.c2w[:3, 3])
+        opacities = jax.nn.sigmoid(params["opacity_logits"])
+        common = dict(
+            scales=jnp.exp(params["log_scales"]),
+            opacities=density.apply_alive(opacities, params["alive"]),
+            sh_dc=dc,
         )
+        if self.dynamic:
+            return G.Gaussians4D(
+                means=means, q_left=params["q_left"], q_right=params["q_right"], **common
+            )
+        return G.Gaussians3D(means=means, quats=params["quats"], **common)
+
+    def render_view(self, params, camera, t, background, probe=None) -> G.RenderOutput:
+        g = self.gaussians(params, camera, probe)
+        if self.dynamic:
+            return G.render_4d(g, camera, t, background=background, **self.render_kwargs)
+        return G.render(g, camera, background=background, **self.render_kwargs)
+
+    def optimizer(self, num_steps: int):
+        return gs_fit_optim.make(
+            self.config.model, num_steps=num_steps, extent=self.extent, rotation=self.rotation,
+            image_size=max(self.height, self.width), views_per_step=self.views_per_step,
+        )  # fmt: skip
 
     def loss(self, params, batch, rng):
-        del rng
-        out = G.render_batch(
-            self.gaussians(params), cameras_from_batch(batch, self.size), **self.render_kwargs
+        cams = G.Camera.from_intrinsics(
+            batch["c2w"], batch["intrinsics"], width=self.width, height=self.height
         )
-        diff = out.rgb - batch["image"]
-        l1 = jnp.mean(jnp.abs(diff))
-        mse = jnp.mean(diff * diff)
-        loss = (1.0 - self.config.model.mse_weight) * l1 + self.config.model.mse_weight * mse
+        if self.config.data.background == "random":
+            bg = jax.random.uniform(rng, (3,))
+        else:
+            bg = jnp.asarray(BACKGROUNDS[self.config.data.background])
+        target = batch["image"] + (1.0 - batch["alpha"][..., None]) * bg
+
+        @jax.checkpoint
+        def one(xs):
+            cam, t, probe = xs
+            out = self.render_view(params, cam, t, bg, probe)
+            return out.rgb, out.stats
+
+        rgb, stats = jax.lax.map(one, (cams, batch["time"], params["probe"]))
+        l1 = jnp.mean(jnp.abs(rgb - target))
+        ssim = jnp.mean(image_metrics.ssim(rgb, target))
+        lam = self.config.model.ssim_weight
+        loss = (1.0 - lam) * l1 + lam * (1.0 - ssim)
         metrics = {
             "l1": l1,
-            "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-12)),
-            "overflow": jnp.sum(out.stats.overflow).astype(jnp.float32),
-            "intersections": jnp.mean(out.stats.intersections.astype(jnp.float32)),
-            "tile_overflow": jnp.sum(out.stats.tile_overflow).astype(jnp.float32),
+            "ssim": ssim,
+            "psnr": jnp.mean(image_metrics.psnr(rgb, target)),
+            "alive": jnp.sum(params["alive"]),
+            "tile_overflow": jnp.sum(stats.tile_overflow).astype(jnp.float32),
+            "overflow": jnp.sum(stats.overflow).astype(jnp.float32),
+            "busiest_tile_count": jnp.max(stats.busiest_count).astype(jnp.float32),
         }
         return loss, metrics
 
     # ---- evaluation ---------------------------------------------------------------------
-    def render_views(self, params, split: str) -> np.ndarray:
-        cams = self.train_cams if split == "train" else self.test_cams
-        out = jax.jit(
-            lambda p: G.render_batch(
-                self.gaussians(p), G.stack_cameras(cams), checkpoint=False, **self.render_kwargs
-            )
-        )(params)
-        return np.asarray(out.rgb)
-
     def evaluate(self, params, step, workdir):
-        params = jax.device_get(params)
-        test = self.render_views(params, "test")
-        gt = self.images("test")
-        scores = [psnr(a, b) for a, b in zip(test, gt, strict=True)]
-        if workdir:
-            out_dir = os.path.join(workdir, "renders", f"step_{step:06d}")
-            os.makedirs(out_dir, exist_ok=True)
-            from PIL import Image
-
-            for i, (pred, ref) in enumerate(zip(test, gt, strict=True)):
-                both = np.concatenate([pred, ref], axis=1)  # render | ground truth
-                Image.fromarray((np.clip(both, 0, 1) * 255).astype(np.uint8)).save(
-                    os.path.join(out_dir, f"test_{i:02d}.png")
-                )
-            G.save_ply(os.path.join(workdir, "gaussians.ply"), self.gaussians(params))
-        return {"psnr_test": float(np.mean(scores)), "psnr_test_min": float(np.min(scores))}
+        return gs_fit_eval.evaluate(self, params, step, workdir)
 
 
 def build(config: ml_collections.ConfigDict) -> Task:

@@ -18,6 +18,7 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+import optax
 
 from jaxmm.data.pipeline import DataShard
 
@@ -80,6 +81,16 @@ class Task(abc.ABC):
         """Weights that replace `init`'s in a fresh (not resumed) run, e.g. a Hugging Face
         checkpoint; None keeps `init`'s. `abstract_params` carry the target shardings, so a
         task can read each tensor straight into its shards. Called on the host, not traced."""
+        del abstract_params
+        return None
+
+    def optimizer(self, num_steps: int) -> optax.GradientTransformation | None:
+        """The task's own optimizer, or None for `config.optimizer` (the default).
+
+        For optimizers that are part of the method, e.g. per-parameter learning rates and
+        Gaussian densification (`jaxmm.tasks.gs_fit`); it runs inside the jitted step and its
+        state is checkpointed with the train state."""
+        del num_steps
         return None
 
     def evaluate(self, params: PyTree, step: int, workdir: str) -> dict[str, float]:

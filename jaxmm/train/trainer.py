@@ -90,7 +90,9 @@ class Trainer:
         abstract_params = sharding.unbox(boxed)
         self.trainable = self.task.trainable_mask(abstract_params)
         self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)
-        self.tx = optim.make_optimizer(cfg.optimizer, cfg.num_steps, self.trainable)
+        self.tx = self.task.optimizer(cfg.num_steps) or optim.make_optimizer(
+            cfg.optimizer, cfg.num_steps, self.trainable
+        )
         param_dtype = DTYPES[cfg.precision.param_dtype]
 
         def init_state(rng):
@@ -105,14 +107,19 @@ class Trainer:
         abstract_state = jax.eval_shape(init_state, init_rng)
         # Frozen leaves (Task.trainable_mask) hold an empty optax.MaskedNode in the state.
         masked = lambda x: isinstance(x, optax.MaskedNode)
-        opt_shardings = optax.tree_map_params(
-            self.tx,
-            lambda p, s: p if masked(p) else s,
-            abstract_state.opt_state,
-            self.param_shardings,
-            transform_non_params=lambda _: self._repl,
-            is_leaf=masked,
-        )
+        try:
+            opt_shardings = optax.tree_map_params(
+                self.tx,
+                lambda p, s: p if masked(p) else s,
+                abstract_state.opt_state,
+                self.param_shardings,
+                transform_non_params=lambda _: self._repl,
+                is_leaf=masked,
+            )
+        except (TypeError, AttributeError, KeyError, IndexError):
+            # A task's own optimizer (`Task.optimizer`) whose init needs the real params tree
+            # cannot be mapped with optax's placeholder: its state is replicated.
+            opt_shardings = jax.tree.map(lambda _: self._repl, abstract_state.opt_state)
         self.state_shardings = state_lib.TrainState(
             step=self._repl,
             params=self.param_shardings,

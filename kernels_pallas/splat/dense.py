@@ -167,7 +167,7 @@ def composite(
 ):
     """Gaussians [N] (means2d [N, 2] pixels, conics [N, 3], colors [N, 3], opacities [N],
     depths [N], radii [N] pixel extents, valid [N] bool) -> (rgb_acc [H, W, 3],
-    depth_acc [H, W], T [H, W], intersections [], dropped []).
+    depth_acc [H, W], T [H, W], intersections [], dropped [], per-tile counts [T] int32).
 
     max_per_tile=None: every Gaussian at every pixel (exact). An int: each tile composites its
     `max_per_tile` nearest overlapping Gaussians; `dropped` counts the (tile, Gaussian) pairs
@@ -177,6 +177,7 @@ def composite(
         raise ValueError(f"dense render: image {height}x{width} is not divisible by {tile_size}")
     hits, x0, y0 = _tile_hits(means2d, radii, valid, width, height, tile_size)
     intersections = jnp.sum(hits).astype(jnp.int32)
+    tile_counts = jnp.sum(hits, axis=-1).astype(jnp.int32)
     if max_per_tile is None:
         order = jnp.argsort(jnp.where(valid, depths, jnp.inf))
         px_u, px_v = jnp.meshgrid(
@@ -200,6 +201,7 @@ def composite(
             trans.reshape(height, width),
             intersections,
             jnp.int32(0),
+            tile_counts,
         )
 
     k = min(int(max_per_tile), depths.shape[0])
@@ -224,4 +226,4 @@ def composite(
         x = x.reshape(n_ty, n_tx, tile_size, tile_size, *x.shape[2:])
         return jnp.swapaxes(x, 1, 2).reshape(height, width, *x.shape[4:])
 
-    return untile(rgb), untile(depth), untile(trans), intersections, dropped
+    return untile(rgb), untile(depth), untile(trans), intersections, dropped, tile_counts
