@@ -236,10 +236,21 @@ class Engine:
                 )
         return ids
 
-    def chat_prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """Render a conversation with the tokenizer's own chat template, ready to continue."""
+    def chat_prompt_ids(
+        self, messages: Sequence[Message], continue_final_message: bool = False
+    ) -> list[int]:
+        """Render a conversation with the tokenizer's own chat template, ready to continue.
+
+        `continue_final_message`: the last message is an assistant turn to continue, not to
+        answer (assistant prefill, e.g. CINGS's `## Context ... ## Answer`; vLLM's option).
+        """
+        if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
+            raise ValueError("continue_final_message needs an assistant message last")
         text = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=False
+            list(messages),
+            add_generation_prompt=not continue_final_message,
+            continue_final_message=continue_final_message,
+            tokenize=False,
         )
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

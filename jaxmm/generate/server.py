@@ -161,7 +161,9 @@ class OpenAIServer:
         if kind == "chat":
             params = req.params(default_max_tokens=None)
             try:
-                prompts = [self.worker.chat_prompt_ids(req.conversation())]
+                prompts = [
+                    self.worker.chat_prompt_ids(req.conversation(), req.continue_final_message)
+                ]
             except Exception as e:  # template errors (e.g. role order) are client errors
                 raise RequestError(f"'messages': chat template failed: {e}", field) from e
         else:

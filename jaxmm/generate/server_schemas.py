@@ -202,6 +202,8 @@ class _Request(_Closed):
 
 class ChatRequest(_Request):
     messages: list[Message] = Field(min_length=1)
+    # vLLM's extension: continue the last (assistant) message instead of answering it.
+    continue_final_message: bool = False
 
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.content} for m in self.messages]

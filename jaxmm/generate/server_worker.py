@@ -51,10 +51,12 @@ class EngineWorker:
             self._wake.notify()
         return rids
 
-    def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+    def chat_prompt_ids(
+        self, messages: list[dict[str, str]], continue_final_message: bool = False
+    ) -> list[int]:
         """Render a chat prompt (under the lock: the worker uses the same tokenizer)."""
         with self._lock:
-            return self.engine.chat_prompt_ids(messages)
+            return self.engine.chat_prompt_ids(messages, continue_final_message)
 
     def cancel(self, rids: Sequence[int]) -> None:
         """Stop generating for requests nobody will read (client gone, timeout). Never blocks:

@@ -226,3 +226,28 @@ def test_client_that_leaves_mid_stream_has_its_request_cancelled(tokenizer_dir, 
         assert len(cancelled) == 1 and not engine.has_work()
     finally:
         server.shutdown()
+
+
+def test_continue_final_message_prefills_the_assistant_turn(served, tokenizer_dir):
+    """CINGS-style prefill: the reply continues the given assistant text (vLLM's option)."""
+    from transformers import AutoTokenizer
+
+    server, _ = served
+    prefix = "## Context The quick brown fox"
+    messages = CHAT + [{"role": "assistant", "content": prefix}]
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    # Independent rendering: the generation prompt of the earlier turns, then the prefix text.
+    text = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False) + prefix
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    body = {"model": "tiny", "max_tokens": 8, "temperature": 0}
+    chat = post(server, "/chat/completions", body | {"messages": messages,
+                                                      "continue_final_message": True})  # fmt: skip
+    raw = post(server, "/completions", body | {"prompt": ids})
+    assert chat.status_code == 200 and raw.status_code == 200, chat.text
+    assert chat.json()["choices"][0]["message"]["content"] == raw.json()["choices"][0]["text"]
+    assert chat.json()["usage"]["prompt_tokens"] == len(ids)
+    answered = post(server, "/chat/completions", body | {"messages": messages})
+    assert answered.json()["usage"]["prompt_tokens"] > len(ids)  # a new turn, not a prefill
+    bad = post(server, "/chat/completions", body | {"messages": CHAT,
+                                                     "continue_final_message": True})  # fmt: skip
+    assert bad.status_code == 400 and "assistant message last" in bad.text
