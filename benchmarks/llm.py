@@ -240,6 +240,10 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     args = ap.parse_args(argv)
+    if jax.default_backend() != "gpu" and not args.smoke:
+        # `make bench` runs every benchmark bare: on CPU that means the smoke shapes.
+        print("no GPU: running --smoke (tiny shapes; the 1B figures need a GPU)")
+        args.smoke = True
 
     shape = TINY if args.smoke else LLAMA_1B
     if args.smoke:
