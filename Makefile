@@ -41,11 +41,7 @@ bench: $(VENV)/.core
 # Logs land in runs/gpu_check/; the 4D-LRM 25-minute quality check runs last.
 gpu-check: $(VENV)/.test
 	$(PIP) install -e ".[cuda]"
-	mkdir -p runs/gpu_check
-	$(PY) -m pytest -q -m gpu 2>&1 | tee runs/gpu_check/pytest_gpu.log
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b 2>&1 | tee runs/gpu_check/$$(basename $$b .py).log; done
-	$(PY) launch/lrm4d_goal.py --config=configs/lrm4d.py:small --workdir=runs/gpu_check/lrm4d_goal \
-		2>&1 | tee runs/gpu_check/lrm4d_goal.log
+	PY=$(PY) LOG_DIR=runs/gpu_check bash tools/gpu_check.sh
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check .

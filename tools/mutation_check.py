@@ -52,6 +52,13 @@ MUTANTS: tuple[Mutant, ...] = (
         CLAMP_TESTS,
     ),
     Mutant(
+        "maxsim_config_ignores_shared_memory",
+        "kernels_pallas/maxsim/padding.py",
+        "while staged_operand_bytes(base, q_len, dim, itemsize) > SHARED_MEMORY_BUDGET:",
+        "while False:",
+        ("tests/kernels_pallas/maxsim/test_dot_shapes.py",),
+    ),
+    Mutant(
         "splat_clamp_0999",
         SPLAT + "common.py",
         "ALPHA_MAX = 0.99",

@@ -45,6 +45,12 @@ def _resolve(op: str, impl: str, interpret: bool | None) -> impl_lib.Resolved:
     return impl_lib.resolve(impl, op=op, supported=SUPPORTED, interpret=interpret)
 
 
+def _operand_shape(queries: jax.Array, docs: jax.Array) -> dict[str, int]:
+    """What `default_config` sizes the pipeline by: the embedding dim and the widest operand."""
+    itemsize = max(jnp.dtype(queries.dtype).itemsize, jnp.dtype(docs.dtype).itemsize)
+    return dict(dim=queries.shape[-1], itemsize=itemsize)
+
+
 def _check_inputs(queries, q_mask, docs, doc_side_name, doc_side) -> None:
     if queries.ndim != 3:
         raise ValueError(f"queries must be [n_q, q_len, dim], got shape {queries.shape}")
@@ -81,7 +87,9 @@ def maxsim(
     impl, interpret = _resolve("maxsim", impl, interpret)
     if impl == "reference":
         return reference.maxsim(queries, q_mask, docs, d_mask, normalize)
-    cfg = default_config(*queries.shape[:2], interpret, **block_overrides)
+    cfg = default_config(
+        *queries.shape[:2], interpret, **_operand_shape(queries, docs), **block_overrides
+    )
     w = reference.query_weights(q_mask, normalize)
     return vjp.modality_scores(queries, w, docs, d_mask.astype(jnp.int8), 1, cfg)[..., 0]
 
@@ -115,7 +123,9 @@ def maxsim_modality(
         return reference.maxsim_modality(
             queries, q_mask, docs, d_modality, num_modalities, normalize, return_argmax
         )
-    cfg = default_config(*queries.shape[:2], interpret, **block_overrides)
+    cfg = default_config(
+        *queries.shape[:2], interpret, **_operand_shape(queries, docs), **block_overrides
+    )
     w = reference.query_weights(q_mask, normalize)
     fn = vjp.modality_scores_and_argmax if return_argmax else vjp.modality_scores
     return fn(queries, w, docs, d_modality.astype(jnp.int8), num_modalities, cfg)
@@ -210,7 +220,9 @@ def maxsim_topk(
     impl, interpret = _resolve("maxsim_topk", impl, interpret)
     side = d_mask if d_modality is None else d_modality
     if impl == "pallas" and k <= MAX_FUSED_K:
-        cfg = default_config(*queries.shape[:2], interpret, **block_overrides)
+        cfg = default_config(
+            *queries.shape[:2], interpret, **_operand_shape(queries, docs), **block_overrides
+        )
         m = 1 if num_modalities is None else num_modalities
         return topk.fused_topk(queries, q_mask, docs, side, valid, m, k, normalize, num_splits, cfg)
     kw = dict(impl=impl, interpret=interpret, **block_overrides)

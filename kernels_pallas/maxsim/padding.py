@@ -27,6 +27,9 @@ DOC_BLOCK = 8  # default documents per program (KernelConfig.block_d, maxsim_pac
 # A multiple of every default token block (16 for the padded kernels, 32 for maxsim_packed):
 # documents padded to it are aligned for any of them.
 TOKEN_MULTIPLE = 32
+# Shared memory the dot operands may take per program: under the A100's 163 KiB and the H100's
+# 227 KiB opt-in limits, so one config compiles on both.
+SHARED_MEMORY_BUDGET = 160 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,26 @@ def pad_axis(x: jax.Array, axis: int, size: int, value=0) -> jax.Array:
     return jnp.pad(x, pad, constant_values=value)
 
 
-def default_config(n_q: int, q_len: int, interpret: bool = False, **overrides) -> KernelConfig:
+def staged_operand_bytes(cfg: KernelConfig, q_len: int, dim: int, itemsize: int) -> int:
+    """Shared memory the dot operands take under Triton's software pipeline: the resident query
+    rows [block_q * q_len, dim] plus num_stages buffers of the document chunk
+    [block_d * block_t, dim]. An upper estimate: on an H200 (jax 0.11.2) float32 inputs with
+    block_q 4, q_len 32, 8 x 16 tokens, dim 128 and 3 stages asked for exactly this, 256 KiB,
+    and failed to launch (227 KiB available)."""
+    rows = cfg.block_q * padded_q_len(q_len, cfg.block_q)
+    cols = cfg.num_stages * cfg.block_d * cfg.block_t
+    return (rows + cols) * padded_dim(dim) * itemsize
+
+
+def default_config(
+    n_q: int,
+    q_len: int,
+    interpret: bool = False,
+    *,
+    dim: int = 128,
+    itemsize: int = 2,
+    **overrides,
+) -> KernelConfig:
     """Block sizes: each program keeps ~128 query-token rows resident.
 
     One query (memory-bound scan): 1 query x 8 docs per program, 16-token chunks, i.e. a
@@ -102,6 +124,18 @@ def default_config(n_q: int, q_len: int, interpret: bool = False, **overrides) -
     block_q = max(1, min(8, 128 // max(next_pow2(q_len), 16)))
     if n_q >= 2 and block_q > 1:
         base = dataclasses.replace(base, block_q=min(block_q, next_pow2(n_q)), num_warps=8)
+    # Wider operands (float32, large dims) get fewer pipeline stages, then smaller token
+    # chunks, then fewer queries per program, until the staged operands fit
+    # SHARED_MEMORY_BUDGET; bf16 at dim <= 128 keeps the defaults.
+    while staged_operand_bytes(base, q_len, dim, itemsize) > SHARED_MEMORY_BUDGET:
+        if base.num_stages > 1:
+            base = dataclasses.replace(base, num_stages=base.num_stages - 1)
+        elif base.block_d * base.block_t > MIN_DOT:
+            base = dataclasses.replace(base, block_t=base.block_t // 2)
+        elif base.block_q > 1:
+            base = dataclasses.replace(base, block_q=base.block_q // 2)
+        else:
+            break  # the smallest legal tiles; Triton reports it if even these do not fit
     return dataclasses.replace(base, **overrides)
 
 

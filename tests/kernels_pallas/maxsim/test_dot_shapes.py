@@ -3,6 +3,8 @@ documents (1, 2 or 8 tokens), 1-token queries and dim 8; and those tiny shapes s
 reference in interpret mode. The dot shapes are read from the traced kernel jaxprs (what the
 Triton lowering sees), not recomputed."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,3 +95,17 @@ def test_tiny_shapes_match_the_reference(d_len):
     got = api.maxsim_packed(q, q_mask, tokens, offsets, **PALLAS_INTERPRET, block_t=8)
     want = ref.maxsim_packed(q, q_mask, tokens, offsets)
     np.testing.assert_allclose(got, want, **VALUE_TOL)
+
+
+@pytest.mark.parametrize("n_q", [1, 8])
+@pytest.mark.parametrize("dim", [64, 128, 256])
+def test_default_config_fits_shared_memory_for_bf16_and_float32(n_q, dim):
+    """float32 inputs with bf16's 3 stages asked an H200 for 256 KiB of shared memory and failed
+    to launch; the default config drops stages until the estimate fits, and bf16 keeps 3."""
+    for itemsize in (2, 4):
+        cfg = padding.default_config(n_q, 32, dim=dim, itemsize=itemsize)
+        assert padding.staged_operand_bytes(cfg, 32, dim, itemsize) <= padding.SHARED_MEMORY_BUDGET
+        assert cfg.num_stages >= 1
+    assert padding.default_config(n_q, 32, dim=128, itemsize=2).num_stages == 3
+    seen = dataclasses.replace(padding.default_config(8, 32), num_stages=3)  # what failed
+    assert padding.staged_operand_bytes(seen, 32, 128, 4) == 256 * 1024
