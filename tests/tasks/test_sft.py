@@ -1,6 +1,6 @@
-"""SFT task: packed == unpacked loss and gradients (full and chunked cross-entropy), token-level normalisation over the global
-batch and gradient accumulation, and the tiny config end to end (train, checkpoint, resume,
-HF export)."""
+"""SFT task: packed == unpacked loss and gradients (full and chunked cross-entropy), token-level
+normalisation over the global batch and gradient accumulation, and the tiny config end to end
+(train, checkpoint, resume, HF export)."""
 
 import glob
 import os
