@@ -1,5 +1,5 @@
-"""LLM benchmark: training tokens/s + MFU, and decode tokens/s vs transformers (same GPU, same
-random weights, same batch).
+"""LLM benchmark: training tokens/s + MFU, packed SFT training (4K and 16K, chunked loss), and
+decode tokens/s vs transformers (same GPU, same random weights, same batch).
 
 GPU (one H100):   python benchmarks/llm.py
 CPU smoke test:   python benchmarks/llm.py --smoke
@@ -8,7 +8,14 @@ Training: a Llama-3.2-1B-shaped model (bf16 compute, fp32 params and AdamW state
 sharded with the FSDP rules over all local devices, one jitted value_and_grad + optax.adamw
 step with donated state. MFU = achieved model FLOP/s / peak bf16 FLOP/s, counting
 6 * (matmul params) + 12 * layers * seq * (heads * head_dim) FLOPs per token (PaLM appendix B,
-no causal discount). Decode: greedy, preallocated KV cache, one jitted step per token (what
+no causal discount). Packed SFT: the SFT task's loss (`jaxmm.tasks.sft.llm_loss_sum`: segment
+ids, loss mask, token-normalised cross-entropy) on rows packed by `jaxmm.data.packing` from
+synthetic examples of log-normal length, `--sft-tokens` tokens per step, at each of
+`--sft-seqs`; with `--chunk-tokens` (the chunked cross-entropy) and, up to
+`--full-logits-max-seq`, also with the full [B, T, vocab] logits, printing the ratio of the two
+step times. Tokens/s and MFU are given for all row tokens and for real (non-padding) tokens
+(same per-token FLOPs, so the attention term is an upper bound for packed short examples); the
+packing fill is printed. Decode: greedy, preallocated KV cache, one jitted step per token (what
 the engine does); transformers runs `generate(do_sample=False)` on the weights jaxmm exports
 with `save_hf`. Decode time = time(prompt + N tokens) - time(prompt + 1 token) on both sides.
 """
