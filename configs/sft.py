@@ -15,7 +15,8 @@ Variants:
                      curation pipeline's own row format).
   smollm2_lora       the real SmolLM2-135M-Instruct with LoRA (rank 8, attention + MLP).
   openthinker        OpenThinker-7B recipe (arXiv 2506.04178): full fine-tune, lr 1e-5, 3 epochs,
-                     global batch 96, cosine, warmup 0.1, 16K packed sequences, remat; needs
+                     global batch 96, cosine, warmup 0.1, 16K packed sequences, remat, chunked
+                     cross-entropy (`loss.chunk_tokens`); needs
                      `model.hf_dir` (Qwen2.5-7B-Instruct) and `data.train_files`.
 """
 
@@ -70,6 +71,11 @@ def get_config(arg: str | None = None):
     m.lora_dropout = 0.0
     m.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj")
 
+    c.loss = ml_collections.ConfigDict()
+    # > 0: cross-entropy over chunks of this many positions (logits [B, chunk, vocab] at a
+    # time, recomputed in the backward) instead of the full [B, T, vocab]; 0 = off.
+    c.loss.chunk_tokens = 0
+
     c.export = ml_collections.ConfigDict()
     c.export.hf = True  # <workdir>/export/hf at the end (LoRA merged)
     c.export.peft = False  # LoRA only: also <workdir>/export/peft (jaxmm.models.peft)
@@ -96,6 +102,7 @@ def get_config(arg: str | None = None):
         d.eval_examples = 0
         d.on_too_long = "skip"
         m.remat = "full"
+        c.loss.chunk_tokens = 2048  # 16K x 152K-vocab fp32 logits would be 10 GB per row
         c.batch_size = 96
         c.optimizer.learning_rate = 1e-5
         c.optimizer.schedule = "cosine"

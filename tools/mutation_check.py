@@ -323,11 +323,46 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sft_loss_mean_of_row_means",
         "jaxmm/tasks/sft.py",
-        "return -jnp.sum(token_logprobs(logits, targets) * mask), jnp.sum(mask)",
-        "per_row = -jnp.sum(token_logprobs(logits, targets) * mask, -1)"
-        " / jnp.maximum(mask.sum(-1), 1)\n"
+        "return -jnp.sum(logprobs * mask), jnp.sum(mask)",
+        "per_row = -jnp.sum(logprobs * mask, -1) / jnp.maximum(mask.sum(-1), 1)\n"
         "    return jnp.mean(per_row) * jnp.sum(mask), jnp.sum(mask)",  # loss = mean of means
         ("tests/tasks/test_sft.py", "-k", "sharded"),
+    ),
+    # --- chunked cross-entropy (tests/nn/test_logprobs.py, tests/tasks/test_sft.py) --------
+    Mutant(
+        "chunked_ce_chunks_out_of_order",
+        "jaxmm/nn/logprobs.py",
+        "return logp.swapaxes(0, 1).reshape(b, n * size)[:, :t]",
+        "return logp.reshape(b, n * size)[:, :t]",  # [n, B, c] read as if [B, n, c]
+        ("tests/nn/test_logprobs.py",),
+    ),
+    Mutant(
+        "chunked_ce_targets_padded_in_front",
+        "jaxmm/nn/logprobs.py",
+        "targets = jnp.pad(targets, ((0, 0), (0, n * size - t)))",
+        "targets = jnp.pad(targets, ((0, 0), (n * size - t, 0)))",
+        ("tests/nn/test_logprobs.py",),
+    ),
+    Mutant(
+        "chunked_ce_saves_chunk_logits",  # no checkpoint: the scan stacks every chunk's logits
+        "jaxmm/nn/logprobs.py",
+        "    @jax.checkpoint\n    def chunk(",
+        "    def chunk(",
+        ("tests/nn/test_logprobs.py", "-k", "never_hold"),
+    ),
+    Mutant(
+        "sft_ignores_loss_chunk_tokens",
+        "jaxmm/tasks/sft.py",
+        "chunk_tokens=self.config.loss.chunk_tokens,",
+        "chunk_tokens=0,",
+        ("tests/tasks/test_sft.py", "-k", "sharded"),
+    ),
+    Mutant(
+        "llm_head_params_tied_only",  # an untied model's chunked loss loses its lm_head
+        "jaxmm/models/llm.py",
+        'HEAD_PARAMS = ("embed_tokens", "lm_head")',
+        'HEAD_PARAMS = ("embed_tokens",)',
+        ("tests/tasks/test_sft.py", "-k", "packed and 32"),
     ),
     Mutant(
         "trainer_accum_mean_of_micro_means",

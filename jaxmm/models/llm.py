@@ -37,7 +37,24 @@ from jaxmm.nn.lora import Linear
 from jaxmm.nn.norms import RMSNorm
 from jaxmm.nn.rotary import apply_rope, rope_cos_sin
 
-__all__ = ["FAMILIES", "LLM", "KVCache", "LLMConfig", "REMAT_POLICIES", "init_cache"]
+__all__ = [
+    "FAMILIES",
+    "HEAD_PARAMS",
+    "LLM",
+    "KVCache",
+    "LLMConfig",
+    "REMAT_POLICIES",
+    "head_params",
+    "init_cache",
+]
+
+# Top-level param collections `LLM.logits_from_hidden` reads (tied: the embedding table).
+HEAD_PARAMS = ("embed_tokens", "lm_head")
+
+
+def head_params(params: dict) -> dict:
+    """The part of an LLM's params that its lm head reads."""
+    return {k: params[k] for k in HEAD_PARAMS if k in params}
 
 
 @flax.struct.dataclass
@@ -242,8 +259,12 @@ class LLM(nn.Module):
         inputs_embeds: jax.Array | None = None,
         deterministic: bool = True,
         last_logits_only: bool = False,
+        return_hidden: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Returns (logits [B, T, vocab], updated cache or None).
+
+        `return_hidden=True` returns the final-norm output [B, T, hidden] in place of the
+        logits, for a loss that applies `logits_from_hidden` chunk by chunk.
 
         `last_logits_only=True` returns logits [B, 1, vocab] of each row's last real token
         (the last position with attention_mask == 1, else T - 1): a prefill then never builds
@@ -318,14 +339,17 @@ class LLM(nn.Module):
         if last_logits_only:
             x = jnp.take_along_axis(x, last_index[:, None, None], axis=1)
         x = self.norm(x)
-        if cfg.tie_embeddings:
-            logits = self.embed_tokens.attend(x)
-        else:
-            logits = self.lm_head(x)
-        logits = nn.with_logical_constraint(
-            logits.astype(jnp.dtype(cfg.logits_dtype)), ("batch", "seq", "vocab")
-        )
+        out = x if return_hidden else self.logits_from_hidden(x)
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=k_all, v=v_all, lengths=new_lengths)
-        return logits, new_cache
+        return out, new_cache
+
+    def logits_from_hidden(self, x: jax.Array) -> jax.Array:
+        """The lm head: final-norm output [..., hidden] -> logits [..., vocab] (logits_dtype).
+
+        Reads only the params named in `HEAD_PARAMS`, so a chunked loss can apply it alone."""
+        cfg = self.config
+        logits = self.embed_tokens.attend(x) if cfg.tie_embeddings else self.lm_head(x)
+        axes = ("batch", "seq", "vocab")[-logits.ndim :]
+        return nn.with_logical_constraint(logits.astype(jnp.dtype(cfg.logits_dtype)), axes)

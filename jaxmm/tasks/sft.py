@@ -6,6 +6,8 @@ template, masked to the assistant turns, packed first-fit into `data.seq_len` ro
 segment ids and per-example positions. Loss: token cross-entropy summed over trained targets
 and divided by their number over the whole global batch; the count is reported as
 `loss_weight`, so the trainer keeps that exact normalisation under gradient accumulation.
+`loss.chunk_tokens > 0` computes it over sequence chunks without materialising the
+[B, T, vocab] logits (long-sequence SFT, `jaxmm.nn.logprobs.chunked_token_logprobs`).
 
 Model: a random Llama of the `model.*` sizes (tiny configs) or a Hugging Face folder
 (`model.hf_dir`, `smollm2` = the real SmolLM2-135M-Instruct), full fine-tune or LoRA
@@ -32,24 +34,62 @@ from jaxmm.data.packing import PackedSource, build_examples, make_row, pack
 from jaxmm.data.pipeline import batched
 from jaxmm.data.sft_records import iter_raw_records, load_tokenizer, resolve_model_dir
 from jaxmm.models.hf import load_hf, save_hf
-from jaxmm.models.llm import LLM, LLMConfig
+from jaxmm.models.llm import LLM, LLMConfig, head_params
 from jaxmm.models.peft import save_peft_adapter
 from jaxmm.nn import lora as lora_lib
-from jaxmm.nn.logprobs import token_logprobs
+from jaxmm.nn.logprobs import chunked_token_logprobs, token_logprobs
 from jaxmm.train.task import DataShard, Task
 from jaxmm.train.trainer import LOSS_WEIGHT
 
 log = logging.getLogger(__name__)
 
 
-def token_loss_sum(
-    logits: jax.Array, targets: jax.Array, loss_mask: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def masked_nll_sum(logprobs: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of masked token cross-entropies, number of masked tokens), both fp32 scalars.
 
     Returned apart so the division happens once, over everything that is summed."""
     mask = loss_mask.astype(jnp.float32)
-    return -jnp.sum(token_logprobs(logits, targets) * mask), jnp.sum(mask)
+    return -jnp.sum(logprobs * mask), jnp.sum(mask)
+
+
+def token_loss_sum(
+    logits: jax.Array, targets: jax.Array, loss_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """`masked_nll_sum` from full logits [B, T, V]."""
+    return masked_nll_sum(token_logprobs(logits, targets), loss_mask)
+
+
+def llm_loss_sum(
+    model: LLM,
+    params,
+    batch: dict[str, jax.Array],
+    *,
+    chunk_tokens: int = 0,
+    deterministic: bool = True,
+    rngs: dict[str, jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """`masked_nll_sum` of a packed batch (the `jaxmm.data.packing` keys) under `model`.
+
+    `chunk_tokens > 0` computes it from the hidden states `chunk_tokens` positions at a time
+    (`chunked_token_logprobs`), so the [B, T, vocab] logits never exist: what a 16K-token
+    sequence over a 128K vocabulary needs. 0 = one lm head over all positions."""
+    out, _ = model.apply(
+        {"params": params},
+        batch["tokens"],
+        batch["positions"],
+        segment_ids=batch["segment_ids"],
+        deterministic=deterministic,
+        rngs=rngs,
+        return_hidden=chunk_tokens > 0,
+    )
+    if chunk_tokens <= 0:
+        return token_loss_sum(out, batch["targets"], batch["loss_mask"])
+
+    def head(p, x):
+        return model.apply({"params": p}, x, method=LLM.logits_from_hidden)
+
+    logp = chunked_token_logprobs(head, head_params(params), out, batch["targets"], chunk_tokens)
+    return masked_nll_sum(logp, batch["loss_mask"])
 
 
 def random_llm_config(
@@ -179,10 +219,20 @@ class SFTTask(Task):
         )
         return logits
 
-    def loss(self, params, batch, rng):
-        total, count = token_loss_sum(
-            self.forward(params, batch, rng), batch["targets"], batch["loss_mask"]
+    def loss_sum(self, params, batch, rng=None) -> tuple[jax.Array, jax.Array]:
+        """(summed token cross-entropy, trained tokens); chunked when `loss.chunk_tokens`."""
+        dropout = self.dropout and rng is not None
+        return llm_loss_sum(
+            self.model,
+            params,
+            batch,
+            chunk_tokens=self.config.loss.chunk_tokens,
+            deterministic=not dropout,
+            rngs={"dropout": rng} if dropout else None,
         )
+
+    def loss(self, params, batch, rng):
+        total, count = self.loss_sum(params, batch, rng)
         metrics = {
             LOSS_WEIGHT: count,
             "real_tokens": jnp.sum(batch["segment_ids"] > 0).astype(jnp.float32),
@@ -197,7 +247,7 @@ class SFTTask(Task):
         """Token-normalised loss over the held-out examples (packed like training)."""
         d = self.config.data
         rows = pack(self.eval_examples, d.seq_len, packing=d.packing, seed=d.seed)
-        fn = jax.jit(lambda p, b: token_loss_sum(self.forward(p, b), b["targets"], b["loss_mask"]))
+        fn = jax.jit(self.loss_sum)
         total = count = 0.0
         for i in range(0, len(rows), 8):
             chunk = [make_row([self.eval_examples[j] for j in r], d.seq_len, self.pad_id)

@@ -1,6 +1,6 @@
-"""SFT task: packed == unpacked loss and gradients, token-level normalisation over the global
-batch and gradient accumulation, and the tiny config end to end (train, checkpoint, resume,
-HF export)."""
+"""SFT task: packed == unpacked loss and gradients (full and chunked cross-entropy), token-level
+normalisation over the global batch and gradient accumulation, and the tiny config end to end
+(train, checkpoint, resume, HF export)."""
 
 import glob
 import os
@@ -17,7 +17,7 @@ from jaxmm.data import sft_synthetic
 from jaxmm.data.packing import build_examples, make_row, pack
 from jaxmm.io.jsonl import read_jsonl
 from jaxmm.models.llm import LLM, LLMConfig
-from jaxmm.tasks.sft import token_loss_sum
+from jaxmm.tasks.sft import llm_loss_sum
 from jaxmm.train import trainer as trainer_lib
 from tests.data import chat_templates
 
@@ -58,7 +58,10 @@ def _examples(tok, n=16, seq_len=160, seed=3):
     return examples
 
 
-def test_packed_loss_and_grads_equal_unpacked(tokenizer_dir):
+# Chunked cross-entropy on the packed rows vs the full logits on one example per row: 48 does
+# not divide seq_len 160, 32 does; the untied case checks the separate lm_head's gradient.
+@pytest.mark.parametrize("chunk,tied", [(0, True), (48, True), (32, False)])
+def test_packed_loss_and_grads_equal_unpacked(tokenizer_dir, chunk, tied):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -68,24 +71,22 @@ def test_packed_loss_and_grads_equal_unpacked(tokenizer_dir):
     # (at 0.02 the random model is near-uniform and the leak changes the loss by only ~3e-5).
     cfg = LLMConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
                     num_heads=4, num_kv_heads=2, head_dim=8, attention_impl="xla",
-                    initializer_range=0.3)  # fmt: skip
+                    initializer_range=0.3, tie_embeddings=tied)  # fmt: skip
     model = LLM(cfg)
     params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
 
-    def loss_fn(p, b):
-        logits, _ = model.apply(
-            {"params": p}, b["tokens"], b["positions"], segment_ids=b["segment_ids"]
-        )
-        total, count = token_loss_sum(logits, b["targets"], b["loss_mask"])
+    def loss_fn(p, b, chunk_tokens):
+        total, count = llm_loss_sum(model, p, b, chunk_tokens=chunk_tokens)
         return total / count
 
-    grad = jax.jit(jax.value_and_grad(loss_fn))
+    grad = jax.jit(jax.value_and_grad(loss_fn), static_argnums=2)
     rows = pack(examples, seq_len)
     assert max(len(r) for r in rows) >= 3 and len(rows) < len(examples)  # real packing
     packed = _stack([make_row([examples[j] for j in r], seq_len, 0) for r in rows])
     single = _stack([make_row([ex], seq_len, 0) for ex in examples])
-    loss_p, g_p = grad(params, packed)
-    loss_u, g_u = grad(params, single)
+    loss_p, g_p = grad(params, packed, chunk)
+    loss_u, g_u = grad(params, single, 0)
+    assert ("lm_head" in g_p) is not tied
     # fp32, same formula, different attention/reduction layout: 1e-5 (docs/testing.md).
     np.testing.assert_allclose(float(loss_p), float(loss_u), rtol=1e-5, atol=1e-5)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_u))
@@ -93,7 +94,7 @@ def test_packed_loss_and_grads_equal_unpacked(tokenizer_dir):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale, rtol=1e-4)
     # The check has teeth: the same rows without segment ids (attention across examples).
     leaky = dict(packed, segment_ids=(packed["segment_ids"] > 0).astype(np.int32))
-    assert abs(float(grad(params, leaky)[0]) - float(loss_u)) > 1e-3
+    assert abs(float(grad(params, leaky, chunk)[0]) - float(loss_u)) > 1e-3
 
 
 def _rows_of_different_lengths(task):
@@ -123,6 +124,13 @@ def test_loss_is_summed_tokens_over_target_tokens_of_the_whole_sharded_batch(tok
     assert float(metrics["loss_weight"]) == batch["loss_mask"].sum()
     mean_of_means = np.mean((tok_loss * batch["loss_mask"]).sum(1) / counts)
     assert abs(mean_of_means - want) > 1e-3 * want  # the batch tells the two apart
+    # `loss.chunk_tokens` switches the task to the chunked cross-entropy: same loss, sharded.
+    with task.config.unlocked():
+        task.config.loss.chunk_tokens = 48  # does not divide seq_len 128
+    chunked, metrics = jax.jit(task.loss)(params, sharded, jax.random.key(1))
+    assert "scan" in str(jax.make_jaxpr(task.loss)(params, batch, jax.random.key(1)))
+    np.testing.assert_allclose(float(chunked), want, rtol=1e-5)
+    assert float(metrics["loss_weight"]) == batch["loss_mask"].sum()
 
 
 @pytest.mark.slow  # two trainers compiled: ~40 s on a loaded 2-core CPU (~12 s CPU time)
