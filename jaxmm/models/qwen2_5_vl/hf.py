@@ -124,4 +124,3 @@ def load_hf(
             ckpt_dir, maps, tensors, shapes, shardings, "Qwen2.5-VL", optional
         )
     return config, params
-

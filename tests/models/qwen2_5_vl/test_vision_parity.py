@@ -44,7 +44,10 @@ def _torch_features(model, pixels, grids):
     return out.pooler_output.numpy()
 
 
-@pytest.mark.parametrize("grids", [[IMAGE], [VIDEO], [IMAGE, VIDEO]], ids=["image", "video", "both"])
+GRIDS = {"image": [IMAGE], "video": [VIDEO], "both": [IMAGE, VIDEO]}
+
+
+@pytest.mark.parametrize("grids", list(GRIDS.values()), ids=list(GRIDS))
 def test_features_match_transformers(loaded, grids):
     model, config, params = loaded
     pixels = _pixels(grids, config.vision.patch_dim, seed=len(grids))
