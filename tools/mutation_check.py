@@ -418,6 +418,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (QWEN25VL + "test_model_parity.py", "-k", "images"),
     ),
     Mutant(
+        "qwen25vl_decode_ignores_rope_delta",
+        "jaxmm/models/qwen2_5_vl/mrope.py",
+        "return (lengths + deltas)[:, None]",
+        "return lengths[:, None]",
+        (QWEN25VL + "test_generate.py",),
+    ),
+    Mutant(
         "qwen25vl_patch_channel_time_swapped",
         "jaxmm/models/qwen2_5_vl/processor.py",
         "x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)",

@@ -92,3 +92,10 @@ def rope_index(
         positions[:, row, keep] = row_pos
         deltas.append((row_pos.max() + 1 if row_pos.size else 0) - int(keep.sum()))
     return positions.astype(np.int32), np.asarray(deltas, np.int32)
+
+
+def decode_positions(lengths, deltas):
+    """Positions [B, 1] of the next token of each row with `lengths` tokens cached: text after
+    the prompt continues at cache length + `rope_index`'s delta, the same on all three axes.
+    Works on numpy and jax arrays (inside a jitted decode step)."""
+    return (lengths + deltas)[:, None]
