@@ -51,7 +51,7 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def sample_frame_indices(
+def frame_indices_at_fps(
     total_frames: int,
     video_fps: float,
     fps: float = 2.0,
@@ -65,7 +65,7 @@ def sample_frame_indices(
     multiple of the temporal patch, at least `min_frames`, evenly spaced from frame 0."""
     if total_frames < 1 or video_fps <= 0 or fps <= 0:
         raise ValueError(
-            f"sample_frame_indices: total_frames={total_frames}, video_fps={video_fps} and "
+            f"frame_indices_at_fps: total_frames={total_frames}, video_fps={video_fps} and "
             f"fps={fps} must be positive"
         )
     tp = temporal_patch_size
@@ -75,7 +75,7 @@ def sample_frame_indices(
     num = math.floor(num / tp) * tp
     if num < 1:
         raise ValueError(
-            f"sample_frame_indices: a {total_frames}-frame video has fewer frames than one "
+            f"frame_indices_at_fps: a {total_frames}-frame video has fewer frames than one "
             f"temporal patch ({tp})"
         )
     # torch.arange(0, total, total / num) in float32, then .int() (truncation).

@@ -18,7 +18,7 @@ import pytest
 from jaxmm.models.qwen2_5_vl.processor import (
     Qwen25VLProcessor,
     expand_placeholders,
-    sample_frame_indices,
+    frame_indices_at_fps,
     smart_resize,
 )
 
@@ -111,7 +111,7 @@ def test_frame_sampling_matches_transformers(total, video_fps, fps):
     )
     meta = types.SimpleNamespace(total_num_frames=total, fps=video_fps)
     want = funcs["sample_frames"](self, meta, fps=fps).numpy()
-    np.testing.assert_array_equal(sample_frame_indices(total, video_fps, fps), want)
+    np.testing.assert_array_equal(frame_indices_at_fps(total, video_fps, fps), want)
 
 
 @pytest.mark.torch
