@@ -16,6 +16,7 @@ from typing import Any
 
 from jaxmm.models.llm_config import LLMConfig
 from jaxmm.nn.attention import IMPLS
+from jaxmm.nn.lora import LoRAConfig
 from jaxmm.nn.rotary import RopeConfig
 
 MODEL_TYPE = "qwen2_5_vl"
@@ -110,6 +111,11 @@ class Qwen25VLConfig:
                 f"Qwen25VLConfig: vision_config.out_hidden_size {self.vision.out_hidden_size} "
                 f"!= text hidden_size {self.text.hidden_size}"
             )
+
+    def with_lora(self, lora: LoRAConfig | None) -> Qwen25VLConfig:
+        """LoRA on the language model's projections (the vision tower takes none, as in
+        ColQwen2.5's adapters); `None` removes it. Use with `jaxmm.nn.lora.add_lora`."""
+        return dataclasses.replace(self, text=self.text.replace(lora=lora))
 
     @classmethod
     def from_hf(
