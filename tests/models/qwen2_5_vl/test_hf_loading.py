@@ -179,3 +179,22 @@ def test_bfloat16_load_runs_close_to_float32(saved):
         )
         out[dtype] = np.asarray(logits, np.float32)
     np.testing.assert_allclose(out["bfloat16"], out["float32"], atol=0.1, rtol=0)
+
+
+def test_scanned_text_layers_load_and_match(saved):
+    """`scan_layers=True`: the text layers stacked on a `layers` axis give the same logits."""
+    _, folder = saved
+    out = []
+    for scan in (False, True):
+        config, params = load_hf(folder, text_overrides={"scan_layers": scan})
+        tokens, pixels, positions = _inputs(config)
+        logits, _ = jax.jit(Qwen25VL(config).apply)(
+            {"params": params},
+            tokens,
+            positions,
+            pixel_values=pixels,
+            image_layout=vision_layout([GRID, GRID], config.vision),
+        )
+        out.append(np.asarray(logits))
+    assert params["lm"]["layers"]["self_attn"]["q_proj"]["kernel"].shape[0] == 2
+    np.testing.assert_allclose(out[1], out[0], atol=1e-5, rtol=0)

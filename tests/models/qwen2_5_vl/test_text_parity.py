@@ -1,14 +1,12 @@
 """The Qwen2.5-VL language model (jaxmm's LLM with M-RoPE) vs transformers on text and on
 arbitrary 3-D positions (fp32, CPU)."""
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
-from jaxmm.models import hf as llm_hf
 from jaxmm.models.llm import LLM
-from jaxmm.models.qwen2_5_vl.config import Qwen25VLConfig
+from jaxmm.models.qwen2_5_vl.hf import load_hf
 from jaxmm.models.qwen2_5_vl.mrope import rope_index
 
 from . import tiny
@@ -30,17 +28,10 @@ def model_and_folder(tmp_path_factory):
     return model, folder
 
 
-def _text_params(folder, cfg):
-    """The text tensors through the LLM name map (the checkpoint's original Qwen names)."""
-    from safetensors.numpy import load_file
-
-    tensors = load_file(str(folder / "model.safetensors"))
-    params: dict = {}
-    shapes = nn.meta.unbox(llm_hf.abstract_params(cfg))
-    for m in llm_hf.name_map(cfg):
-        target = llm_hf._get_leaf(shapes, m.path)
-        llm_hf._set_leaf(params, m.path, m.to_jax(tensors[m.hf_name], target.shape))
-    return params
+def _text_params(folder):
+    """The language model's params alone (loaded with the whole checkpoint)."""
+    config, params = load_hf(folder)
+    return config, params["lm"]
 
 
 def _torch_logits(model, tokens, position_ids=None):
@@ -51,8 +42,7 @@ def _torch_logits(model, tokens, position_ids=None):
 
 def test_text_only_logits(model_and_folder):
     model, folder = model_and_folder
-    cfg = Qwen25VLConfig.from_hf(folder)
-    params = _text_params(folder, cfg.text)
+    cfg, params = _text_params(folder)
     tokens = tiny.text_tokens(2, 24, seed=1)
     positions, deltas = rope_index(
         tokens,
@@ -72,8 +62,7 @@ def test_text_only_logits(model_and_folder):
 def test_3d_positions_logits(model_and_folder):
     """Different t/h/w positions per token: every M-RoPE section is exercised."""
     model, folder = model_and_folder
-    cfg = Qwen25VLConfig.from_hf(folder)
-    params = _text_params(folder, cfg.text)
+    cfg, params = _text_params(folder)
     tokens = tiny.text_tokens(2, 20, seed=2)
     positions = np.random.default_rng(3).integers(0, 60, (3, 2, 20)).astype(np.int64)
     logits, _ = jax.jit(LLM(cfg.text).apply)({"params": params}, tokens, positions)
