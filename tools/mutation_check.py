@@ -40,6 +40,7 @@ CLAMP_TESTS = ("tests/kernels_pallas/splat/test_clamp_cases.py",)
 SFT_DATA_TESTS = "tests/data/test_sft_data.py"
 PEFT = "jaxmm/models/peft.py"
 PEFT_TESTS = "tests/models/test_peft.py"
+QWEN25VL = "tests/models/qwen2_5_vl/"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -400,6 +401,70 @@ MUTANTS: tuple[Mutant, ...] = (
         "SeedSequence([self.config.seed, step, k])",
         "SeedSequence([self.config.seed, k])",
         ("tests/tasks/test_grpo.py", "-k", "rollout"),
+    ),
+    # --- Qwen2.5-VL (tests/models/qwen2_5_vl/, parity vs transformers) ---------------------
+    Mutant(
+        "qwen25vl_mrope_sections_reversed",
+        "jaxmm/nn/rotary.py",
+        "np.full(s, j % 3, np.int32)",
+        "np.full(s, (2 - j) % 3, np.int32)",
+        (QWEN25VL + "test_text_parity.py", "-k", "3d_positions"),
+    ),
+    Mutant(
+        "qwen25vl_window_ignores_merge_size",
+        "jaxmm/models/qwen2_5_vl/vision.py",
+        "win = config.window_size // merge // config.patch_size",
+        "win = config.window_size // config.patch_size",
+        (QWEN25VL + "test_vision_parity.py", "-k", "features"),
+    ),
+    Mutant(
+        "qwen25vl_full_attention_one_layer_late",
+        "jaxmm/models/qwen2_5_vl/vision.py",
+        "full = i in cfg.fullatt_block_indexes",
+        "full = i - 1 in cfg.fullatt_block_indexes",
+        (QWEN25VL + "test_vision_parity.py", "-k", "features"),
+    ),
+    Mutant(
+        "qwen25vl_vision_rope_h_w_swapped",
+        "jaxmm/models/qwen2_5_vl/vision.py",
+        "angles = positions.astype(jnp.float32)[..., None] * inv_freq",
+        "angles = positions[:, ::-1].astype(jnp.float32)[..., None] * inv_freq",
+        (QWEN25VL + "test_vision_parity.py", "-k", "features"),
+    ),
+    Mutant(
+        "qwen25vl_merger_tanh_gelu",
+        "jaxmm/models/qwen2_5_vl/vision.py",
+        "x = nn.gelu(x, approximate=False)",
+        "x = nn.gelu(x, approximate=True)",
+        (QWEN25VL + "test_vision_parity.py", "-k", "features"),
+    ),
+    Mutant(
+        "qwen25vl_video_time_not_scaled",
+        "jaxmm/models/qwen2_5_vl/mrope.py",
+        "interval = tokens_per_second * float(next(seconds)) if kind == VIDEO else 1.0",
+        "interval = 1.0",
+        (QWEN25VL + "test_model_parity.py", "-k", "video"),
+    ),
+    Mutant(
+        "qwen25vl_text_after_image_counts_tokens",
+        "jaxmm/models/qwen2_5_vl/mrope.py",
+        "current += max(grid[1], grid[2]) // spatial_merge_size",
+        "current += length",
+        (QWEN25VL + "test_model_parity.py", "-k", "images"),
+    ),
+    Mutant(
+        "qwen25vl_decode_ignores_rope_delta",
+        "jaxmm/models/qwen2_5_vl/mrope.py",
+        "return (lengths + deltas)[:, None]",
+        "return lengths[:, None]",
+        (QWEN25VL + "test_generate.py",),
+    ),
+    Mutant(
+        "qwen25vl_patch_channel_time_swapped",
+        "jaxmm/models/qwen2_5_vl/processor.py",
+        "x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)",
+        "x = x.transpose(0, 3, 6, 4, 7, 1, 2, 5, 8)",
+        (QWEN25VL + "test_processor.py", "-k", "image_matches"),
     ),
 )
 

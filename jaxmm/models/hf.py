@@ -40,7 +40,8 @@ class TensorMap:
     """One HF tensor <-> one jaxmm param leaf.
 
     kind: "linear" (HF [out, in] weight; the kernel's first `n_in` dims form `in`),
-    "flat" (HF 1-D bias of a kernel with split heads), "same" (identical layout).
+    "flat" (HF 1-D bias of a kernel with split heads), "same" (identical layout),
+    "conv" (HF [out, *in] weight, e.g. a Conv3d's, as a kernel [*in, out]).
     """
 
     hf_name: str
@@ -59,12 +60,18 @@ class TensorMap:
             return (math.prod(shape[self.n_in :]), math.prod(shape[: self.n_in]))
         if self.kind == "flat":
             return (math.prod(shape),)
+        if self.kind == "conv":
+            return (shape[-1], *shape[:-1])
         return tuple(shape)
 
     def to_jax(self, w: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        if self.kind == "conv":
+            return np.moveaxis(w, 0, -1).reshape(shape)
         return (w.T if self.kind == "linear" else w).reshape(shape)
 
     def to_hf(self, p: np.ndarray) -> np.ndarray:
+        if self.kind == "conv":
+            return np.ascontiguousarray(np.moveaxis(p, -1, 0))
         if self.kind == "linear":
             return np.ascontiguousarray(p.reshape(self.hf_shape(p.shape)[::-1]).T)
         return p.reshape(self.hf_shape(p.shape))
@@ -171,23 +178,39 @@ def _read_params(
 ) -> dict:
     """Checks every name and shape from the headers, then reads and places one tensor at a
     time."""
-    maps = name_map(config)
+    # Some tied checkpoints still store lm_head.weight.
+    optional = ("lm_head.weight",) if config.tie_embeddings else ()
+    return read_mapped_params(
+        ckpt_dir, name_map(config), tensors, shapes, shardings, config.model_type, optional
+    )
 
+
+def read_mapped_params(
+    ckpt_dir: str,
+    maps: Sequence[TensorMap],
+    tensors: SafetensorsShards,
+    shapes: Any,
+    shardings: Any | None,
+    what: str,
+    optional: Sequence[str] = (),
+) -> dict:
+    """Loads the params `maps` name from an open checkpoint (any model family): checks every
+    name and shape from the headers first (missing or unused tensors are errors, except
+    `optional` names and recomputed buffers), then reads, converts and places one tensor at a
+    time. `shapes`: the unboxed abstract params; `shardings`: their NamedShardings or None."""
     # 1. Names and shapes, from the headers only.
     missing = [n for m in maps for n in m.hf_names() if n not in tensors]
     if missing:
         raise ValueError(
             f"{ckpt_dir}: checkpoint is missing {len(missing)} tensors for a "
-            f"{config.model_type} model, e.g. {missing[:5]}"
+            f"{what} model, e.g. {missing[:5]}"
         )
-    known = {n for m in maps for n in m.hf_names()}
-    if config.tie_embeddings:
-        known.add("lm_head.weight")  # some tied checkpoints still store it
+    known = {n for m in maps for n in m.hf_names()} | set(optional)
     unexpected = [n for n in tensors if n not in known and not n.endswith(_IGNORED_SUFFIXES)]
     if unexpected:
         raise ValueError(
             f"{ckpt_dir}: checkpoint has {len(unexpected)} tensors this "
-            f"{config.model_type} config does not use, e.g. {sorted(unexpected)[:5]}"
+            f"{what} config does not use, e.g. {sorted(unexpected)[:5]}"
         )
     for m in maps:
         want = tuple(_get_leaf(shapes, m.path).shape)

@@ -11,6 +11,9 @@ Call contract (used by the trainer's tasks and by the generation engine):
     logits, cache = model.apply({"params": params}, tokens, positions, cache=None,
                                 segment_ids=None, attention_mask=None)
 
+`positions` is [B, T], or [3, B, T] (temporal, height, width) when `config.rope.mrope_section`
+is set (Qwen2/2.5-VL M-RoPE; `jaxmm.models.qwen2_5_vl.mrope.rope_index` computes them).
+
 * `cache=None`: training / scoring forward. Causal attention, plus no attention across
   `segment_ids` [B, T] (packed sequences; positions reset per segment are passed in
   `positions`), plus key padding `attention_mask` [B, T] (1 = real token).
@@ -276,6 +279,16 @@ class LLM(nn.Module):
         if tokens is not None and tokens.shape != (b, t):
             raise ValueError(f"LLM: tokens {tokens.shape} must be [B, T] = {(b, t)}")
         x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+        mrope = bool(cfg.rope.mrope_section)
+        if mrope and positions is not None and positions.ndim == 3:
+            if positions.shape != (3, b, t):
+                raise ValueError(
+                    f"LLM: M-RoPE positions have shape {positions.shape}, expected "
+                    f"[3, B, T] = {(3, b, t)} or [B, T]"
+                )
+            mrope_positions, positions = positions, None
+        else:
+            mrope_positions = None
         for name, arr in (
             ("positions", positions),
             ("segment_ids", segment_ids),
@@ -308,14 +321,17 @@ class LLM(nn.Module):
             slots = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]  # [B, T]
             kv_pos = jnp.arange(cache.max_len, dtype=jnp.int32)[None, None, :]
             kv_mask = (kv_pos <= slots[:, :, None]) & (kv_pos < new_lengths[:, None, None])
-            if positions is None:
+            if positions is None and mrope_positions is None:
                 positions = slots
             rows = jnp.arange(b, dtype=jnp.int32)[:, None]
             k_all, v_all = cache.k, cache.v
             attention_mask = None
-        elif positions is None:
+        elif positions is None and mrope_positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
 
+        if mrope:  # [B, T] positions mean the same position on all three M-RoPE axes
+            positions = mrope_positions if mrope_positions is not None else positions[None]
+            positions = jnp.broadcast_to(positions, (3, b, t))
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope, jnp.dtype(cfg.dtype))
         if cfg.scan_layers:
             kv = None

@@ -1,4 +1,5 @@
-"""Rotary position embeddings (RoPE) with the Llama 3 and linear frequency scalings.
+"""Rotary position embeddings (RoPE) with the Llama 3 and linear frequency scalings, and
+Qwen2-VL's multimodal M-RoPE (3-D temporal/height/width positions, one per frequency section).
 
 Positions are always passed explicitly (packed sequences reset them per segment; a KV-cache
 decode continues them per row), so the tables are computed from `positions`, never from a
@@ -27,8 +28,14 @@ class RopeConfig:
     low_freq_factor: float = 1.0  # llama3 only
     high_freq_factor: float = 4.0  # llama3 only
     original_max_positions: int = 8192  # llama3 only
+    # M-RoPE (Qwen2/2.5-VL): frequency i (of head_dim // 2) rotates by the temporal, height or
+    # width position as its section says; () = ordinary 1-D RoPE.
+    mrope_section: tuple[int, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "mrope_section", tuple(int(s) for s in self.mrope_section))
+        if any(s < 0 for s in self.mrope_section):
+            raise ValueError(f"mrope_section must be >= 0 entries, got {self.mrope_section}")
         if self.rope_type not in ROPE_TYPES:
             raise ValueError(
                 f"rope scaling type {self.rope_type!r} is not supported; supported: {ROPE_TYPES}"
@@ -76,11 +83,30 @@ def _llama3_scale(inv_freq: np.ndarray, rope: RopeConfig) -> np.ndarray:
 def rope_cos_sin(
     positions: jax.Array, head_dim: int, rope: RopeConfig, dtype: jnp.dtype = jnp.float32
 ) -> tuple[jax.Array, jax.Array]:
-    """cos, sin tables [..., head_dim] for integer `positions` [...] (angles in float32)."""
+    """cos, sin tables [..., head_dim] for integer `positions` [...] (angles in float32).
+
+    With `rope.mrope_section`, `positions` is [3, ...] (temporal, height, width) and the
+    result [...]: frequency section j takes its angle from position axis j % 3 (transformers'
+    `Qwen2_5_VLRotaryEmbedding`); three equal position rows give plain 1-D RoPE.
+    """
     inv_freq = jnp.asarray(inverse_frequencies(head_dim, rope))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    if rope.mrope_section:
+        angles = _mrope_select(angles, rope.mrope_section, head_dim)
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+def _mrope_select(angles: jax.Array, sections: tuple[int, ...], head_dim: int) -> jax.Array:
+    """angles [3, ..., head_dim // 2] -> [..., head_dim // 2], frequency by frequency."""
+    if sum(sections) != head_dim // 2:
+        raise ValueError(f"mrope_section {sections} must sum to head_dim // 2 = {head_dim // 2}")
+    if angles.shape[0] != 3:
+        raise ValueError(f"M-RoPE positions must be [3, ...] (t, h, w), got {angles.shape[:-1]}")
+    axis = np.concatenate([np.full(s, j % 3, np.int32) for j, s in enumerate(sections)])
+    onehot = jnp.asarray(axis[None, :] == np.arange(3)[:, None])  # [3, head_dim // 2]
+    onehot = onehot.reshape(3, *(1,) * (angles.ndim - 2), head_dim // 2)
+    return jnp.sum(jnp.where(onehot, angles, 0.0), axis=0)
 
 
 def _rotate_half(x: jax.Array) -> jax.Array:

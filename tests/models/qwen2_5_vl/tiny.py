@@ -1,0 +1,65 @@
+"""A tiny random transformers Qwen2.5-VL for the parity tests (fp32, CPU).
+
+Norm scales and biases are randomised too, so a layout mistake in any tensor shows. The text
+head_dim is 16 with mrope_section (2, 3, 3): unequal sections, so a section-order bug shows.
+The vision window (56 px = 2 merged tokens) is smaller than the test grids, so the windowed
+and full-attention layers differ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 250, 251, 252, 253
+VOCAB = 256
+
+
+def hf_config(transformers, tie: bool = False):
+    return transformers.Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+            bos_token_id=None,
+            eos_token_id=None,
+        ),
+        vision_config=dict(
+            depth=3,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            window_size=56,
+            fullatt_block_indexes=[1],
+            tokens_per_second=2,
+        ),
+        image_token_id=IMAGE_TOKEN,
+        video_token_id=VIDEO_TOKEN,
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+        tie_word_embeddings=tie,
+    )
+
+
+def torch_model(torch, transformers, seed: int = 0, tie: bool = False):
+    torch.manual_seed(seed)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(hf_config(transformers, tie))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight")):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(0.08 * noise)
+    return model.eval()
+
+
+def text_tokens(batch: int, length: int, seed: int) -> np.ndarray:
+    """Random text ids below the special ids."""
+    return np.random.default_rng(seed).integers(0, 240, (batch, length), dtype=np.int64)
