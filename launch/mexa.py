@@ -37,6 +37,12 @@ _MODES = flags.DEFINE_list("modes", list(mexa.MODES), f"Of {list(mexa.MODES)}.")
 _EXPERTS = flags.DEFINE_list(
     "experts", [], f"Per-skill expert kind overrides, e.g. A1=precomputed; kinds {list(KINDS)}."
 )
+_SKILLS = flags.DEFINE_string(
+    "skills", None, "Skip the router: the same skills for every question, e.g. 'A1, B1'."
+)
+_SKILLS_FILE = flags.DEFINE_string(
+    "skills_file", None, "Skip the router: JSON {question id: 'A1, B1'} (the release's layout)."
+)
 _FRAMES = flags.DEFINE_integer("frame_budget", 8, "Frames for the router and VLM experts.")
 _LIMIT = flags.DEFINE_integer("limit", None, "First N questions.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 24, "Tokens per router / aggregator answer.")
@@ -44,14 +50,25 @@ _CONCURRENCY = flags.DEFINE_integer("concurrency", 4, "Records in flight.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
-def build_records(questions: list[dict], modes, experts: dict[str, str], frame_budget: int):
-    """One record per (question, mode), id `<qid>/<mode>`, expert overrides merged in."""
+def build_records(
+    questions: list[dict],
+    modes,
+    experts: dict[str, str],
+    frame_budget: int,
+    skills: dict[str, str] | None = None,
+):
+    """One record per (question, mode), id `<qid>/<mode>`, expert overrides merged in;
+    `skills` (question id -> router output) replaces the router call."""
     out = []
     for q in questions:
         for mode in modes:
             rec = {**q, "id": f"{q['id']}/{mode}", "mode": mode, "frame_budget": frame_budget}
             if experts:
                 rec["experts"] = {**q.get("experts", {}), **experts}
+            if skills is not None and mode == "mexa":
+                if str(q["id"]) not in skills:
+                    raise ValueError(f"--skills_file has no entry for question {q['id']!r}")
+                rec["skills"] = skills[str(q["id"])]
             out.append(rec)
     return out
 
@@ -88,10 +105,16 @@ def main(argv) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"questions file {path!r} does not exist (--data_dir/--questions)")
     questions = read_jsonl(path)[: _LIMIT.value]
+    skills = None
+    if _SKILLS_FILE.value:
+        with open(_SKILLS_FILE.value, encoding="utf-8") as f:
+            skills = {str(k): v for k, v in json.load(f).items()}
+    elif _SKILLS.value:
+        skills = {str(q["id"]): _SKILLS.value for q in questions}
     backend = backend_from_spec(_BACKEND.value)
     os.makedirs(_OUT.value, exist_ok=True)
     inp = os.path.join(_OUT.value, "input.jsonl")
-    write_jsonl(inp, build_records(questions, _MODES.value, experts, _FRAMES.value))
+    write_jsonl(inp, build_records(questions, _MODES.value, experts, _FRAMES.value, skills))
     report = run_pipeline(
         mexa.PIPELINE,
         inp,

@@ -13,7 +13,8 @@ Per record (one multiple-choice question about a video, audio clip, 3D scene or 
 `"mode": "direct"` is the paper's baseline: the same aggregator prompt with no experts (one
 call). Input: {"id", "question", "options": [2..26 strings], ["answer": letter],
 ["task_type"], ["mode"], ["video"], ["frame_budget"], ["subtitles"], ["expert_dir"],
-["video_id"], ["experts": {skill: kind}], ["category"]}.
+["video_id"], ["experts": {skill: kind}], ["skills": "A1, B1" (router output computed
+earlier, as in the release's skill files: no router call)], ["category"]}.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def aggregator_prompt(record: Record, expert_texts: dict[str, str]) -> str:
 
 def _route(x: ExpertInput) -> dict[str, Any]:
     rec = x.record
+    if "skills" in rec:  # the router's output computed earlier (the release's skill file)
+        raw = rec["skills"] if isinstance(rec["skills"], str) else ", ".join(rec["skills"])
+        return _selection(raw, rec, precomputed=True)
     images = getattr(x.backend, "accepts_images", False) and bool(rec.get("video"))
     clip = x.clip if images else None
     text = mexa_skills.router_prompt(
@@ -75,11 +79,21 @@ def _route(x: ExpertInput) -> dict[str, Any]:
     if clip is not None:
         content = [{"type": "text", "text": text}, *frame_parts(clip.frames, clip.timestamps_s)]
     (raw,) = x.backend.chat([[{"role": "user", "content": content}]], x.params)
+    return _selection(raw, rec, precomputed=False)
+
+
+def _selection(raw: str, rec: Record, precomputed: bool) -> dict[str, Any]:
     selected, unknown = mexa_skills.parse_skills(raw)
     fallback = not selected
     if fallback:
         selected = list(DEFAULT_SKILLS.get(rec.get("task_type", ""), ("A1",)))
-    return {"raw": raw, "skills": selected, "unknown": unknown, "fallback": fallback}
+    return {
+        "raw": raw,
+        "skills": selected,
+        "unknown": unknown,
+        "fallback": fallback,
+        "precomputed": precomputed,
+    }
 
 
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:
@@ -142,6 +156,11 @@ def validate(record: Record) -> None:
                 f"field 'experts': unknown expert kind {kind!r} for {sid}; "
                 f"known: {list(mexa_experts.KINDS)}"
             )
+    skills = record.get("skills", "")
+    if not (isinstance(skills, str) or (
+        isinstance(skills, list) and all(isinstance(s, str) for s in skills)
+    )):  # fmt: skip
+        raise ValueError("field 'skills' must be a string ('A1, B1') or a list of skill ids")
     if "task_type" in record and not isinstance(record["task_type"], str):
         raise ValueError("field 'task_type' must be a string (e.g. one of "
                          f"{list(TASK_TYPES)})")  # fmt: skip

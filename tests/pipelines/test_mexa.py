@@ -170,6 +170,7 @@ def test_mexa_and_direct_through_the_runtime(text_data, tmp_path):
     outs = {o["id"]: o for o in read_jsonl(tmp_path / "out.jsonl")}
     colour = outs["movie000-giver_colour/mexa"]
     assert colour["router"]["unknown"] == ["H9"] and colour["router"]["skills"] == ["A1"]
+    assert colour["router"]["precomputed"] is False
     assert colour["expert_kinds"] == {"A1": "precomputed"}
     assert colour["experts"]["A1"].startswith("[0.0-4.0 s] On a ")
     assert outs["movie000-background/mexa"]["router"]["fallback"] is True
@@ -351,3 +352,17 @@ def test_launcher_end_to_end(text_data, tmp_path):
         cmd[-2] = "--experts=A1=oracle"
         bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 1 and "unknown expert kind 'oracle'" in bad.stderr
+
+
+def test_precomputed_router_output_makes_no_router_call(text_data):
+    rec = {**text_data[0], "id": "p", "skills": "B1, X7", "experts": {"A1": "precomputed"}}
+    backend = ScriptedBackend(_script(text_data))
+    out = mexa.run(rec, backend, P)
+    assert len(backend.calls) == 1  # the aggregator only
+    assert out["router"] == {
+        "raw": "B1, X7", "skills": ["B1"], "unknown": ["X7"], "fallback": False,
+        "precomputed": True,
+    }  # fmt: skip
+    assert out["correct"] is True
+    listed = mexa.run({**rec, "skills": ["A1"]}, backend, P)
+    assert listed["router"]["skills"] == ["A1"] and set(listed["experts"]) == {"A1"}
