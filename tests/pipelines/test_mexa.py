@@ -349,6 +349,12 @@ def test_launcher_end_to_end(text_data, tmp_path):
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert json.loads(again.stdout.strip().splitlines()[-1])["model_calls"] == 0
         assert len(seen) == 30
+        fixed = [*cmd[:3], f"--out_dir={tmp_path}/fixed", *cmd[4:], "--skills=A1, B1"]
+        fixed.append("--modes=mexa")
+        out = subprocess.run(fixed, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert len(seen) == 40  # the aggregator only: no router call
+        assert "| mexa | 10 | 1.000 |" in out.stdout and "| direct |" not in out.stdout
         cmd[-2] = "--experts=A1=oracle"
         bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 1 and "unknown expert kind 'oracle'" in bad.stderr
