@@ -47,8 +47,6 @@ VERSION = (
         "\x00".join([mexa_skills.ROUTER_PROMPT, AGGREGATOR_PROMPT, EXPERT_BLOCK]).encode()
     ).hexdigest()[:8]
 )
-# router answers are short; the aggregator's letter needs few tokens (the caller's
-# max_tokens is the cap for both)
 
 
 def aggregator_prompt(record: Record, expert_texts: dict[str, str]) -> str:
@@ -70,8 +68,12 @@ def _route(x: ExpertInput) -> dict[str, Any]:
     if "skills" in rec:  # the router's output computed earlier (the release's skill file)
         raw = rec["skills"] if isinstance(rec["skills"], str) else ", ".join(rec["skills"])
         return _selection(raw, rec, precomputed=True)
-    images = getattr(x.backend, "accepts_images", False) and bool(rec.get("video"))
-    clip = x.clip if images else None
+    clip, frames_error = None, None
+    if getattr(x.backend, "accepts_images", False) and rec.get("video"):
+        try:
+            clip = x.clip
+        except ExpertUnavailable as e:  # route from the text alone, say why
+            frames_error = str(e)
     text = mexa_skills.router_prompt(
         rec.get("task_type", ""), rec["question"], rec["options"], len(clip.frames) if clip else 0
     )
@@ -79,7 +81,8 @@ def _route(x: ExpertInput) -> dict[str, Any]:
     if clip is not None:
         content = [{"type": "text", "text": text}, *frame_parts(clip.frames, clip.timestamps_s)]
     (raw,) = x.backend.chat([[{"role": "user", "content": content}]], x.params)
-    return _selection(raw, rec, precomputed=False)
+    route = _selection(raw, rec, precomputed=False)
+    return route | ({"frames_error": frames_error} if frames_error else {})
 
 
 def _selection(raw: str, rec: Record, precomputed: bool) -> dict[str, Any]:
@@ -109,9 +112,8 @@ def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str,
                 texts[sid] = mexa_experts.run_expert(sid, x)
             except ExpertUnavailable as e:
                 errors[sid] = f"{mexa_experts.expert_kind(record, sid)}: {e}"
-        out |= {"router": route, "expert_kinds": {s: mexa_experts.expert_kind(record, s)
-                                                  for s in route["skills"]},
-                "experts": texts, "expert_errors": errors}  # fmt: skip
+        kinds = {s: mexa_experts.expert_kind(record, s) for s in route["skills"]}
+        out |= {"router": route, "expert_kinds": kinds, "experts": texts, "expert_errors": errors}
     (answer,) = backend.chat(
         [[{"role": "user", "content": aggregator_prompt(record, texts)}]], params
     )

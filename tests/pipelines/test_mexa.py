@@ -372,3 +372,14 @@ def test_precomputed_router_output_makes_no_router_call(text_data):
     assert out["correct"] is True
     listed = mexa.run({**rec, "skills": ["A1"]}, backend, P)
     assert listed["router"]["skills"] == ["A1"] and set(listed["experts"]) == {"A1"}
+
+
+def test_unreadable_video_routes_from_text(video_data, tmp_path):
+    broken = tmp_path / "cut.mp4"
+    broken.write_bytes(open(video_data[0]["video"], "rb").read()[:300])
+    rec = {**video_data[0], "id": "v", "video": str(broken), "experts": {"A1": "precomputed"}}
+    backend = _ImageBackend(lambda p: "A1, A2" if p.startswith("You select") else "B")
+    out = mexa.run(rec, backend, P)
+    assert "cut.mp4" in out["router"]["frames_error"]
+    assert isinstance(backend.calls[0][1][0]["content"], str)  # the router saw text only
+    assert set(out["experts"]) == {"A1"} and "cut.mp4" in out["expert_errors"]["A2"]
