@@ -426,6 +426,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/data/test_movies_mcq.py",),
     ),
     Mutant(
+        "mexa_router_never_sees_frames",
+        "jaxmm/pipelines/mexa.py",
+        'if getattr(x.backend, "accepts_images", False) and rec.get("video"):',
+        "if False:",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mexa_ocr_ignores_tesseract",
+        "jaxmm/pipelines/mexa_experts.py",
+        "    read = _tesseract()\n",
+        "    read = None\n",
+        MEXA_TESTS,
+    ),
+    Mutant(
         "mexa_ignores_precomputed_skills",
         "jaxmm/pipelines/mexa.py",
         '    if "skills" in rec:  # the router',
