@@ -5,12 +5,14 @@ paper's baseline (the same model answering without experts) in one run, resumabl
     python launch/mexa.py --data_dir=runs/mexa/data --out_dir=runs/mexa/smollm2 \\
         --experts=A1=precomputed,A2=precomputed,A3=precomputed \\
         --backend=engine:"$(python -c 'from jaxmm.models.gguf import \\
-        default_instruct_model as m; print(m())')",max_seq_len=1024,max_batch=4 --concurrency=4
+        default_instruct_model as m; print(m())')",max_seq_len=2048,max_batch=4 --concurrency=4
 
 `--data_dir` holds `questions.jsonl` (records of the `mexa` pipeline; `jaxmm.data.movies_mcq`
-writes one about procedural movies with known answers), or pass `--questions`. Writes
-`<out_dir>/input.jsonl` (one record per (question, mode), id `<qid>/<mode>`), `out.jsonl`,
-`out.jsonl.metrics.json`, `.manifest.json`, the call cache `out.jsonl.cache/` and `table.md`.
+writes one about procedural movies with known answers), or pass `--questions`, or
+`--annotations=<file> --task_type=mmau` for a benchmark's annotation items
+(`jaxmm.data.mcq_annotations`). Writes `<out_dir>/input.jsonl` (one record per (question,
+mode), id `<qid>/<mode>`), `out.jsonl`, `out.jsonl.metrics.json`, `.manifest.json`, the call
+cache `out.jsonl.cache/` and `table.md`.
 A rerun resumes and repeats no model call. See docs/mexa.md.
 """
 
@@ -21,6 +23,7 @@ from absl import flags
 
 from jaxmm import cli
 from jaxmm.data.expert_files import ExpertFileError
+from jaxmm.data.mcq_annotations import AnnotationError, load_annotations
 from jaxmm.generate.backend_spec import backend_from_spec
 from jaxmm.generate.backends import BackendError
 from jaxmm.generate.params import GenerationParams
@@ -31,6 +34,13 @@ from jaxmm.pipelines.runtime import run_pipeline
 
 _DATA = flags.DEFINE_string("data_dir", None, "Folder with questions.jsonl (movies_mcq).")
 _QUESTIONS = flags.DEFINE_string("questions", None, "A questions JSONL (default: data_dir's).")
+_ANNOTATIONS = flags.DEFINE_string(
+    "annotations", None, "A benchmark's JSON/JSONL annotation file instead (options|choices)."
+)
+_TASK_TYPE = flags.DEFINE_string("task_type", None, "Task type of --annotations, e.g. mmau.")
+_EXPERT_DIR = flags.DEFINE_string(
+    "expert_dir", None, "Precomputed expert files for records that name none."
+)
 _OUT = flags.DEFINE_string("out_dir", None, "Output folder (resumed if it exists).")
 _BACKEND = flags.DEFINE_string("backend", None, "engine:<model>[,...] or openai:<url>[,model=]")
 _MODES = flags.DEFINE_list("modes", list(mexa.MODES), f"Of {list(mexa.MODES)}.")
@@ -101,10 +111,19 @@ def main(argv) -> None:
     if len(experts) != len(_EXPERTS.value):
         raise ValueError(f"--experts: expected SKILL=KIND items, got {_EXPERTS.value}")
     mexa.validate({"question": "q", "options": ["a", "b"], "experts": experts})  # before loading
-    path = _QUESTIONS.value or os.path.join(_DATA.value or "", "questions.jsonl")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"questions file {path!r} does not exist (--data_dir/--questions)")
-    questions = read_jsonl(path)[: _LIMIT.value]
+    if _ANNOTATIONS.value:
+        if not _TASK_TYPE.value:
+            raise ValueError("--annotations needs --task_type (e.g. video_mmmu, mmau, m3d)")
+        questions, skipped = load_annotations(_ANNOTATIONS.value, _TASK_TYPE.value)
+        print(f"{len(questions)} multiple-choice items, {skipped} open-ended skipped")
+    else:
+        path = _QUESTIONS.value or os.path.join(_DATA.value or "", "questions.jsonl")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"questions file {path!r} does not exist (--data_dir)")
+        questions = read_jsonl(path)
+    questions = questions[: _LIMIT.value]
+    if _EXPERT_DIR.value:
+        questions = [{"expert_dir": _EXPERT_DIR.value, **q} for q in questions]
     skills = None
     if _SKILLS_FILE.value:
         with open(_SKILLS_FILE.value, encoding="utf-8") as f:
@@ -147,5 +166,5 @@ if __name__ == "__main__":
         main,
         config=False,
         required=["out_dir", "backend"],
-        errors=(FileNotFoundError, ValueError, BackendError, ExpertFileError),
+        errors=(FileNotFoundError, ValueError, BackendError, ExpertFileError, AnnotationError),
     )

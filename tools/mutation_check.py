@@ -440,6 +440,13 @@ MUTANTS: tuple[Mutant, ...] = (
         MEXA_TESTS,
     ),
     Mutant(
+        "mcq_annotation_answer_text_first_option",
+        "jaxmm/data/mcq_annotations.py",
+        "            return letters[matches[0]]",
+        "            return letters[0]",
+        ("tests/data/test_mcq_annotations.py",),
+    ),
+    Mutant(
         "mexa_ignores_precomputed_skills",
         "jaxmm/pipelines/mexa.py",
         '    if "skills" in rec:  # the router',

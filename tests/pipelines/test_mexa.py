@@ -356,6 +356,18 @@ def test_launcher_end_to_end(text_data, tmp_path):
         assert out.returncode == 0, out.stderr
         assert len(seen) == 40  # the aggregator only: no router call
         assert "| mexa | 10 | 1.000 |" in out.stdout and "| direct |" not in out.stdout
+        items = [
+            {"uid": q["id"], "question": q["question"], "choices": q["options"],
+             "answer": q["options"][ord(q["answer"]) - 65]}
+            for q in text_data
+        ] + [{"uid": "open", "question": "Why?", "question_type": "open"}]  # fmt: skip
+        (tmp_path / "ann.json").write_text(json.dumps(items))
+        ann = [*cmd[:2], f"--annotations={tmp_path}/ann.json", "--task_type=movie_qa"]
+        ann += [f"--out_dir={tmp_path}/ann", cmd[4], "--modes=direct", "--progress=false"]
+        out = subprocess.run(ann, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "10 multiple-choice items, 1 open-ended skipped" in out.stdout
+        assert "| direct | 10 | 0.000 | 0.250 | 1.000 |" in out.stdout and len(seen) == 50
         cmd[-2] = "--experts=A1=oracle"
         bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 1 and "unknown expert kind 'oracle'" in bad.stderr
