@@ -41,6 +41,8 @@ SFT_DATA_TESTS = "tests/data/test_sft_data.py"
 PEFT = "jaxmm/models/peft.py"
 PEFT_TESTS = "tests/models/test_peft.py"
 QWEN25VL = "tests/models/qwen2_5_vl/"
+MEXA_TESTS = ("tests/pipelines/test_mexa.py", "-m", "not slow")
+MEXA_METRICS_TESTS = "tests/eval/test_mexa_metrics.py"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -465,6 +467,91 @@ MUTANTS: tuple[Mutant, ...] = (
         "x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)",
         "x = x.transpose(0, 3, 6, 4, 7, 1, 2, 5, 8)",
         (QWEN25VL + "test_processor.py", "-k", "image_matches"),
+    ),
+    # --- MEXA --------------------------------------------------------------------------------
+    Mutant(
+        "mexa_unknown_ids_selected",
+        "jaxmm/pipelines/mexa_skills.py",
+        "bucket = selected if sid in SKILLS else unknown",
+        "bucket = selected",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mexa_names_override_ids",
+        "jaxmm/pipelines/mexa_skills.py",
+        "    if selected or unknown:\n        return selected, unknown",
+        "    if unknown:\n        return selected, unknown",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mexa_no_router_fallback",
+        "jaxmm/pipelines/mexa.py",
+        "    fallback = not selected\n",
+        "    fallback = False\n",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mexa_aggregator_drops_experts",
+        "jaxmm/pipelines/mexa.py",
+        "experts=blocks,",
+        'experts="",',
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mexa_choice_article_as_letter",
+        "jaxmm/eval/mexa.py",
+        '        if not _article(text, m):\n            return m.group(1), "lone_letter"',
+        '        return m.group(1), "lone_letter"',
+        (MEXA_METRICS_TESTS,),
+    ),
+    Mutant(
+        "mexa_unparsed_over_all_rows",
+        "jaxmm/eval/mexa.py",
+        '"unparsed_rate": sum(r["prediction"] is None for r in scored) / len(scored),',
+        '"unparsed_rate": sum(r["prediction"] is None for r in scored) / len(rows),',
+        (MEXA_METRICS_TESTS,),
+    ),
+    Mutant(
+        "mexa_expert_frames_ignore_stride",
+        "jaxmm/data/expert_files.py",
+        "[:: max(stride, 1)]",
+        "[:]",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mcq_answer_letter_off_by_one",
+        "jaxmm/data/movies_mcq.py",
+        "string.ascii_uppercase[opts.index(correct)]",
+        "string.ascii_uppercase[opts.index(correct) - 1]",
+        ("tests/data/test_movies_mcq.py",),
+    ),
+    Mutant(
+        "mexa_router_never_sees_frames",
+        "jaxmm/pipelines/mexa.py",
+        'if getattr(x.backend, "accepts_images", False) and rec.get("video"):',
+        "if False:",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mexa_ocr_ignores_tesseract",
+        "jaxmm/pipelines/mexa_experts.py",
+        "    read = _tesseract()\n",
+        "    read = None\n",
+        MEXA_TESTS,
+    ),
+    Mutant(
+        "mcq_annotation_answer_text_first_option",
+        "jaxmm/data/mcq_annotations.py",
+        "            return letters[matches[0]]",
+        "            return letters[0]",
+        ("tests/data/test_mcq_annotations.py",),
+    ),
+    Mutant(
+        "mexa_ignores_precomputed_skills",
+        "jaxmm/pipelines/mexa.py",
+        '    if "skills" in rec:  # the router',
+        '    if "skills" in rec and False:  # the router',
+        MEXA_TESTS,
     ),
 )
 
