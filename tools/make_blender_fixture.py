@@ -61,7 +61,8 @@ def build_scene() -> None:
     add(mesh.primitive_cube_add, material("red", (0.8, 0.08, 0.05), 0.5),
         size=0.6, location=(0.5, -0.35, -0.25), rotation=(0, 0, 0.4))  # fmt: skip
     add(mesh.primitive_uv_sphere_add, material("green", (0.1, 0.6, 0.15), 0.35),
-        radius=0.35, location=(-0.45, -0.3, -0.2), segments=48, ring_count=24, smooth=True)  # fmt: skip
+        radius=0.35, location=(-0.45, -0.3, -0.2), segments=48, ring_count=24,
+        smooth=True)  # fmt: skip
     add(mesh.primitive_cylinder_add, material("blue", (0.08, 0.2, 0.8), 0.45),
         radius=0.22, depth=0.9, location=(0.0, 0.5, -0.1), vertices=48)  # fmt: skip
     add(mesh.primitive_cone_add, material("yellow", (0.9, 0.7, 0.05), 0.6),
