@@ -258,12 +258,13 @@ def test_learning_rate_logged_is_the_one_that_drives_the_optimizer(tmp_path):
     trainer_lib.train(c, str(tmp_path / "own"), OwnOptimizerTask(c))
     # Logged at step s: the rate of the update that produced step s (state.step = s - 1).
     own = {s: float(OwnOptimizerTask.schedule(10)(s - 1)) for s in (5, 10)}
-    assert logged(tmp_path / "own") == pytest.approx(own, rel=1e-6)
+    # rel 1e-5: float32 schedules evaluated inside the jitted step vs eagerly here.
+    assert logged(tmp_path / "own") == pytest.approx(own, rel=1e-5)
     trainer_lib.train(c, str(tmp_path / "none"), OwnOptimizerWithoutScheduleTask(c))
     rows = read_jsonl(str(tmp_path / "none" / "metrics.jsonl"))
     assert any("train/loss" in r for r in rows) and not logged(tmp_path / "none")
     trainer_lib.train(c, str(tmp_path / "config"), ToyTask(c))  # config.optimizer's schedule
     default = optim_lib.make_schedule(c.optimizer, 10)
     assert logged(tmp_path / "config") == pytest.approx(
-        {s: float(default(s - 1)) for s in (5, 10)}, rel=1e-6
+        {s: float(default(s - 1)) for s in (5, 10)}, rel=1e-5
     )
