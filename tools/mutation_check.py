@@ -397,6 +397,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "adv = -np.asarray(grpo_loss.group_advantages(",
         ("tests/tasks/test_grpo.py", "-k", "raises_the_mean_reward"),
     ),
+    # --- real-renderer scene (tests/fixtures/blender_scene, Blender Cycles) -------------------
+    Mutant(
+        "dnerf_pose_flips_world_not_camera",
+        "jaxmm/data/dnerf.py",
+        "c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),",
+        "c2w=np.stack([opengl_to_opencv @ m for m in c2ws]).astype(np.float32),",
+        ("tests/tasks/test_gs_fit_blender.py", "-k", "short_fit"),
+    ),
+    Mutant(
+        "trainer_logs_config_schedule_for_own_optimizer",
+        "jaxmm/train/trainer.py",
+        "self.schedule = self.task.learning_rate(cfg.num_steps)",
+        "self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)",
+        ("tests/train/test_trainer.py", "-k", "learning_rate_logged"),
+    ),
     Mutant(
         "grpo_rollout_seed_ignores_step",
         "jaxmm/tasks/grpo.py",

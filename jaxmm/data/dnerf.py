@@ -6,6 +6,8 @@
     root/train/r_000.png  (RGBA; composited on a white background)
 
 `file_path` is relative to `root`; a missing extension means `.png` (Blender convention).
+NeRF-synthetic folders (static scenes) have no `time`: when no frame of a file has one, every
+time is 0; a file where only some frames have one is an error naming the first without it.
 `transform_matrix` is an OpenGL-axes camera-to-world matrix (converted by `Camera.from_dnerf`).
 Times are stored in [0, 1]; `model_times` maps them to the model's [-1, 1].
 Every malformed input raises `DNerfFormatError` naming the file and the field, before any
@@ -168,6 +170,7 @@ def load_split(
         raise DNerfFormatError(f"{path}: field 'frames' must be a non-empty list")
     frames = frames[:max_frames] if max_frames else frames
 
+    timed = any(isinstance(f, dict) and "time" in f for f in frames)
     images, times, c2ws, paths = [], [], [], []
     first_size = None
     for i, frame in enumerate(frames):
@@ -175,7 +178,7 @@ def load_split(
         if not isinstance(frame, dict):
             raise DNerfFormatError(f"{where}: must be an object")
         rel = _field(frame, "file_path", where)
-        t = _field(frame, "time", where)
+        t = _field(frame, "time", where) if timed else 0.0  # NeRF-synthetic: no times
         m = _field(frame, "transform_matrix", where)
         if not isinstance(t, (int, float)):
             raise DNerfFormatError(f"{where}: field 'time' must be a number, got {t!r}")

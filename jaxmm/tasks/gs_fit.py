@@ -201,6 +201,11 @@ class GsFitTask(Task):
             image_size=max(self.height, self.width), views_per_step=self.views_per_step,
         )  # fmt: skip
 
+    def learning_rate(self, num_steps: int):
+        """Logged as train/learning_rate: the position rate (× extent), the one that decays;
+        the other per-parameter rates are constants of `config.model.lr`."""
+        return gs_fit_optim.learning_rates(self.config.model, self.extent, num_steps)["means"]
+
     def loss(self, params, batch, rng):
         cams = G.Camera.from_intrinsics(
             batch["c2w"], batch["intrinsics"], width=self.width, height=self.height

@@ -93,6 +93,13 @@ class Task(abc.ABC):
         del num_steps
         return None
 
+    def learning_rate(self, num_steps: int) -> optax.Schedule | None:
+        """With the task's own `optimizer`: the schedule the trainer logs as
+        `train/learning_rate` (config.optimizer's does not drive that optimizer, so logging it
+        would mislead); None logs no learning rate. Unused without an own optimizer."""
+        del num_steps
+        return None
+
     def evaluate(self, params: PyTree, step: int, workdir: str) -> dict[str, float]:
         """Host-side periodic evaluation; returns scalar metrics to log. Optional."""
         return {}

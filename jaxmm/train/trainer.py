@@ -89,10 +89,15 @@ class Trainer:
         self.param_shardings = sharding.params_shardings(boxed, self.mesh, self.rules)
         abstract_params = sharding.unbox(boxed)
         self.trainable = self.task.trainable_mask(abstract_params)
-        self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)
-        self.tx = self.task.optimizer(cfg.num_steps) or optim.make_optimizer(
-            cfg.optimizer, cfg.num_steps, self.trainable
-        )
+        own_tx = self.task.optimizer(cfg.num_steps)
+        if own_tx is None:
+            self.tx = optim.make_optimizer(cfg.optimizer, cfg.num_steps, self.trainable)
+            self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)
+        else:
+            # config.optimizer's schedule does not drive a task's own optimizer: log the
+            # task's (Task.learning_rate), or no train/learning_rate at all.
+            self.tx = own_tx
+            self.schedule = self.task.learning_rate(cfg.num_steps)
         param_dtype = DTYPES[cfg.precision.param_dtype]
 
         def init_state(rng):
@@ -199,10 +204,11 @@ class Trainer:
         metrics.update(
             loss=loss,
             grad_norm=optax.tree.norm(grads),
-            learning_rate=self.schedule(state.step),
             nonfinite_consecutive=consecutive,
             nonfinite_total=new_state.nonfinite_total,
         )
+        if self.schedule is not None:
+            metrics["learning_rate"] = self.schedule(state.step)
         return new_state, metrics
 
     def compile_step(self, example_batch) -> Any:
@@ -385,7 +391,8 @@ class Trainer:
         keys = window[-1].keys()
         avg = {k: float(np.mean([m[k] for m in window])) for k in keys}
         for k in ("nonfinite_total", "nonfinite_consecutive", "learning_rate"):
-            avg[k] = float(window[-1][k])
+            if k in window[-1]:
+                avg[k] = float(window[-1][k])
         dt = time.perf_counter() - t0
         avg["steps_per_sec"] = len(window) / max(dt, 1e-9)
         writer.write(step, avg, "train/")

@@ -69,6 +69,14 @@ def test_missing_frame_field(tmp_path, field):
         load_split(str(tmp_path), "train")
 
 
+def test_nerf_synthetic_without_times_is_static(tmp_path):
+    """NeRF-synthetic files have no `time`: all frames at 0 (not an error)."""
+    _write(tmp_path)
+    _edit(tmp_path, lambda m: [f.pop("time") for f in m["frames"]])
+    s = load_split(str(tmp_path), "train")
+    np.testing.assert_array_equal(s.times, np.zeros(3, np.float32))
+
+
 def test_bad_matrix_angle_and_missing_image(tmp_path):
     _write(tmp_path)
     _edit(tmp_path, lambda m: m["frames"][2].__setitem__("transform_matrix", [[1, 0], [0, 1]]))

@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from jaxmm import config as config_lib
@@ -13,6 +14,7 @@ from jaxmm import tasks
 from jaxmm.io.jsonl import read_jsonl
 from jaxmm.tasks.toy import ToySource, ToyTask
 from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import optim as optim_lib
 from jaxmm.train import trainer as trainer_lib
 
 
@@ -225,3 +227,44 @@ def test_finite_loss_with_nonfinite_gradient_is_skipped_and_counted(tmp_path):
     c = toy_config(num_steps=10, max_consecutive_nonfinite=3)
     with pytest.raises(trainer_lib.NonFiniteError, match="3 consecutive steps"):
         trainer_lib.Trainer(c, str(tmp_path / "b"), NaNGradientTask(c)).run()
+
+
+class OwnOptimizerTask(ToyTask):
+    """A task with its own optimizer and schedule (as gs_fit has), unlike config.optimizer's."""
+
+    @staticmethod
+    def schedule(num_steps):
+        return optax.linear_schedule(0.02, 0.0, num_steps)
+
+    def optimizer(self, num_steps):
+        return optax.sgd(self.schedule(num_steps))
+
+    def learning_rate(self, num_steps):
+        return self.schedule(num_steps)
+
+
+class OwnOptimizerWithoutScheduleTask(OwnOptimizerTask):
+    def learning_rate(self, num_steps):
+        return None
+
+
+def test_learning_rate_logged_is_the_one_that_drives_the_optimizer(tmp_path):
+    c = toy_config(num_steps=10, log_every_steps=5)  # config: cosine from 3e-3
+    logged = lambda d: {  # noqa: E731
+        r["step"]: r["train/learning_rate"]
+        for r in read_jsonl(str(d / "metrics.jsonl"))
+        if "train/learning_rate" in r
+    }
+    trainer_lib.train(c, str(tmp_path / "own"), OwnOptimizerTask(c))
+    # Logged at step s: the rate of the update that produced step s (state.step = s - 1).
+    own = {s: float(OwnOptimizerTask.schedule(10)(s - 1)) for s in (5, 10)}
+    # rel 1e-5: float32 schedules evaluated inside the jitted step vs eagerly here.
+    assert logged(tmp_path / "own") == pytest.approx(own, rel=1e-5)
+    trainer_lib.train(c, str(tmp_path / "none"), OwnOptimizerWithoutScheduleTask(c))
+    rows = read_jsonl(str(tmp_path / "none" / "metrics.jsonl"))
+    assert any("train/loss" in r for r in rows) and not logged(tmp_path / "none")
+    trainer_lib.train(c, str(tmp_path / "config"), ToyTask(c))  # config.optimizer's schedule
+    default = optim_lib.make_schedule(c.optimizer, 10)
+    assert logged(tmp_path / "config") == pytest.approx(
+        {s: float(default(s - 1)) for s in (5, 10)}, rel=1e-5
+    )
