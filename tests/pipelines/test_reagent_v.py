@@ -253,7 +253,7 @@ def test_selection_thresholds_are_inclusive():
 def _tiny(config: str, **overrides):
     c = config_lib.load_config_file(config)
     values = {"progress_bar": False, "log_every_steps": 1, "checkpoint.every_steps": 100,
-              "data.eval_examples": 0, "batch_size": 2} | overrides
+              "data.eval_examples": 0, "optimizer.warmup_steps": 0} | overrides
     with c.unlocked():
         for k, v in values.items():
             config_lib.set_key(c, k, v)
