@@ -43,8 +43,11 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def table(m: dict[str, float]) -> str:
-    rows = ["| mode | questions | accuracy | initial acc. | frames (mean) | reward initial / "
-            "final (parsed) |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| mode | questions | accuracy | initial acc. | frames (mean) | reward initial / "
+        "final (parsed) |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode in reagent_v.MODES:
         p = f"{mode}/"
         if p + "records" not in m:
@@ -53,7 +56,8 @@ def table(m: dict[str, float]) -> str:
         rewards = (
             f"{fmt('reward_initial_mean')} ({m.get(p + 'reward_initial_parsed', 0):.0f}) / "
             f"{fmt('reward_final_mean')} ({m.get(p + 'reward_final_parsed', 0):.0f})"
-            if mode == "reagent" else "-"
+            if mode == "reagent"
+            else "-"
         )
         rows.append(
             f"| {mode} | {m[p + 'records']:.0f} | {fmt('accuracy')} | {fmt('initial_accuracy')}"
@@ -73,8 +77,13 @@ def main(argv) -> None:
         if mode not in reagent_v.MODES:
             raise ValueError(f"--modes: unknown mode {mode!r}; known: {list(reagent_v.MODES)}")
     records = [
-        q | {"id": f"{q['id']}/{mode}", "mode": mode, "min_frames": _MIN_FRAMES.value,
-             "similarity": _SIMILARITY.value}
+        q
+        | {
+            "id": f"{q['id']}/{mode}",
+            "mode": mode,
+            "min_frames": _MIN_FRAMES.value,
+            "similarity": _SIMILARITY.value,
+        }
         for q in base
         for mode in _MODES.value
     ]
@@ -99,8 +108,16 @@ def main(argv) -> None:
     with open(os.path.join(_OUT.value, "table.md"), "w") as f:
         f.write(text)
     print(text)
-    print(json.dumps({"model_calls": report.calls, "cache_hits": report.cache_hits,
-                      "seconds": round(report.seconds, 1), "train_data": counts}))
+    print(
+        json.dumps(
+            {
+                "model_calls": report.calls,
+                "cache_hits": report.cache_hits,
+                "seconds": round(report.seconds, 1),
+                "train_data": counts,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

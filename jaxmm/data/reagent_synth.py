@@ -72,9 +72,7 @@ def render_clip(events: list[dict[str, Any]], num_frames: int, event_frames: int
     return frames
 
 
-def captions(
-    events: list[dict[str, Any]], num_frames: int, event_frames: int
-) -> list[Subtitle]:
+def captions(events: list[dict[str, Any]], num_frames: int, event_frames: int) -> list[Subtitle]:
     """Blank stretches and events as consecutive subtitles covering the whole clip."""
     subs, t = [], 0
     for e in events:

@@ -51,7 +51,8 @@ def select_training_data(
             continue
         user = {"role": "user", "content": o["prompt"]}
         rid = str(o["id"])
-        scored = [(r, a) for r, a in ((r1, o["final_answer"]), (r0, o["initial_answer"])) if r is not None]
+        candidates = ((r1, o["final_answer"]), (r0, o["initial_answer"]))
+        scored = [(r, a) for r, a in candidates if r is not None]
         best_reward, best_answer = max(scored, key=lambda x: x[0])  # final first on a tie
         if best_reward >= config.sft_min_reward:
             sets["sft"].append(

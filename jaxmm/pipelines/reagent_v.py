@@ -215,10 +215,7 @@ def _report(backend, params, head: str, answer: str, sub_questions: list[str], e
         backend,
         params,
         "report",
-        [
-            head
-            + PROMPTS["report"].format(answer=answer, sub_questions="\n".join(sub_questions))
-        ],
+        [head + PROMPTS["report"].format(answer=answer, sub_questions="\n".join(sub_questions))],
     )[0]
     try:
         return text, critic.parse_report(text)
@@ -265,9 +262,9 @@ def run_record(
     prompt = head + PROMPTS["answer"]
     initial = _ask(backend, params, "answer", [prompt])[0]
 
-    q_text = _ask(backend, params, "sub_questions", [head + PROMPTS["sub_questions"].format(
-        answer=initial
-    )])[0]
+    q_text = _ask(
+        backend, params, "sub_questions", [head + PROMPTS["sub_questions"].format(answer=initial)]
+    )[0]
     try:
         sub_questions, cut = critic.parse_sub_questions(q_text)
         if cut:

@@ -14,7 +14,12 @@ from jaxmm.pipelines.reagent_critic import Reflection
 def report_json(reward=0.8, **scores) -> str:
     values = {d: {"value": 4.0, "reason": "ok"} for d in critic.DIMENSIONS} | scores
     return json.dumps(
-        {"structured_feedback": "fine", "scores": values, "total_score": 20, "scalar_reward": reward}
+        {
+            "structured_feedback": "fine",
+            "scores": values,
+            "total_score": 20,
+            "scalar_reward": reward,
+        }
     )
 
 
@@ -81,25 +86,48 @@ def R(p, a, c):
     "reflections, answer, perspective, rule",
     [
         # conservative reaches 0.6 -> it wins even though the others are more confident
-        ([R("conservative", "A", 0.6), R("neutral", "B", 0.9), R("aggressive", "C", 0.95)],
-         "A", "conservative", "threshold"),
+        (
+            [R("conservative", "A", 0.6), R("neutral", "B", 0.9), R("aggressive", "C", 0.95)],
+            "A",
+            "conservative",
+            "threshold",
+        ),
         # conservative 0.59 < 0.6; neutral 0.7 reaches 0.7 -> neutral (aggressive 0.95 ignored)
-        ([R("conservative", "A", 0.59), R("neutral", "B", 0.7), R("aggressive", "C", 0.95)],
-         "B", "neutral", "threshold"),
+        (
+            [R("conservative", "A", 0.59), R("neutral", "B", 0.7), R("aggressive", "C", 0.95)],
+            "B",
+            "neutral",
+            "threshold",
+        ),
         # neutral 0.69 < 0.7; aggressive 0.8 reaches 0.8 -> aggressive
-        ([R("conservative", "A", 0.5), R("neutral", "B", 0.69), R("aggressive", "C", 0.8)],
-         "C", "aggressive", "threshold"),
+        (
+            [R("conservative", "A", 0.5), R("neutral", "B", 0.69), R("aggressive", "C", 0.8)],
+            "C",
+            "aggressive",
+            "threshold",
+        ),
         # none reaches its threshold: highest confidence (aggressive 0.79)
-        ([R("conservative", "A", 0.55), R("neutral", "B", 0.69), R("aggressive", "C", 0.79)],
-         "C", "aggressive", "highest_confidence"),
-        ([R("conservative", "A", 0.5), R("neutral", "B", 0.65), R("aggressive", "C", 0.6)],
-         "B", "neutral", "highest_confidence"),
+        (
+            [R("conservative", "A", 0.55), R("neutral", "B", 0.69), R("aggressive", "C", 0.79)],
+            "C",
+            "aggressive",
+            "highest_confidence",
+        ),
+        (
+            [R("conservative", "A", 0.5), R("neutral", "B", 0.65), R("aggressive", "C", 0.6)],
+            "B",
+            "neutral",
+            "highest_confidence",
+        ),
         # a tie below the thresholds goes to the more conservative one
-        ([R("conservative", "A", 0.5), R("neutral", "B", 0.5), R("aggressive", "C", 0.5)],
-         "A", "conservative", "highest_confidence"),
+        (
+            [R("conservative", "A", 0.5), R("neutral", "B", 0.5), R("aggressive", "C", 0.5)],
+            "A",
+            "conservative",
+            "highest_confidence",
+        ),
         # an unparsable reflection is absent: the others decide
-        ([R("neutral", "B", 0.4), R("aggressive", "C", 0.3)], "B", "neutral",
-         "highest_confidence"),
+        ([R("neutral", "B", 0.4), R("aggressive", "C", 0.3)], "B", "neutral", "highest_confidence"),
         ([], None, None, "none_parsed"),
     ],
 )

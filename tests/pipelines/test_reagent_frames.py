@@ -31,15 +31,14 @@ def test_product_rule_rounds_and_top_up_by_hand():
     # round 1 (0.0303): over {1, 3, 4}: entropy [0, 1, 1] x sim [1, 0, 1] = [0, 0, 1] -> {4}
     # round 2 (0.0306): over {4}: minmax of one value is 0 -> nothing passes -> stop with {4}
     # top-up to 2: whole-clip product [0, .5, 0, .5, 1], best two 4 then 1 (tie 1/3: earlier)
-    sel = ecrs.select_frames(
-        np.array([0, 2, 4, 4, 4.0]), np.array([1, 1, 0, 0.5, 1]), min_frames=2
-    )
+    sel = ecrs.select_frames(np.array([0, 2, 4, 4, 4.0]), np.array([1, 1, 0, 0.5, 1]), min_frames=2)
     assert sel.indices == (1, 4)
     assert sel.kept_per_round == (3, 1, 0) and sel.rounds == 3 and sel.topped_up == 1
     np.testing.assert_allclose(sel.thresholds, [0.03, 0.0303, 0.030603])
     # without a top-up need the loop's result stands
-    assert ecrs.select_frames(np.array([0, 2, 4, 4, 4.0]), np.array([1, 1, 0, 0.5, 1]),
-                              min_frames=1).indices == (4,)
+    assert ecrs.select_frames(
+        np.array([0, 2, 4, 4, 4.0]), np.array([1, 1, 0, 0.5, 1]), min_frames=1
+    ).indices == (4,)
 
 
 def test_threshold_grows_each_round():

@@ -52,8 +52,9 @@ REFLECTIONS = {  # question -> perspective -> reply
 
 def report(reward: float) -> str:
     scores = {d: 3 for d in reagent_v.critic.DIMENSIONS}
-    return json.dumps({"structured_feedback": f"r={reward}", "scores": scores,
-                       "scalar_reward": reward})
+    return json.dumps(
+        {"structured_feedback": f"r={reward}", "scores": scores, "scalar_reward": reward}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,21 +119,31 @@ def test_every_step_merge_and_reward(records, tmp_path):
         assert o["sub_questions"] == ["Is the figure blue?", "Is it on the left?"]
         assert "a black screen" not in o["prompt"]  # only the event frames were selected
         assert o["prompt"].count("figure holding a white square") == 3  # one line per event
-    assert (r0["final_answer"], r0["merge"]) == ("A", {"perspective": "neutral",
-                                                       "rule": "threshold"})
+    assert (r0["final_answer"], r0["merge"]) == (
+        "A",
+        {"perspective": "neutral", "rule": "threshold"},
+    )
     assert (r0["reward_initial"], r0["reward_final"], r0["correct"], r0["initial_correct"]) == (
-        0.3, 0.9, True, False)
+        0.3,
+        0.9,
+        True,
+        False,
+    )
     assert (r1["final_answer"], r1["merge"]["perspective"]) == ("B", "conservative")
-    assert (r1["reward_initial"], r1["reward_final"], r1["final_report_text"]) == (0.85, 0.85,
-                                                                                   None)
-    assert (r2["final_answer"], r2["merge"]) == ("B", {"perspective": "aggressive",
-                                                       "rule": "highest_confidence"})
+    assert (r1["reward_initial"], r1["reward_final"], r1["final_report_text"]) == (0.85, 0.85, None)
+    assert (r2["final_answer"], r2["merge"]) == (
+        "B",
+        {"perspective": "aggressive", "rule": "highest_confidence"},
+    )
     assert (r2["reward_initial"], r2["reward_final"], r2["correct"]) == (None, 0.4, False)
     assert sorted(e["step"] for e in r2["errors"]) == ["reflection/conservative", "report"]
     assert {e["reason"] for e in r2["errors"]} == {"no_json"}
     # the reflection prompt carries the critic's feedback (or says there is none)
-    reflect = [c[1][-1]["content"] for c in backend.calls
-               if reagent_v.PROMPTS["neutral"] in c[1][-1]["content"]]
+    reflect = [
+        c[1][-1]["content"]
+        for c in backend.calls
+        if reagent_v.PROMPTS["neutral"] in c[1][-1]["content"]
+    ]
     assert sum("Critic feedback: r=0.3" in p for p in reflect) == 1
     assert sum("Critic feedback: (no usable critic report)" in p for p in reflect) == 1
     # baseline: uniform frames floor((k + .5) * 160 / 4), one call, no reflection
@@ -174,8 +185,13 @@ def test_bad_records_are_reported(records, tmp_path):
         good | {"id": "b5", "min_frames": 0},
     ]
     write_jsonl(tmp_path / "in.jsonl", [good, *bad])
-    rep = run_pipeline(PIPELINE, tmp_path / "in.jsonl", tmp_path / "o.jsonl",
-                       ScriptedBackend(responder(records)), progress=False)
+    rep = run_pipeline(
+        PIPELINE,
+        tmp_path / "in.jsonl",
+        tmp_path / "o.jsonl",
+        ScriptedBackend(responder(records)),
+        progress=False,
+    )
     assert rep.written == 1
     fields = ["'options'", "'mode'", "'answer'", "'tools'", "'min_frames'"]
     assert [f in b["error"] for b, f in zip(rep.bad_records, fields, strict=True)] == [True] * 5
@@ -188,8 +204,14 @@ def test_frames_text_merges_runs():
 
 @pytest.mark.parametrize(
     "reply, choice",
-    [("B", "B"), ("(C) red", "C"), ("The answer is A.", "A"), ("blue", "A"),
-     ("I don't know", None), ("red or blue", None)],
+    [
+        ("B", "B"),
+        ("(C) red", "C"),
+        ("The answer is A.", "A"),
+        ("blue", "A"),
+        ("I don't know", None),
+        ("red or blue", None),
+    ],
 )
 def test_parse_choice(reply, choice):
     assert reagent_v.parse_choice(reply, 3, ["blue", "red", "purple"]) == choice
@@ -197,7 +219,9 @@ def test_parse_choice(reply, choice):
 
 def test_parse_tools():
     assert reagent_v.parse_tools("Scene graph, and OCR", ["ocr", "asr", "scene_graph"]) == [
-        "ocr", "scene_graph"]
+        "ocr",
+        "scene_graph",
+    ]
     assert reagent_v.parse_tools("none", ["ocr"]) == []
     assert reagent_v.parse_tools("radar and asr", ["ocr"]) == []
 
@@ -206,8 +230,7 @@ def test_parse_tools():
 def write_sets(records, tmp_path):
     _, _, out = run(records, tmp_path)
     counts = reagent_data.write_training_data(out.values(), tmp_path / "data")
-    return counts, {k: read_jsonl(tmp_path / "data" / f"{k}.jsonl") for k in ("sft", "dpo",
-                                                                              "grpo")}
+    return counts, {k: read_jsonl(tmp_path / "data" / f"{k}.jsonl") for k in ("sft", "dpo", "grpo")}
 
 
 def test_reward_based_selection(records, tmp_path):
@@ -215,13 +238,21 @@ def test_reward_based_selection(records, tmp_path):
     ids = [r["id"] + "/reagent" for r in records]
     # SFT: best reward >= 0.8 -> q0 (0.9, final "A"), q1 (0.85, "B"); q2's best is 0.4
     assert [(s["id"], s["messages"][1]["content"]) for s in sets["sft"]] == [
-        (ids[0], "A"), (ids[1], "B")]
+        (ids[0], "A"),
+        (ids[1], "B"),
+    ]
     # DPO: answers differ and |r_final - r_initial| >= 0.2 -> q0 only (q2 has no initial reward)
     assert [(d["id"], d["chosen"], d["rejected"]) for d in sets["dpo"]] == [(ids[0], "A", "B")]
     # GRPO: initial reward <= 0.5 -> q0 (0.3), with the gold letter as reward reference
     assert [(g["id"], g["answer"]) for g in sets["grpo"]] == [(ids[0], "A")]
-    assert counts == {"records": 3, "skipped_baseline": 3, "skipped_no_reward": 0,
-                      "sft": 2, "dpo": 1, "grpo": 1}
+    assert counts == {
+        "records": 3,
+        "skipped_baseline": 3,
+        "skipped_no_reward": 0,
+        "sft": 2,
+        "dpo": 1,
+        "grpo": 1,
+    }
     # each file through its task's own reader
     tok = load_tokenizer("smollm2")
     for where, rec in iter_raw_records(tmp_path / "data" / "sft.jsonl"):
@@ -231,29 +262,44 @@ def test_reward_based_selection(records, tmp_path):
         chosen, rejected = dpo.pair_examples(tok, d, f"dpo.jsonl:{i + 1}")
         assert tok.decode(chosen.ids[chosen.weights.astype(bool)]).startswith("A")
     assert rl_prompts.load_prompts(tmp_path / "data" / "grpo.jsonl")[0]["messages"][0][
-        "content"].endswith(reagent_v.PROMPTS["answer"])
+        "content"
+    ].endswith(reagent_v.PROMPTS["answer"])
 
 
 def test_selection_thresholds_are_inclusive():
-    row = {"mode": "reagent", "id": "x", "prompt": "p", "initial_answer": "A",
-           "final_answer": "B", "gold": None}
+    row = {
+        "mode": "reagent",
+        "id": "x",
+        "prompt": "p",
+        "initial_answer": "A",
+        "final_answer": "B",
+        "gold": None,
+    }
     sets, _ = reagent_data.select_training_data(
-        [row | {"reward_initial": 0.5, "reward_final": 0.8}])
+        [row | {"reward_initial": 0.5, "reward_final": 0.8}]
+    )
     # 0.8 >= 0.8 -> SFT; |0.8 - 0.5| = 0.3 >= 0.2 -> DPO; 0.5 <= 0.5 -> GRPO (no gold: no answer)
     assert [len(sets[k]) for k in ("sft", "dpo", "grpo")] == [1, 1, 1]
     assert "answer" not in sets["grpo"][0]
     sets, counts = reagent_data.select_training_data(
-        [row | {"reward_initial": 0.51, "reward_final": 0.7}])
+        [row | {"reward_initial": 0.51, "reward_final": 0.7}]
+    )
     assert [len(sets[k]) for k in ("sft", "dpo", "grpo")] == [0, 0, 0]  # margin 0.19
     _, counts = reagent_data.select_training_data(
-        [row | {"reward_initial": None, "reward_final": None}])
+        [row | {"reward_initial": None, "reward_final": None}]
+    )
     assert counts["skipped_no_reward"] == 1
 
 
 def _tiny(config: str, **overrides):
     c = config_lib.load_config_file(config)
-    values = {"progress_bar": False, "log_every_steps": 1, "checkpoint.every_steps": 100,
-              "data.eval_examples": 0, "optimizer.warmup_steps": 0} | overrides
+    values = {
+        "progress_bar": False,
+        "log_every_steps": 1,
+        "checkpoint.every_steps": 100,
+        "data.eval_examples": 0,
+        "optimizer.warmup_steps": 0,
+    } | overrides
     with c.unlocked():
         for k, v in values.items():
             config_lib.set_key(c, k, v)
@@ -268,8 +314,9 @@ def test_tiny_sft_and_dpo_train_on_the_written_files(records, tmp_path):
         ("configs/sft.py:tiny", "sft", {"data.seq_len": 512, "data.packing": False}),
         ("configs/dpo.py:tiny", "dpo", {"data.seq_len": 512}),
     ):
-        c = _tiny(config, num_steps=2, **{"data.train_files": (str(data / f"{name}.jsonl"),)},
-                  **extra)
+        c = _tiny(
+            config, num_steps=2, **{"data.train_files": (str(data / f"{name}.jsonl"),)}, **extra
+        )
         workdir = tmp_path / f"run_{name}"
         trainer_lib.train(c, str(workdir), tasks.build(c))
         logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
