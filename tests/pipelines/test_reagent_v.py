@@ -6,7 +6,10 @@ no repeated call, bad records, and the SFT / DPO / GRPO files read by the post-t
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +23,7 @@ from jaxmm.pipelines import reagent_data, reagent_v
 from jaxmm.pipelines.runtime import run_pipeline
 from jaxmm.tasks import dpo
 from jaxmm.train import trainer as trainer_lib
-from tests.generate.scripted import ScriptedBackend
+from tests.generate.scripted import ScriptedBackend, scripted_openai_server
 
 SUB_QUESTIONS = "1. Is the figure blue?\n2. Is it on the left?"
 GOLD = ["A", "B", "C"]
@@ -322,3 +325,33 @@ def test_tiny_sft_and_dpo_train_on_the_written_files(records, tmp_path):
         logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
         losses = [m["train/loss"] for m in logged if "train/loss" in m]
         assert losses and all(np.isfinite(losses)), (name, logged)
+
+
+@pytest.mark.slow  # two subprocesses loading JAX on a loaded 2-core machine
+def test_launcher_end_to_end(records, tmp_path):
+    data = os.path.dirname(os.path.dirname(records[0]["video"]))
+    with scripted_openai_server(lambda p: '{"answer": "A", "confidence": 0.9}') as (url, seen):
+        cmd = [
+            sys.executable,
+            "launch/reagent_v.py",
+            f"--data_dir={data}",
+            f"--out_dir={tmp_path}/o",
+            f"--backend=openai:{url},model=m",
+            "--limit=1",
+            "--similarity=none",
+            "--progress=false",
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        # (clip000-q0's gold is A with seed 0.) reagent: tools, answer, sub-questions, report,
+        # 3 reflections (answer letter
+        # unchanged: no second report) = 7; baseline: 1
+        assert len(seen) == 8
+        assert "| reagent | 1 | 1.000 |" in out.stdout and "| baseline | 1 | 1.000 |" in out.stdout
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        assert summary["train_data"]["skipped_no_reward"] == 1  # the reply is no report
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert json.loads(again.stdout.strip().splitlines()[-1])["model_calls"] == 0
+        assert len(seen) == 8
+        for name in ("sft", "dpo", "grpo"):
+            assert os.path.exists(tmp_path / "o" / "train_data" / f"{name}.jsonl")
