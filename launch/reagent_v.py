@@ -67,6 +67,19 @@ def table(m: dict[str, float]) -> str:
     return "\n".join(rows) + "\n\n" + json.dumps(errors, indent=1, sort_keys=True) + "\n"
 
 
+def key_frames_seen(records: list[dict], outputs: list[dict]) -> str:
+    """Per mode, the fraction of questions whose key frames (`event_frames`, in generated
+    records) include at least one shown frame: can the answer be seen at all?"""
+    events = {r["id"]: set(r["event_frames"]) for r in records if "event_frames" in r}
+    lines = []
+    for mode in reagent_v.MODES:
+        rows = [o for o in outputs if o["mode"] == mode and o["id"] in events]
+        if rows:
+            seen = sum(bool(events[o["id"]] & set(o["frames"])) for o in rows) / len(rows)
+            lines.append(f"{mode}: key frame shown for {seen:.3f} of {len(rows)} questions")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def main(argv) -> None:
     del argv
     questions = os.path.join(_DATA.value, "questions.jsonl")
@@ -104,7 +117,7 @@ def main(argv) -> None:
     counts = reagent_data.write_training_data(
         read_jsonl(out), os.path.join(_OUT.value, "train_data")
     )
-    text = table(report.metrics)
+    text = table(report.metrics) + key_frames_seen(records, read_jsonl(out))
     with open(os.path.join(_OUT.value, "table.md"), "w") as f:
         f.write(text)
     print(text)

@@ -348,6 +348,9 @@ def test_launcher_end_to_end(records, tmp_path):
         # unchanged: no second report) = 7; baseline: 1
         assert len(seen) == 8
         assert "| reagent | 1 | 1.000 |" in out.stdout and "| baseline | 1 | 1.000 |" in out.stdout
+        # ECRS finds clip000-q0's key frames (75, 76); uniform frames 72 and 77 miss them
+        assert "reagent: key frame shown for 1.000 of 1 questions" in out.stdout
+        assert "baseline: key frame shown for 0.000 of 1 questions" in out.stdout
         summary = json.loads(out.stdout.strip().splitlines()[-1])
         assert summary["train_data"]["skipped_no_reward"] == 1  # the reply is no report
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
