@@ -43,6 +43,9 @@ PEFT_TESTS = "tests/models/test_peft.py"
 QWEN25VL = "tests/models/qwen2_5_vl/"
 MEXA_TESTS = ("tests/pipelines/test_mexa.py", "-m", "not slow")
 MEXA_METRICS_TESTS = "tests/eval/test_mexa_metrics.py"
+REAGENT_FRAMES_TESTS = "tests/pipelines/test_reagent_frames.py"
+REAGENT_CRITIC_TESTS = "tests/pipelines/test_reagent_critic.py"
+REAGENT_TESTS = "tests/pipelines/test_reagent_v.py"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -567,6 +570,77 @@ MUTANTS: tuple[Mutant, ...] = (
         '    if "skills" in rec:  # the router',
         '    if "skills" in rec and False:  # the router',
         MEXA_TESTS,
+    ),
+    # --- ReAgent-V (tests/pipelines/test_reagent_*.py) -----------------------------------------
+    Mutant(
+        "reagent_ecrs_scores_not_renormalised_per_round",
+        "jaxmm/pipelines/reagent_frames.py",
+        "scores = ecrs_scores(entropy[kept], sim)",
+        "scores = ecrs_scores(entropy, similarity)[kept]",
+        (REAGENT_FRAMES_TESTS, "-k", "product_rule"),
+    ),
+    Mutant(
+        "reagent_ecrs_threshold_does_not_grow",
+        "jaxmm/pipelines/reagent_frames.py",
+        "threshold = base_threshold * growth**m",
+        "threshold = base_threshold",
+        (REAGENT_FRAMES_TESTS, "-k", "grows"),
+    ),
+    Mutant(
+        "reagent_ecrs_top_up_ties_to_later_frames",
+        "jaxmm/pipelines/reagent_frames.py",
+        'best = np.argsort(-whole, kind="stable")[:min_frames]',
+        "best = np.argsort(whole)[::-1][:min_frames]",
+        (REAGENT_FRAMES_TESTS, "-k", "top_up"),
+    ),
+    Mutant(
+        "reagent_merge_threshold_strict",
+        "jaxmm/pipelines/reagent_critic.py",
+        "if r.confidence >= THRESHOLDS[r.perspective]:",
+        "if r.confidence > THRESHOLDS[r.perspective]:",
+        (REAGENT_CRITIC_TESTS, "-k", "merge_rules"),
+    ),
+    Mutant(
+        "reagent_merge_aggressive_first",
+        "jaxmm/pipelines/reagent_critic.py",
+        "ordered = [by_name[p] for p in PERSPECTIVES if p in by_name]",
+        "ordered = [by_name[p] for p in reversed(PERSPECTIVES) if p in by_name]",
+        (REAGENT_CRITIC_TESTS, "-k", "merge"),
+    ),
+    Mutant(
+        "reagent_reward_range_0_to_5",
+        "jaxmm/pipelines/reagent_critic.py",
+        'reward = _number(obj.get("scalar_reward"), "scalar_reward", 0.0, 1.0)',
+        'reward = _number(obj.get("scalar_reward"), "scalar_reward", 0.0, 5.0)',
+        (REAGENT_CRITIC_TESTS, "-k", "bad_reports"),
+    ),
+    Mutant(
+        "reagent_final_answer_ignores_merge",
+        "jaxmm/pipelines/reagent_v.py",
+        "final = merged.answer if merged.answer is not None else initial",
+        "final = initial",
+        (REAGENT_TESTS, "-k", "every_step"),
+    ),
+    Mutant(
+        "reagent_final_reward_is_the_initial_one",
+        "jaxmm/pipelines/reagent_v.py",
+        "if final == initial or (final_choice is not None and final_choice == initial_choice):",
+        "if True:",
+        (REAGENT_TESTS, "-k", "every_step"),
+    ),
+    Mutant(
+        "reagent_dpo_pair_reversed",
+        "jaxmm/pipelines/reagent_data.py",
+        "if r1 > r0",
+        "if r1 < r0",
+        (REAGENT_TESTS, "-k", "selection"),
+    ),
+    Mutant(
+        "reagent_grpo_takes_easy_questions",
+        "jaxmm/pipelines/reagent_data.py",
+        "if r0 is not None and r0 <= config.grpo_max_reward:",
+        "if r0 is not None and r0 >= config.grpo_max_reward:",
+        (REAGENT_TESTS, "-k", "selection"),
     ),
 )
 
