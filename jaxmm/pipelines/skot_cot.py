@@ -47,12 +47,8 @@ def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str,
     ctx, question, options = record["context"], record["question"], record["options"]
     skills = list(record["skills"])
     asks = [P.render("sub_question", context=ctx, question=question, skill=s) for s in skills]
-    sub_questions = [
-        P.parse_sub_question(t, s)
-        for t, s in zip(
-            backend.chat(asks, P.params_for("sub_question", params)), skills, strict=True
-        )
-    ]
+    replies = backend.chat(asks, P.params_for("sub_question", params))
+    sub_questions = [P.parse_sub_question(t, s) for t, s in zip(replies, skills, strict=True)]
     answers = backend.chat(
         [P.render("sub_answer", context=ctx, sub_question=q) for q in sub_questions],
         P.params_for("sub_answer", params),

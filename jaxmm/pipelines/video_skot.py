@@ -41,6 +41,7 @@ Embed = Callable[[list[str]], np.ndarray]  # phrases -> [n, dim] L2-normalised
 # (expert name, SFT jsonl, workdir, adapter_dir): train and save the adapter to adapter_dir
 TrainFn = Callable[[str, str, str, str], None]
 SYSTEMS = ("skot", "single", "base")
+EVAL_DIR = "05_eval"
 
 
 class Experts(Protocol):
@@ -81,9 +82,14 @@ def minilm_embed() -> Embed:
 def _stage(
     pipeline: Pipeline, records: Sequence[Record], out: str, backend: Backend, cfg: SkotConfig
 ) -> dict[str, Record]:
-    """Writes `<out>.input.jsonl`, runs `pipeline` resumably, returns {id: output}."""
+    """Writes `<out>.input.jsonl`, runs `pipeline` resumably, returns {id: output}. The call
+    cache is `cache/` beside the run's top folder (one for every stage)."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     write_jsonl(out + ".input.jsonl", records)
-    cache = os.path.join(os.path.dirname(out), "cache")
+    top = os.path.dirname(out)
+    if os.path.basename(top) == EVAL_DIR:
+        top = os.path.dirname(top)
+    cache = os.path.join(top, "cache")
     run_pipeline(pipeline, out + ".input.jsonl", out, backend, params=cfg.params,
                  cache_dir=cache, concurrency=cfg.concurrency, progress=False)  # fmt: skip
     return {str(r["id"]): r for r in read_jsonl(out)}
@@ -196,7 +202,7 @@ def run_video_skot(
         "experts": {n: info["examples"] for n, info in data.items()},
         "routing": routing,
         "routed_to_base": sum(r["expert"] == skot_experts.BASE for r in routing.values()),
-        "systems": evaluate(os.path.join(out_dir, "05_eval"), test, routing, ev, cfg,
+        "systems": evaluate(os.path.join(out_dir, EVAL_DIR), test, routing, ev, cfg,
                             single="all" if "all" in data else skot_experts.BASE),
     }  # fmt: skip
     with open(os.path.join(out_dir, "results.json"), "w") as f:
