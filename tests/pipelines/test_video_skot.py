@@ -38,10 +38,13 @@ PARAMS = GenerationParams(max_tokens=64)
     [
         ("Skill: Identify who gives an object.", "Identify who gives an object"),
         ('\n\n- "Track object handovers"\nmore text', "Track object handovers"),
-        ("one two three four five six seven eight nine ten", "one two three four five six seven eight"),
+        (
+            "one two three four five six seven eight nine ten",
+            "one two three four five six seven eight",
+        ),
         ("  \n ", None),
     ],
-)  # fmt: skip
+)
 def test_parse_skill_phrase(text, want):
     assert P.parse_skill_phrase(text) == want
 
@@ -99,8 +102,12 @@ def test_skills_empty_rewrite_falls_back_and_is_counted():
 
 @pytest.mark.parametrize(
     "bad, field",
-    [({"options": ["only"]}, "options"), ({"answer": "E"}, "answer"), ({"question": " "}, "question")],
-)  # fmt: skip
+    [
+        ({"options": ["only"]}, "options"),
+        ({"answer": "E"}, "answer"),
+        ({"question": " "}, "question"),
+    ],
+)
 def test_skills_validate_names_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
         skot_skills.validate(Q | bad)
@@ -193,8 +200,12 @@ def test_cot_filter(final, verdict, reason, calls):
 
 
 def test_cot_metrics():
-    outs = [{"keep": True, "reason": "kept"}, {"keep": False, "reason": "wrong_answer"},
-            {"keep": False, "reason": "judge_rejected"}, {"keep": False, "reason": "no_answer"}]  # fmt: skip
+    outs = [
+        {"keep": True, "reason": "kept"},
+        {"keep": False, "reason": "wrong_answer"},
+        {"keep": False, "reason": "judge_rejected"},
+        {"keep": False, "reason": "no_answer"},
+    ]
     m = skot_cot.metrics([], outs)
     assert m["kept_rate"] == 0.25 and m["answer_accuracy"] == 0.5
     assert m["reason/wrong_answer"] == 1.0
@@ -209,7 +220,9 @@ def test_expert_data_files_are_sft_records(tmp_path):
         "q2": {"keep": True, "target": "T2\nAnswer: A"},
         "q3": {"keep": True, "target": "T3\nAnswer: A"},
     }
-    files = skot_experts.write_expert_data(str(tmp_path), qs, cot, {"q0": 1, "q1": 0, "q2": 1, "q3": 2})
+    files = skot_experts.write_expert_data(
+        str(tmp_path), qs, cot, {"q0": 1, "q1": 0, "q2": 1, "q3": 2}
+    )
     assert {k: v["examples"] for k, v in files.items()} == {"all": 3, "expert_1": 2, "expert_2": 1}
     rows = [json.loads(line) for line in open(files["expert_1"]["path"])]
     assert [r["id"] for r in rows] == ["q0", "q2"]
@@ -315,7 +328,9 @@ def test_driver_end_to_end_routes_and_resumes(tmp_path):
         q = next(q for q in test if f"Question: {q['question']}" in prompt)
         active = experts.active
         if active.startswith("expert_"):
-            return f"Answer: {q['answer']}" if active == f"expert_{routed[q['id']]}" else "Answer: Z"
+            return (
+                f"Answer: {q['answer']}" if active == f"expert_{routed[q['id']]}" else "Answer: Z"
+            )
         return f"Answer: {letters[active]}"
 
     experts.responses = answer
@@ -326,9 +341,12 @@ def test_driver_end_to_end_routes_and_resumes(tmp_path):
 
     def pre_route():
         t = tax.build_taxonomy(
-            [q["id"] for q in train], [QTYPE_PHRASE[q["qtype"]] for q in train],
-            fake_embed([QTYPE_PHRASE[q["qtype"]] for q in train]), k=5, seed=0,
-        )  # fmt: skip
+            [q["id"] for q in train],
+            [QTYPE_PHRASE[q["qtype"]] for q in train],
+            fake_embed([QTYPE_PHRASE[q["qtype"]] for q in train]),
+            k=5,
+            seed=0,
+        )
         for q in test:
             routed[q["id"]] = t.route(PHRASE_VEC[QTYPE_PHRASE[q["qtype"]]])
             tax_clusters[q["qtype"]] = routed[q["id"]]
@@ -379,13 +397,29 @@ def test_cot_stage_resumes_without_repeating_calls(tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps(q | {"skills": SKILLS}) + "\n" for q in train))
     full = ScriptedBackend(respond)
-    run_pipeline(skot_cot.PIPELINE, inp, tmp_path / "ref.jsonl", full, params=PARAMS, progress=False)
+    run_pipeline(
+        skot_cot.PIPELINE, inp, tmp_path / "ref.jsonl", full, params=PARAMS, progress=False
+    )
     dying = FailingAfter(respond, 11)  # dies inside the second record
     with pytest.raises(RuntimeError, match="killed"):
-        run_pipeline(skot_cot.PIPELINE, inp, tmp_path / "out.jsonl", dying, params=PARAMS,
-                     concurrency=1, progress=False)  # fmt: skip
+        run_pipeline(
+            skot_cot.PIPELINE,
+            inp,
+            tmp_path / "out.jsonl",
+            dying,
+            params=PARAMS,
+            concurrency=1,
+            progress=False,
+        )
     again = ScriptedBackend(respond)
-    run_pipeline(skot_cot.PIPELINE, inp, tmp_path / "out.jsonl", again, params=PARAMS,
-                 concurrency=1, progress=False)  # fmt: skip
+    run_pipeline(
+        skot_cot.PIPELINE,
+        inp,
+        tmp_path / "out.jsonl",
+        again,
+        params=PARAMS,
+        concurrency=1,
+        progress=False,
+    )
     assert len(dying.calls) + len(again.calls) == len(full.calls)
     assert (tmp_path / "out.jsonl").read_text() == (tmp_path / "ref.jsonl").read_text()
