@@ -40,6 +40,9 @@ _NUM_TEST = flags.DEFINE_integer("num_test", 10, "Generated test questions.")
 _SEED = flags.DEFINE_integer("seed", 0, "Question generator and k-means seed.")
 _K = flags.DEFINE_integer("k", 10, "Skill clusters (the paper: 10).")
 _TOP = flags.DEFINE_integer("top_skills", 3, "Skills per chain of thought (the paper: 3).")
+_FEWER = flags.DEFINE_bool(
+    "allow_fewer_clusters", False, "Fewer distinct skill phrases than k: cluster into fewer."
+)
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 128, "Tokens for rationales and answers.")
 _MAX_SEQ = flags.DEFINE_integer("max_seq_len", 1024, "Engine KV-cache length.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 4, "Engine slots decoded together.")
@@ -95,6 +98,7 @@ def main(argv) -> None:
     cfg = video_skot.SkotConfig(
         k=_K.value, seed=_SEED.value, top_skills=_TOP.value,
         params=GenerationParams(max_tokens=_MAX_TOKENS.value),
+        allow_fewer_clusters=_FEWER.value,
     )  # fmt: skip
     results = video_skot.run_video_skot(
         _OUT_DIR.value,

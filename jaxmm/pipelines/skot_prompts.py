@@ -22,7 +22,7 @@ PROMPTS = {
     "rewrite": (
         "Skill description: {description}\n\n"
         "Rewrite this as a short generic skill phrase of 3 to 8 words that names no person, "
-        "object or place (for example: Identify who performs an action).\nSkill:"
+        "object or place.\nSkill:"
     ),
     "sub_question": (
         "{context}\n\nQuestion: {question}\n\n"

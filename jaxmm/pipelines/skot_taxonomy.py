@@ -53,6 +53,11 @@ class Taxonomy:
         return {"k": self.k, "seed": self.seed, "clusters": clusters}
 
 
+def distinct_rows(embeddings: np.ndarray) -> int:
+    """Distinct embeddings (to 6 decimals): the most clusters k-means can make."""
+    return len(np.unique(np.asarray(embeddings, np.float32).round(6), axis=0))
+
+
 def build_taxonomy(
     ids: Sequence[str],
     phrases: Sequence[str],
@@ -67,7 +72,7 @@ def build_taxonomy(
             f"ids ({len(ids)}), phrases ({len(phrases)}) and embeddings "
             f"({embeddings.shape[0]}) must have the same length"
         )
-    distinct = len(np.unique(embeddings.round(6), axis=0))
+    distinct = distinct_rows(embeddings)
     if k < 1 or distinct < k:
         raise TaxonomyError(f"k={k} clusters need at least {k} distinct phrases, got {distinct}")
     km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(embeddings)

@@ -62,6 +62,9 @@ class SkotConfig:
     concurrency: int = 1
     params: GenerationParams = GenerationParams(max_tokens=128)
     systems: tuple[str, ...] = SYSTEMS
+    # fewer distinct skill phrases than k: use that many clusters (recorded as `k_used`)
+    # instead of raising TaxonomyError; for tiny runs of weak models
+    allow_fewer_clusters: bool = False
 
     def __post_init__(self):
         if self.top_skills < 1 or self.top_skills > self.k:
@@ -173,7 +176,10 @@ def run_video_skot(
     train_ids = [str(q["id"]) for q in train]
     phrases = [skills[i]["skill_phrase"] for i in train_ids]
     emb = embed(phrases)
-    taxonomy = tax.build_taxonomy(train_ids, phrases, emb, k=cfg.k, seed=cfg.seed)
+    k = cfg.k
+    if cfg.allow_fewer_clusters:
+        k = min(k, tax.distinct_rows(emb))
+    taxonomy = tax.build_taxonomy(train_ids, phrases, emb, k=k, seed=cfg.seed)
     tax.save(taxonomy, os.path.join(out_dir, "02_taxonomy.json"))
     cluster_of = {i: taxonomy.route(e) for i, e in zip(train_ids, emb, strict=True)}
     cot = _stage(skot_cot.PIPELINE, cot_inputs(train, emb, taxonomy, cfg.top_skills),
@@ -191,6 +197,7 @@ def run_video_skot(
         ev.add(name, os.path.join(out_dir, "experts", name, "adapter"))
     results = {
         "k": cfg.k,
+        "k_used": taxonomy.k,
         "train_questions": len(train),
         "test_questions": len(test),
         "clusters": [{"name": n, "size": len(m)} for n, m in zip(taxonomy.names,
