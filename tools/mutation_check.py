@@ -398,6 +398,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (SKOT_TESTS, "-k", "parse_final_answer"),
     ),
     Mutant(
+        "skot_option_text_first_mention_wins",
+        "jaxmm/pipelines/skot_prompts.py",
+        "best = cand if best is None or cand[:2] > best[:2] else best",
+        "best = cand if best is None else best",
+        (SKOT_TESTS, "-k", "read_answer"),
+    ),
+    Mutant(
         "skot_top_skills_farthest_first",
         "jaxmm/pipelines/skot_taxonomy.py",
         'np.argsort(d, kind="stable")[:n]',

@@ -20,10 +20,16 @@ from jaxmm.pipelines.runtime import Pipeline, Record
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:
     fields = {k: record[k] for k in skot_skills.FIELDS}
     (reply,) = backend.chat([P.render("answer", **fields)], params)
-    predicted = P.parse_final_answer(reply)
+    predicted, rule = P.read_answer(reply, record["options"])
     gold = record.get("answer")
-    return {"expert": record.get("expert"), "backend_model": backend.model, "reply": reply,
-            "predicted": predicted, "correct": gold is not None and predicted == gold}  # fmt: skip
+    return {
+        "expert": record.get("expert"),
+        "backend_model": backend.model,
+        "reply": reply,
+        "predicted": predicted,
+        "answer_rule": rule,
+        "correct": gold is not None and predicted == gold,
+    }
 
 
 def metrics(inputs: Sequence[Record], outputs: Sequence[Record]) -> dict[str, float]:

@@ -3,9 +3,10 @@
 Per training question, given its top skills (the driver picks the 3 taxonomy clusters nearest
 the question's skill phrase): one sub-question per skill (one batched call), one answer per
 sub-question (one batched call), a fused step-by-step rationale ending in `Answer: X` (one
-call), then the filter: the rationale is kept only when its final answer matches the gold
-letter *and* the judge (one more call, made only for those) says it is relevant. Kept
-rationales, cut after their last `Answer: X`, become the experts' SFT targets.
+call; `skot_prompts.read_answer` also accepts a named option), then the filter: the
+rationale is kept only when its final answer matches the gold letter *and* the judge (one
+more call, made only for those) says it is relevant. Kept rationales, cut after their last
+`Answer: X` (or given one), become the experts' SFT targets.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ def steps_text(skills: Sequence[str], sub_questions: Sequence[str], answers: Seq
     return "\n".join(f"{i}. [{s}] {q} -> {a}" for i, (s, q, a) in enumerate(rows, start=1))
 
 
-def training_target(rationale: str) -> str | None:
-    """The rationale up to and including its last `Answer: X` (text after it dropped)."""
+def training_target(rationale: str, letter: str) -> str:
+    """The rationale up to and including its last `Answer: X` (text after it dropped), or the
+    whole rationale plus `Answer: <letter>` when it named the option without a letter line."""
     found = list(P.ANSWER_RE.finditer(rationale))
-    return rationale[: found[-1].end()].strip() if found else None
+    if found:
+        return rationale[: found[-1].end()].strip()
+    return f"{rationale.strip()}\n{P.answer_line(letter)}"
 
 
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str,
     (rationale,) = backend.chat(
         [P.render("fuse", context=ctx, question=question, options=options, steps=steps)], params
     )
-    predicted = P.parse_final_answer(rationale)
+    predicted, rule = P.read_answer(rationale, options)
     judge: bool | None = None
     if predicted is None:
         reason = "no_answer"
@@ -71,10 +75,12 @@ def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str,
         )
         judge = P.parse_judge(verdict)
         reason = {True: "kept", False: "judge_rejected", None: "judge_unparsed"}[judge]
+    target = training_target(rationale, predicted) if reason == "kept" else None
     return {"skills": skills, "sub_questions": sub_questions, "sub_answers": answers,
-            "rationale": rationale.strip(), "predicted": predicted, "judge": judge,
+            "rationale": rationale.strip(), "predicted": predicted, "answer_rule": rule,
+            "judge": judge,
             "keep": reason == "kept", "reason": reason,
-            "target": training_target(rationale) if reason == "kept" else None}  # fmt: skip
+            "target": target}  # fmt: skip
 
 
 def metrics(inputs: Sequence[Record], outputs: Sequence[Record]) -> dict[str, float]:

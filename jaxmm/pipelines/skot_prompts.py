@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Sequence
 
 from jaxmm.data.movie_qa import LETTERS, format_options
 from jaxmm.generate.params import GenerationParams
@@ -99,14 +100,32 @@ def parse_sub_question(text: str, skill: str) -> str:
     return line if line else f"{skill}: what in the movie matters for the question?"
 
 
-def parse_final_answer(text: str) -> str | None:
-    """The option letter of the *last* `Answer: X` in the reply, else a reply that is just a
-    letter (`B`, `(B)`, `B.`); None otherwise."""
+def read_answer(text: str, options: Sequence[str] | None = None) -> tuple[str | None, str]:
+    """(option letter, rule) of a reply. Rules in order: `answer_line` (the *last*
+    `Answer: X`), `letter` (a reply that is just `B`, `(B)`, `B.`), `option_text` (with
+    `options`: the option whose text occurs last in the reply, whole words, case ignored;
+    the longest one where two end at the same place; small models name the answer instead of
+    its letter), else (None, "none")."""
     found = ANSWER_RE.findall(text)
     if found:
-        return found[-1].upper()
+        return found[-1].upper(), "answer_line"
     lone = _LONE_LETTER.match(text.strip() + " ")
-    return lone.group(1).upper() if lone else None
+    if lone:
+        return lone.group(1).upper(), "letter"
+    best: tuple[int, int, int] | None = None  # (end, length, option index)
+    for i, option in enumerate(options or ()):
+        pattern = r"(?<!\w)" + re.escape(option.strip().lower()) + r"(?!\w)"
+        for m in re.finditer(pattern, text.lower()):
+            cand = (m.end(), len(option), i)
+            best = cand if best is None or cand[:2] > best[:2] else best
+    if best is not None:
+        return LETTERS[best[2]], "option_text"
+    return None, "none"
+
+
+def parse_final_answer(text: str, options: Sequence[str] | None = None) -> str | None:
+    """The letter of `read_answer` (None when no rule applies)."""
+    return read_answer(text, options)[0]
 
 
 def parse_judge(text: str) -> bool | None:

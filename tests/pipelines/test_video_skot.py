@@ -67,8 +67,29 @@ def test_parse_judge_and_training_target():
     assert P.parse_judge("Yes, it is.") is True
     assert P.parse_judge("no") is False
     assert P.parse_judge("Maybe") is None
-    assert skot_cot.training_target("Bo gives it.\nAnswer: A\nThanks!") == "Bo gives it.\nAnswer: A"
-    assert skot_cot.training_target("no letter") is None
+    assert skot_cot.training_target("Bo gives it.\nAnswer: A\nThanks!", "A") == (
+        "Bo gives it.\nAnswer: A"
+    )
+    assert skot_cot.training_target(" Bo gives it. ", "A") == "Bo gives it.\nAnswer: A"
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("So the answer is Bo. Answer: B", ("B", "answer_line")),
+        ("(C)", ("C", "letter")),
+        ("Cy? No. The key came from Bo.", ("A", "option_text")),  # the last option named
+        ("Ana's aunt, not Ana's aunty", ("A", "option_text")),  # whole words only
+        ("Nobody knows", (None, "none")),  # "Bo" inside "Nobody" is no match
+    ],
+)
+def test_read_answer_rules(text, want):
+    options = ["Ana's aunt", "Cy", "Di", "Ed"] if "aunt" in text else ["Bo", "Cy", "Di", "Ed"]
+    assert P.read_answer(text, options) == want
+
+
+def test_read_answer_prefers_the_longest_option_ending_last():
+    assert P.read_answer("it was the red key", ["key", "red key"]) == ("B", "option_text")
 
 
 def test_params_for_caps_short_steps_only():
@@ -159,7 +180,7 @@ def cot_backend(final: str, verdict: str = "Yes") -> ScriptedBackend:
         if prompt.endswith("?") and "Answer briefly" in prompt:
             return "Bo does.\n"
         if "Helpful steps" in prompt:
-            return f"Bo hands the key to Ana.\n{final}\nTrailing words."
+            return f"The giver hands the key over.\n{final}\nTrailing words."
         if "Reply yes or no" in prompt:
             return verdict
         raise AssertionError(prompt)
@@ -180,7 +201,8 @@ def test_cot_flow_and_kept_rationale():
     # 3 sub-questions + 3 answers (two batched calls) + fuse + judge
     assert [len(c[1]) for c in backend.calls] == [1] * 8
     assert out["predicted"] == "A" and out["judge"] is True and out["keep"] is True
-    assert out["target"] == "Bo hands the key to Ana.\nAnswer: A"
+    assert out["target"] == "The giver hands the key over.\nAnswer: A"
+    assert out["answer_rule"] == "answer_line"
 
 
 @pytest.mark.parametrize(
@@ -189,6 +211,7 @@ def test_cot_flow_and_kept_rationale():
         ("Answer: C", "Yes", "wrong_answer", 7),  # the judge is not asked
         ("no letter at all", "Yes", "no_answer", 7),
         ("Answer: A", "No.", "judge_rejected", 8),
+        ("It was Cy.", "No.", "wrong_answer", 7),  # named option, read as C
         ("Answer: A", "Perhaps", "judge_unparsed", 8),
     ],
 )
