@@ -56,7 +56,7 @@ VERSION = (
 # Short steps need few tokens: their max_tokens is capped here (fuse / answer use the run's).
 TOKEN_CAPS = {"describe": 48, "rewrite": 16, "sub_question": 40, "sub_answer": 40, "judge": 4}
 MAX_PHRASE_WORDS = 8
-_LABEL = re.compile(r"^\s*(?:skill(?:\s+phrase)?|phrase|sub-?question|answer)\s*:\s*", re.I)
+_LABEL = re.compile(r"^\s*(?:(?:skill(?:\s+phrase)?|phrase|sub-?question|answer)\s*:\s*)+", re.I)
 ANSWER_RE = re.compile(r"answer\s*(?:is)?\s*[:\-]?\s*\(?\**([A-D])\b", re.I)
 _LONE_LETTER = re.compile(r"^\s*\(?\**([A-D])[).:\s*]", re.I)
 
@@ -77,7 +77,8 @@ def params_for(kind: str, params: GenerationParams) -> GenerationParams:
 
 
 def first_line(text: str) -> str:
-    """The first non-empty line with any `Skill:` / `Sub-question:` label and quotes removed."""
+    """The first non-empty line with its `Skill:` / `Sub-question:` labels (repeated ones too:
+    small models loop on them) and quotes removed."""
     for line in text.splitlines():
         line = _LABEL.sub("", line.strip().lstrip("-*•").strip()).strip().strip("\"'`*").strip()
         if line:

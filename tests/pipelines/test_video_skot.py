@@ -43,6 +43,8 @@ PARAMS = GenerationParams(max_tokens=64)
             "one two three four five six seven eight",
         ),
         ("  \n ", None),
+        ("Skill: Skill: Skill: Sk", "Sk"),  # a label loop (SmolLM2 wrote one)
+        ("Skill: Skill:", None),
     ],
 )
 def test_parse_skill_phrase(text, want):
