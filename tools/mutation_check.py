@@ -405,6 +405,13 @@ MUTANTS: tuple[Mutant, ...] = (
         (SKOT_TESTS, "-k", "read_answer"),
     ),
     Mutant(
+        "skot_answer_letter_ignores_case",
+        "jaxmm/pipelines/skot_prompts.py",
+        'ANSWER_RE = re.compile(r"(?i:answer)\\s*(?:(?i:is))?\\s*[:\\-]?\\s*\\(?\\**([A-D])\\b")',
+        'ANSWER_RE = re.compile(r"answer\\s*(?:is)?\\s*[:\\-]?\\s*\\(?\\**([A-D])\\b", re.I)',
+        (SKOT_TESTS, "-k", "read_answer"),
+    ),
+    Mutant(
         "skot_top_skills_farthest_first",
         "jaxmm/pipelines/skot_taxonomy.py",
         'np.argsort(d, kind="stable")[:n]',

@@ -57,8 +57,9 @@ VERSION = (
 TOKEN_CAPS = {"describe": 48, "rewrite": 16, "sub_question": 40, "sub_answer": 40, "judge": 4}
 MAX_PHRASE_WORDS = 8
 _LABEL = re.compile(r"^\s*(?:(?:skill(?:\s+phrase)?|phrase|sub-?question|answer)\s*:\s*)+", re.I)
-ANSWER_RE = re.compile(r"answer\s*(?:is)?\s*[:\-]?\s*\(?\**([A-D])\b", re.I)
-_LONE_LETTER = re.compile(r"^\s*\(?\**([A-D])[).:\s*]", re.I)
+# Option letters are capitals only: with IGNORECASE "the answer is a ring" would read as A.
+ANSWER_RE = re.compile(r"(?i:answer)\s*(?:(?i:is))?\s*[:\-]?\s*\(?\**([A-D])\b")
+_LONE_LETTER = re.compile(r"^\s*\(?\**([A-D])[).:\s*]")
 
 
 def render(kind: str, **fields: str) -> list[dict[str, str]]:

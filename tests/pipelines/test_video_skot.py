@@ -83,6 +83,9 @@ def test_parse_judge_and_training_target():
         ("Cy? No. The key came from Bo.", ("A", "option_text")),  # the last option named
         ("Ana's aunt, not Ana's aunty", ("A", "option_text")),  # whole words only
         ("Nobody knows", (None, "none")),  # "Bo" inside "Nobody" is no match
+        ("The answer is a key from Cy", ("B", "option_text")),  # "a" is no option letter
+        ("a Cy", ("B", "option_text")),
+        ("ANSWER: d", (None, "none")),
     ],
 )
 def test_read_answer_rules(text, want):
