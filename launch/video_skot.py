@@ -4,13 +4,15 @@ paper's baseline (one expert on all CoT data) and the untuned model, in one job.
 same command again repeats no model call and trains no finished expert.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=1 python launch/video_skot.py \\
-        --out_dir=runs/skot --num_train=20 --num_test=10 --k=3 --max_tokens=96 \\
-        --train_overrides='("num_steps=8", "batch_size=2")'
+        --out_dir=runs/skot --num_train=15 --num_test=10 --k=5 --allow_fewer_clusters \\
+        --max_tokens=96 --max_seq_len=1024 --max_batch=4 \\
+        --train_overrides='("num_steps=8", "batch_size=2", "data.seq_len=512")'
 
 Model: `--model` (a HF folder or .gguf; default the SmolLM2-135M-Instruct GGUF) runs every
 stage in process; experts are trained from `--train_config` (default
 `configs/sft.py:smollm2_lora`, LoRA rank 8 on attention + MLP) plus `--train_overrides`.
-Outputs and their meaning: jaxmm/pipelines/video_skot.py and docs/video.md (Video-SKoT).
+Outputs and their meaning: jaxmm/pipelines/video_skot.py and docs/video_skot.md (measured
+there: 15 + 10 questions, about 50 min on a shared 2-core CPU).
 """
 
 import ast
