@@ -12,7 +12,7 @@ Model: `--model` (a HF folder or .gguf; default the SmolLM2-135M-Instruct GGUF) 
 stage in process; experts are trained from `--train_config` (default
 `configs/sft.py:smollm2_lora`, LoRA rank 8 on attention + MLP) plus `--train_overrides`.
 Outputs and their meaning: jaxmm/pipelines/video_skot.py and docs/video_skot.md (measured
-there: 15 + 10 questions, about 50 min on a shared 2-core CPU).
+there: 15 + 10 questions, about an hour on a shared 2-core CPU).
 """
 
 import ast
