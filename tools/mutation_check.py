@@ -46,6 +46,8 @@ MEXA_METRICS_TESTS = "tests/eval/test_mexa_metrics.py"
 REAGENT_FRAMES_TESTS = "tests/pipelines/test_reagent_frames.py"
 REAGENT_CRITIC_TESTS = "tests/pipelines/test_reagent_critic.py"
 REAGENT_TESTS = "tests/pipelines/test_reagent_v.py"
+SKOT_TESTS = "tests/pipelines/test_video_skot.py"
+SKOT_MODEL_TESTS = "tests/pipelines/test_video_skot_models.py"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -641,6 +643,70 @@ MUTANTS: tuple[Mutant, ...] = (
         "if r0 is not None and r0 <= config.grpo_max_reward:",
         "if r0 is not None and r0 >= config.grpo_max_reward:",
         (REAGENT_TESTS, "-k", "selection"),
+    ),
+    # --- Video-SKoT (jaxmm/pipelines/skot_*.py, video_skot.py) ---------------------------
+    Mutant(
+        "skot_cot_keeps_wrong_answers",
+        "jaxmm/pipelines/skot_cot.py",
+        'elif predicted != record["answer"]:',
+        "elif False:",
+        (SKOT_TESTS, "-k", "cot_filter"),
+    ),
+    Mutant(
+        "skot_taxonomy_names_by_farthest_member",
+        "jaxmm/pipelines/skot_taxonomy.py",
+        "names.append(phrases[int(idx[int(np.argmin(d))])])",
+        "names.append(phrases[int(idx[int(np.argmax(d))])])",
+        (SKOT_TESTS, "-k", "taxonomy"),
+    ),
+    Mutant(
+        "skot_routes_to_untrained_expert",
+        "jaxmm/pipelines/video_skot.py",
+        '"expert": name if name in trained else skot_experts.BASE',
+        '"expert": name',
+        (SKOT_TESTS, "-k", "route"),
+    ),
+    Mutant(
+        "skot_first_answer_line_wins",
+        "jaxmm/pipelines/skot_prompts.py",
+        "return found[-1].upper()",
+        "return found[0].upper()",
+        (SKOT_TESTS, "-k", "parse_final_answer"),
+    ),
+    Mutant(
+        "skot_option_text_first_mention_wins",
+        "jaxmm/pipelines/skot_prompts.py",
+        "best = cand if best is None or cand[:2] > best[:2] else best",
+        "best = cand if best is None else best",
+        (SKOT_TESTS, "-k", "read_answer"),
+    ),
+    Mutant(
+        "skot_answer_letter_ignores_case",
+        "jaxmm/pipelines/skot_prompts.py",
+        'ANSWER_RE = re.compile(r"(?i:answer)\\s*(?:(?i:is))?\\s*[:\\-]?\\s*\\(?\\**([A-D])\\b")',
+        'ANSWER_RE = re.compile(r"answer\\s*(?:is)?\\s*[:\\-]?\\s*\\(?\\**([A-D])\\b", re.I)',
+        (SKOT_TESTS, "-k", "read_answer"),
+    ),
+    Mutant(
+        "skot_top_skills_farthest_first",
+        "jaxmm/pipelines/skot_taxonomy.py",
+        'np.argsort(d, kind="stable")[:n]',
+        'np.argsort(-d, kind="stable")[:n]',
+        (SKOT_TESTS, "-k", "taxonomy or route"),
+    ),
+    Mutant(
+        "skot_adapter_copies_base_weights",
+        "jaxmm/pipelines/skot_experts.py",
+        "lambda m, b, x: x if m else b,",
+        "lambda m, b, x: x if m else b.copy(),",
+        (SKOT_MODEL_TESTS, "-k", "swapping"),
+    ),
+    Mutant(
+        "skot_cache_key_ignores_adapter",
+        "jaxmm/pipelines/skot_experts.py",
+        'self.model = f"{self.engine.model_name}+{name}@{self.digests[name]}"',
+        "self.model = self.engine.model_name",
+        (SKOT_MODEL_TESTS, "-k", "routed"),
     ),
 )
 
