@@ -76,7 +76,8 @@ def build_tokenizer(out_dir: str, vocab_size: int, like: str = "smollm2") -> str
     texts = []
     for k in range(10):  # names from several worlds, so their syllables become pieces
         world = fact_world.make_world(100, 0.5, seed=_TOKENIZER_WORLD_SEED + k)
-        texts += [world.statement(e, r, v, i) for (e, r), v in world.facts.items() for i in (0, 1, 2)]
+        facts = world.facts.items()
+        texts += [world.statement(e, r, v, i) for (e, r), v in facts for i in (0, 1, 2)]
         texts += [world.question(e, r) for (e, r) in world.facts]
     convo = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     # The template's fixed text (system prompt, role headers, CINGS markers) is in every
@@ -200,8 +201,15 @@ def run_seed(
             continue
         mode, fmt, rag = SETTINGS[name]
         train_file = data["paths"]["train_rag" if rag else "train"]
-        cfg = run_config(base, seed=seed, tokenizer=tokenizer, train_file=train_file,
-                         steps=sizes.sft_steps, cings_mode=mode, init_from=pretrain_dir)  # fmt: skip
+        cfg = run_config(
+            base,
+            seed=seed,
+            tokenizer=tokenizer,
+            train_file=train_file,
+            steps=sizes.sft_steps,
+            cings_mode=mode,
+            init_from=pretrain_dir,
+        )
         say(f"seed {seed}: {name}: fine-tuning ({sizes.sft_steps} steps, cings_mode={mode})")
         task = SFTTask(cfg)
         result = trainer.train(cfg, os.path.join(seed_dir, name), task)
@@ -222,7 +230,9 @@ def _scores_path(seed_dir: str, setting: str) -> str:
 
 def table(results: dict[int, dict[str, dict[str, float]]], settings: Sequence[str]) -> str:
     """Markdown: one row per setting, mean ± std over seeds of each column, in percent."""
-    header = "| setting | agree EM | new EM | contradict EM | closed-book EM | contradict → memory |"
+    header = (
+        "| setting | agree EM | new EM | contradict EM | closed-book EM | contradict → memory |"
+    )
     lines = [header, "|---|---|---|---|---|---|"]
     for name in settings:
         cells = []

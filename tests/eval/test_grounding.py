@@ -30,9 +30,11 @@ def _rec(kind, entity, gold, memory=None, context=True):
 TESTS = {
     "agree": [_rec("agree", "Ann", "Lima", "Lima"), _rec("agree", "Bob", "Oslo", "Oslo")],
     "new": [_rec("new", "Cid", "Rome")],
-    "contradict": [_rec("contradict", "Dee", "Cairo", "Perth"),
-                   _rec("contradict", "Eve", "Quito", "Tokyo"),
-                   _rec("contradict", "Fay", "Delhi", "Vienna")],  # fmt: skip
+    "contradict": [
+        _rec("contradict", "Dee", "Cairo", "Perth"),
+        _rec("contradict", "Eve", "Quito", "Tokyo"),
+        _rec("contradict", "Fay", "Delhi", "Vienna"),
+    ],  # fmt: skip
     "closed_book": [_rec("closed_book", "Gus", "Dakar", "Dakar", context=False)],
 }
 # question entity -> what the scripted model writes
