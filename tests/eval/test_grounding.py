@@ -44,7 +44,7 @@ SCRIPT = {
     "Cid": "## Context\nwhatever\n## Answer\nRome\nmore text",  # right: after the marker
     "Dee": "Cairo",  # follows the context
     "Eve": "Tokyo",  # answers from memory
-    "Fay": "Lima",  # neither
+    "Fay": "vienna",  # answers from memory
     "Gus": "Oslo",  # wrong
 }
 
@@ -68,7 +68,7 @@ def test_exact_match_accounting_per_kind(fmt):
     assert metrics["em/agree"] == 1.0
     assert metrics["em/new"] == 1.0
     assert math.isclose(metrics["em/contradict"], 1 / 3)
-    assert math.isclose(metrics["memory/contradict"], 1 / 3)
+    assert math.isclose(metrics["memory/contradict"], 2 / 3)
     assert metrics["em/closed_book"] == 0.0
     assert len(calls) == 1 and len(rows) == 7  # one batched call for everything
     by_id = {r["id"]: r for r in rows}
