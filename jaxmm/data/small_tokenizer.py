@@ -28,7 +28,15 @@ def train_chat_tokenizer(texts: Iterable[str], like, vocab_size: int = 512):
             f"({len(alphabet) + len(specials)})"
         )
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Spaces are pieces of their own, so a word is the same tokens after a space and at the
+    # start of a line ("lives in Quito." / "## Answer\nQuito"): copying a word from a passage
+    # into an answer is then a plain token copy, not a learnt ' Quito' -> 'Qu' 'ito' mapping.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(" ", behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet

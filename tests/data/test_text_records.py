@@ -67,7 +67,14 @@ def test_small_tokenizer_renders_like_the_original(small, smollm2):
         assert special in pieces  # one piece each, never split
     assert (small.eos_token, small.pad_token) == (smollm2.eos_token, smollm2.pad_token)
     # The template's text, seen often, is merged: far fewer pieces than bytes.
-    assert len(ids) < len(text.encode()) / 3
+    assert len(ids) < len(text.encode()) / 2
+
+
+def test_small_tokenizer_words_are_the_same_tokens_after_a_space_and_at_a_line_start(small):
+    inline = small.tokenize("Bako lives in Lima.")
+    line_start = small.tokenize("## Answer\nLima")
+    lima = small.tokenize("Lima")
+    assert inline[-len(lima) - 1 : -1] == lima and line_start[-len(lima) :] == lima
 
 
 def test_small_tokenizer_too_small_vocab_is_named(smollm2):
