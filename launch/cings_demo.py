@@ -36,6 +36,9 @@ _SFT = flags.DEFINE_integer("sft_steps", _D.sft_steps, "Fine-tuning steps per se
 _ENTITIES = flags.DEFINE_integer("entities", _D.n_entities, "Entities in each fact world.")
 _TRAIN = flags.DEFINE_integer("train_records", _D.n_train, "Fine-tuning records.")
 _TEST = flags.DEFINE_integer("test_per_kind", _D.n_test_per_kind, "Test questions per kind.")
+_DISTRACTORS = flags.DEFINE_integer(
+    "distractors", _D.n_distractors, "Sentences about other entities in each context."
+)
 _VOCAB = flags.DEFINE_integer(
     "vocab", _D.vocab_size, "BPE pieces of the fact-world tokenizer; 0 = the config's tokenizer."
 )
@@ -51,6 +54,7 @@ def main(config, argv) -> None:
         n_entities=_ENTITIES.value,
         n_train=_TRAIN.value,
         n_test_per_kind=_TEST.value,
+        n_distractors=_DISTRACTORS.value,
         pretrain_steps=_PRETRAIN.value,
         sft_steps=_SFT.value,
         vocab_size=_VOCAB.value,

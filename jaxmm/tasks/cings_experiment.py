@@ -62,6 +62,7 @@ class Sizes:
     repeats: int = 3  # statements of each known fact in the pretraining corpus
     n_train: int = 200  # fine-tuning records (agree + new)
     n_test_per_kind: int = 40
+    n_distractors: int = 0  # true sentences about other entities in each context
     pretrain_steps: int = 300
     sft_steps: int = 150
     vocab_size: int = 512  # > 0: a BPE tokenizer of this size; 0: the base config's tokenizer
@@ -100,7 +101,11 @@ def write_seed_data(data_dir: str, seed: int, sizes: Sizes) -> dict[str, Any]:
     """Corpus, fine-tuning records (plain and RAG-shaped) and test sets of one seed's world."""
     world = fact_world.make_world(sizes.n_entities, sizes.known_fraction, seed=seed)
     splits = fact_world.make_splits(
-        world, n_train=sizes.n_train, n_test_per_kind=sizes.n_test_per_kind, seed=seed
+        world,
+        n_train=sizes.n_train,
+        n_test_per_kind=sizes.n_test_per_kind,
+        n_distractors=sizes.n_distractors,
+        seed=seed,
     )
     os.makedirs(data_dir, exist_ok=True)
     paths = {
@@ -108,7 +113,7 @@ def write_seed_data(data_dir: str, seed: int, sizes: Sizes) -> dict[str, Any]:
         "train": os.path.join(data_dir, "train.jsonl"),
         "train_rag": os.path.join(data_dir, "train_rag.jsonl"),
     }
-    corpus = fact_world.pretraining_corpus(world, sizes.repeats, seed=seed)
+    corpus = fact_world.pretraining_documents(world, sizes.repeats, seed=seed)
     write_jsonl(paths["corpus"], [{"text": t} for t in corpus])
     write_jsonl(paths["train"], splits["train"])
     write_jsonl(paths["train_rag"], [rag_record(r) for r in splits["train"]])
