@@ -57,15 +57,15 @@ _TOKENIZER_WORLD_SEED = 12345  # the tokenizer's training text is the same for e
 class Sizes:
     """The experiment's scale (the model's is the base config's `model.*`)."""
 
-    n_entities: int = 60
+    n_entities: int = 100
     known_fraction: float = 0.7
     repeats: int = 3  # statements of each known fact in the pretraining corpus
-    n_train: int = 200  # fine-tuning records (agree + new)
+    n_train: int = 600  # fine-tuning records (agree + new)
     n_test_per_kind: int = 40
     n_distractors: int = 0  # true sentences about other entities in each context
-    pretrain_steps: int = 300
-    sft_steps: int = 150
-    vocab_size: int = 512  # > 0: a BPE tokenizer of this size; 0: the base config's tokenizer
+    pretrain_steps: int = 400
+    sft_steps: int = 300
+    vocab_size: int = 1024  # > 0: a BPE tokenizer of this size; 0: the base config's tokenizer
     max_tokens: int = 48  # generated tokens per question
 
 
