@@ -402,6 +402,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "world = fact_world.make_world(sizes.n_entities, sizes.known_fraction, seed=0)",
         ("tests/tasks/test_cings_experiment.py", "-k", "seed_data"),
     ),
+    Mutant(
+        "small_tokenizer_spaces_merged_into_words",
+        "jaxmm/data/small_tokenizer.py",
+        '            pre_tokenizers.Split(" ", behavior="isolated"),\n',
+        "",
+        ("tests/data/test_text_records.py", "-k", "line_start"),
+    ),
+    Mutant(
+        "pretraining_documents_repeat_a_fact",
+        "jaxmm/data/fact_world.py",
+        "for r in relations[i : i + facts_per_doc]",
+        "for r in by_entity[entity][:1] + relations[i : i + facts_per_doc]",
+        ("tests/data/test_fact_world.py", "-k", "documents"),
+    ),
 )
 
 
