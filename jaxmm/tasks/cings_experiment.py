@@ -229,6 +229,25 @@ def run_seed(
     return out
 
 
+def _check_sizes(workdir: str, sizes: Sizes) -> None:
+    """Finished runs are reused by name, so a workdir holds one experiment size: a rerun with
+    other sizes is an error (before any work), not a silent mix of old and new scores."""
+    path = os.path.join(workdir, "sizes.json")
+    wanted = dataclasses.asdict(sizes)
+    if os.path.isfile(path):
+        with open(path) as f:
+            have = json.load(f)
+        diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"workdir {workdir!r} holds an experiment with other sizes "
+                f"(field: (there, asked)) {diff}; use another workdir"
+            )
+        return
+    with open(path, "w") as f:
+        json.dump(wanted, f, indent=2)
+
+
 def _scores_path(seed_dir: str, setting: str) -> str:
     return os.path.join(seed_dir, setting, "scores.json")
 
@@ -267,6 +286,7 @@ def run(
     if not seeds:
         raise ValueError("need at least one seed")
     os.makedirs(workdir, exist_ok=True)
+    _check_sizes(workdir, sizes)
     tokenizer = base.data.tokenizer
     if sizes.vocab_size > 0:
         tokenizer = build_tokenizer(os.path.join(workdir, "tokenizer"), sizes.vocab_size)

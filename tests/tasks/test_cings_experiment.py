@@ -17,7 +17,8 @@ SIZES = cx.Sizes(n_entities=30, n_train=40, n_test_per_kind=6, pretrain_steps=2,
 
 
 def _statements(text_records):
-    return {r["text"] for r in text_records}
+    """The sentences of the corpus documents (each ends with the only "." it holds)."""
+    return {s.strip() + "." for r in text_records for s in r["text"].split(".") if s.strip()}
 
 
 def test_seed_data_keeps_test_facts_out_of_fine_tuning_and_new_facts_out_of_pretraining(
@@ -74,6 +75,16 @@ def test_table_is_mean_and_sample_std_in_percent():
 def test_unknown_setting_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown settings"):
         cx.run(cli.load_config(CONFIG, []), str(tmp_path), [0], SIZES, ["cings", "rlhf"])
+
+
+def test_rerun_with_other_sizes_is_an_error_before_any_work(tmp_path):
+    base = cli.load_config(CONFIG, [])
+    cx._check_sizes(str(tmp_path), SIZES)
+    cx._check_sizes(str(tmp_path), SIZES)  # the same sizes: fine
+    other = cx.dataclasses.replace(SIZES, sft_steps=3)
+    with pytest.raises(ValueError, match=r"'sft_steps': \(2, 3\)"):
+        cx.run(base, str(tmp_path), [0], other, ["cings"])
+    assert sorted(os.listdir(tmp_path)) == ["sizes.json"]
 
 
 @pytest.mark.slow
