@@ -70,11 +70,15 @@ def test_small_tokenizer_renders_like_the_original(small, smollm2):
     assert len(ids) < len(text.encode()) / 2
 
 
-def test_small_tokenizer_words_are_the_same_tokens_after_a_space_and_at_a_line_start(small):
-    inline = small.tokenize("Bako lives in Lima.")
-    line_start = small.tokenize("## Answer\nLima")
-    lima = small.tokenize("Lima")
-    assert inline[-len(lima) - 1 : -1] == lima and line_start[-len(lima) :] == lima
+def _contains(seq, sub):
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+
+
+@pytest.mark.parametrize("word", ["lives", "Lima", "owns"])
+def test_small_tokenizer_words_are_the_same_tokens_after_a_space_and_at_a_line_start(small, word):
+    alone = small.tokenize(word)
+    assert _contains(small.tokenize(f"Bako {word} in."), alone)
+    assert small.tokenize(f"## Answer\n{word}")[-len(alone) :] == alone
 
 
 def test_small_tokenizer_too_small_vocab_is_named(smollm2):
