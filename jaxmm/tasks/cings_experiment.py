@@ -12,14 +12,15 @@ engine; this module only wires them and keeps the bookkeeping.
 Settings (name: SFT `cings_mode`, where the context sits at inference, training records):
 
     standard      no_context  user     question -> answer (passages unused: plain instruction
-                                       tuning, as the paper's baseline)
+                                       tuning; the spec's `no_context` mode)
     standard_rag  no_context  user     context + question in the user turn -> answer
     cings         context     prefill  question -> `## Context <passages> ## Answer <answer>`,
                                        passages masked out of the loss
 
 Workdir layout: `tokenizer/` (one BPE tokenizer for all seeds), `seed<k>/{data, pretrain,
 <setting>}` with `<setting>/scores.json` (metrics + predictions); `results.json` and
-`table.md` at the top. Finished scores are reused, so a rerun only does what is missing.
+`table.md` at the top. Finished scores are reused, so a rerun only does what is missing; the
+sizes are fixed per workdir (`sizes.json`).
 """
 
 from __future__ import annotations
