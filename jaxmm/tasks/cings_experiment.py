@@ -197,7 +197,10 @@ def run_seed(
                          steps=sizes.pretrain_steps)  # fmt: skip
         say(f"seed {seed}: pretraining ({sizes.pretrain_steps} steps)")
         result = trainer.train(cfg, pretrain_dir, SFTTask(cfg))
-        say(f"seed {seed}: pretraining loss {result.train_metrics.get('loss', float('nan')):.3f}")
+        if "loss" in result.train_metrics:
+            say(f"seed {seed}: pretraining loss {result.train_metrics['loss']:.3f}")
+        else:
+            say(f"seed {seed}: pretraining reused from {pretrain_dir}")
     for name in settings:
         path = _scores_path(seed_dir, name)
         if os.path.isfile(path):
