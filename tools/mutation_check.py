@@ -708,6 +708,56 @@ MUTANTS: tuple[Mutant, ...] = (
         "self.model = self.engine.model_name",
         (SKOT_MODEL_TESTS, "-k", "routed"),
     ),
+    # --- CINGS experiment ----------------------------------------------------------------
+    Mutant(
+        "cings_prefill_without_answer_marker",
+        "jaxmm/eval/grounding.py",
+        'prefill = f"{CONTEXT_MARKER}{context}{ANSWER_MARKER}"',
+        'prefill = f"{CONTEXT_MARKER}{context}\\n"',
+        ("tests/eval/test_grounding.py", "-k", "prefill_prompt_is or prompt_formats"),
+    ),
+    Mutant(
+        "cings_memory_rate_counts_gold",
+        "jaxmm/eval/grounding.py",
+        'memory_hits.append(exact_match(answer, r["memory_answer"]))',
+        'memory_hits.append(exact_match(answer, r["answer"]))',
+        ("tests/eval/test_grounding.py", "-k", "accounting"),
+    ),
+    Mutant(
+        "cings_answer_after_first_marker",
+        "jaxmm/eval/grounding.py",
+        "text = text.rsplit(marker, 1)[1]",
+        "text = text.split(marker, 1)[1]",
+        ("tests/eval/test_grounding.py", "-k", "extract_answer"),
+    ),
+    Mutant(
+        "text_record_without_eos",
+        "jaxmm/data/sft_records.py",
+        "        ids.append(int(tokenizer.eos_token_id))",
+        "        pass",
+        ("tests/data/test_text_records.py", "-k", "every_token"),
+    ),
+    Mutant(
+        "cings_world_ignores_seed",
+        "jaxmm/tasks/cings_experiment.py",
+        "world = fact_world.make_world(sizes.n_entities, sizes.known_fraction, seed=seed)",
+        "world = fact_world.make_world(sizes.n_entities, sizes.known_fraction, seed=0)",
+        ("tests/tasks/test_cings_experiment.py", "-k", "seed_data"),
+    ),
+    Mutant(
+        "small_tokenizer_spaces_merged_into_words",
+        "jaxmm/data/small_tokenizer.py",
+        '            pre_tokenizers.Split(" ", behavior="isolated"),\n',
+        "",
+        ("tests/data/test_text_records.py", "-k", "line_start"),
+    ),
+    Mutant(
+        "pretraining_documents_repeat_a_fact",
+        "jaxmm/data/fact_world.py",
+        "for r in relations[i : i + facts_per_doc]",
+        "for r in by_entity[entity][:1] + relations[i : i + facts_per_doc]",
+        ("tests/data/test_fact_world.py", "-k", "documents"),
+    ),
 )
 
 

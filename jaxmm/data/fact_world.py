@@ -105,6 +105,37 @@ def pretraining_corpus(world: World, repeats: int = 3, seed: int = 0) -> list[st
     return lines
 
 
+def pretraining_documents(
+    world: World, repeats: int = 3, facts_per_doc: int = 2, seed: int = 0
+) -> list[str]:
+    """The statements of `pretraining_corpus`, grouped into documents about one entity:
+    `facts_per_doc` of its known facts, each stated `repeats` times, shuffled within the doc.
+
+    Why: in real text a fact recurs within a document; predicting its second mention from the
+    first is what teaches a model to copy from its context (induction), the skill a reader of
+    passages needs. One statement per example never shows that."""
+    if facts_per_doc < 1:
+        raise ValueError(f"facts_per_doc must be >= 1, got {facts_per_doc}")
+    rng = random.Random(seed)
+    by_entity: dict[str, list[str]] = {}
+    for e, r in sorted(world.known):
+        by_entity.setdefault(e, []).append(r)
+    docs = []
+    for entity in sorted(by_entity):
+        relations = by_entity[entity]
+        rng.shuffle(relations)
+        for i in range(0, len(relations), facts_per_doc):
+            lines = [
+                world.statement(entity, r, world.facts[(entity, r)], template=t)
+                for r in relations[i : i + facts_per_doc]
+                for t in range(repeats)
+            ]
+            rng.shuffle(lines)
+            docs.append(" ".join(lines))
+    rng.shuffle(docs)
+    return docs
+
+
 def _context(world: World, entity: str, relation: str, value: str, rng, n_distractors: int):
     others = [p for p in world.facts if p[0] != entity]
     sentences = [world.statement(entity, relation, value, rng.randrange(3))]

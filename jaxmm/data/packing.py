@@ -27,8 +27,10 @@ from jaxmm.data.sft_records import (
     BadRecord,
     Example,
     TemplateError,
+    is_text_record,
     to_conversation,
     tokenize_conversation,
+    tokenize_text,
 )
 
 log = logging.getLogger(__name__)
@@ -96,13 +98,16 @@ def build_examples(
         try:
             if isinstance(record, Exception):
                 raise record
-            conv = to_conversation(record, where)
-            try:
-                ex = tokenize_conversation(
-                    tokenizer, conv, cings_mode=cings_mode, chat_template=chat_template
-                )
-            except (TemplateError, jinja2.TemplateError) as e:
-                raise BadRecord("template", f"{where}: chat template: {e}") from None
+            if is_text_record(record):
+                ex = tokenize_text(tokenizer, record, where)
+            else:
+                conv = to_conversation(record, where)
+                try:
+                    ex = tokenize_conversation(
+                        tokenizer, conv, cings_mode=cings_mode, chat_template=chat_template
+                    )
+                except (TemplateError, jinja2.TemplateError) as e:
+                    raise BadRecord("template", f"{where}: chat template: {e}") from None
             if len(ex.ids) - 1 > seq_len:
                 msg = f"{where}: {len(ex.ids) - 1} tokens > seq_len={seq_len}"
                 if on_too_long == "error":

@@ -7,7 +7,9 @@ one of two shapes, told apart by their field:
     {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}     # sharegpt
 
 (`user`/`assistant` are accepted in sharegpt rows too). Passages for CINGS sit in `context` or
-`passages` (a string or a list of strings).
+`passages` (a string or a list of strings). A record with only a `text` string is raw text
+(trl's language-modelling shape, e.g. a pretraining corpus): every token is trained, the
+tokenizer's BOS (if it adds one) first and its EOS appended, no chat template.
 
 The mask comes from the template's rendering, not from token arithmetic: the conversation is
 rendered to text, each assistant turn's content is located in that text (after the prefix the
@@ -253,6 +255,26 @@ def tokenize_conversation(
     offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
     weights = (csum[offsets[:, 1]] - csum[offsets[:, 0]] > 0).astype(np.int32)
     return Example(ids, weights, conv.where)
+
+
+def is_text_record(record: Mapping[str, Any]) -> bool:
+    """A raw-text record: a `text` field and no chat turns."""
+    return (
+        record.get("text") is not None
+        and record.get("messages") is None
+        and record.get("conversations") is None
+    )
+
+
+def tokenize_text(tokenizer, record: Mapping[str, Any], where: str) -> Example:
+    """One raw-text record -> an example trained on every token (pretraining / LM data)."""
+    text = record["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise BadRecord("missing_content", f"{where}: field 'text' must be a non-empty string")
+    ids = list(tokenizer(text)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return Example(np.asarray(ids, np.int32), np.ones(len(ids), np.int32), where)
 
 
 def load_tokenizer(name_or_path: str):

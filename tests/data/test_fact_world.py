@@ -77,3 +77,19 @@ def test_bad_world_arguments():
         fw.make_world(n_entities=2)
     with pytest.raises(ValueError, match="known_fraction"):
         fw.make_world(known_fraction=1.0)
+
+
+def test_pretraining_documents_group_the_corpus_by_entity():
+    world = fw.make_world(20, 0.6, seed=4)
+    docs = fw.pretraining_documents(world, repeats=3, facts_per_doc=2, seed=1)
+    corpus = fw.pretraining_corpus(world, repeats=3)
+    # The same statements, only grouped (sentences end with "." and hold no other dot).
+    sentences = sorted(s.strip() + "." for d in docs for s in d.split(".") if s.strip())
+    assert sentences == sorted(corpus)
+    for doc in docs:
+        about = {e for e in world.entities if f"{e} " in doc or doc.endswith(e)}
+        assert len(about) == 1  # one entity per document
+        facts = [(e, r) for (e, r) in world.known if e in about and world.facts[(e, r)] in doc]
+        assert 1 <= len(facts) <= 2
+    with pytest.raises(ValueError, match="facts_per_doc"):
+        fw.pretraining_documents(world, facts_per_doc=0)
