@@ -22,6 +22,20 @@ FAMILIES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 REMAT_POLICIES = ("none", "full", "dots")
 
 
+def read_hf_config(source: Mapping[str, Any] | str | os.PathLike) -> tuple[dict, str]:
+    """A HF `config.json` as a dict (from a dict, the file, or its folder), and where it came
+    from for error messages. The one reader every `from_hf` uses."""
+    if isinstance(source, Mapping):
+        return dict(source), "config dict"
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no HF config.json at {path!r}")
+    with open(path) as f:
+        return json.load(f), path
+
+
 @dataclasses.dataclass(frozen=True)
 class LLMConfig:
     vocab_size: int
@@ -109,17 +123,7 @@ class LLMConfig:
         Reads both rope forms: transformers-5 `rope_parameters` (theta inside) and the older
         top-level `rope_theta` + `rope_scaling`. `overrides` set run-time fields (dtype, ...).
         """
-        where = "config dict"
-        if not isinstance(source, Mapping):
-            path = os.fspath(source)
-            if os.path.isdir(path):
-                path = os.path.join(path, "config.json")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"no HF config.json at {path!r}")
-            with open(path) as f:
-                source = json.load(f)
-            where = path
-        hf = dict(source)
+        hf, where = read_hf_config(source)
         model_type = _family(hf, where)
 
         def get(key, default=None, required=False):

@@ -9,12 +9,11 @@ Reads both layouts transformers writes: v5 (`text_config` + `vision_config`, rop
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from jaxmm.models.llm_config import LLMConfig
+from jaxmm.models.llm_config import LLMConfig, read_hf_config
 from jaxmm.nn.attention import IMPLS
 from jaxmm.nn.lora import LoRAConfig
 from jaxmm.nn.rotary import RopeConfig
@@ -127,7 +126,7 @@ class Qwen25VLConfig:
     ) -> Qwen25VLConfig:
         """From a HF Qwen2.5-VL `config.json` (dict, file or folder). Overrides set run-time
         fields (dtype, attention_impl, ...) of the text and vision configs."""
-        hf, where = _read(source)
+        hf, where = read_hf_config(source)
         model_type = hf.get("model_type")
         archs = list(hf.get("architectures") or [])
         if model_type != MODEL_TYPE and ARCHITECTURE not in archs:
@@ -162,18 +161,6 @@ class Qwen25VLConfig:
             vision=_vision_from_hf(vision, where, vision_overrides or {}),
             **{k: int(v) for k, v in ids.items()},
         )
-
-
-def _read(source) -> tuple[dict, str]:
-    if isinstance(source, Mapping):
-        return dict(source), "config dict"
-    path = os.fspath(source)
-    if os.path.isdir(path):
-        path = os.path.join(path, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no HF config.json at {path!r}")
-    with open(path) as f:
-        return json.load(f), path
 
 
 def _mrope_from_hf(text: Mapping, top: Mapping, where: str) -> RopeConfig:
