@@ -290,7 +290,8 @@ def _raise_overflow(dropped, overflow, tile, count, *, cap: int, capacity: int, 
             f"render dropped entries: tile {int(tile)} (x={int(tile) % tiles_x}, "
             f"y={int(tile) // tiles_x}) lists {int(count)} Gaussians but max_per_tile={cap} "
             f"({int(dropped)} tile entries dropped in all); {int(overflow)} intersections over "
-            f"capacity={capacity}. Raise max_per_tile / capacity (config.model.*)."
+            f"capacity={capacity}. Raise max_per_tile / capacity, or use smaller tiles "
+            "(config.model.max_per_tile, .capacity, .tile_size)."
         )
 
 
