@@ -110,14 +110,13 @@ class Encoder:
 
 
 def make_batch(key, batch: int, q_len: int, d_len: int, vocab: int):
-    kq, kd, km, kg = jax.random.split(key, 4)
+    kq, kd, kg = jax.random.split(key, 3)
     q_ids = jax.random.randint(kq, (batch, q_len), 0, vocab, jnp.int32)
     d_ids = jax.random.randint(kd, (batch, d_len), 0, vocab, jnp.int32)
     # 4 contiguous modality spans per document (video | OCR | ASR | description), ids 1..4.
     d_mod = (jnp.arange(d_len) * MODALITIES // d_len + 1).astype(jnp.int32)
     d_mod = jnp.broadcast_to(d_mod, (batch, d_len))
     gold = jax.random.randint(kg, (batch,), 1, MODALITIES + 1, jnp.int32)
-    del km
     return q_ids, jnp.ones((batch, q_len), bool), d_ids, d_mod, gold
 
 
@@ -206,7 +205,7 @@ def main(argv=None) -> None:
     diff = abs(float(k_loss) - float(r_loss))
     gdiff = max(
         float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
-        for a, b in zip(k_g, r_g)
+        for a, b in zip(k_g, r_g, strict=True)
     )
     print(
         f"loss  B={batch:<3d} q_len={q_len:<4d} d_len={d_len:<5d} | kernel {k_ms:9.3f} ms  "
