@@ -145,7 +145,8 @@ def main(argv=None) -> None:
     dtype = "bfloat16" if on_gpu else "float32"
     shape = TINY if args.smoke else QWEN25_VL_3B_TEXT
     remat = args.remat or ("full" if on_gpu and not args.smoke else "none")
-    cfg = LLMConfig(**shape, dtype=dtype, param_dtype="float32", remat=remat)
+    # scan_layers: one compiled layer body (36 unrolled layers take minutes to compile).
+    cfg = LLMConfig(**shape, dtype=dtype, param_dtype="float32", remat=remat, scan_layers=True)
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_BF16.items() if k in kind), None)
     print(
