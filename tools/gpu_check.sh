@@ -77,3 +77,7 @@ echo "== pytest_gpu rc=${RC[pytest_gpu]}"
 tail -n 30 "$LOG_DIR/pytest_gpu.log"
 echo "== summary (exit status per step; 124 = time limit)"
 for k in "${!RC[@]}"; do echo "$k ${RC[$k]}"; done | sort | tee "$LOG_DIR/summary.txt"
+# GPU_CHECK_TAR=FILE also packs every log into one archive (a lease that returns few files).
+if [ -n "${GPU_CHECK_TAR:-}" ]; then
+  tar -czf "$GPU_CHECK_TAR" -C "$LOG_DIR" . && echo "logs packed into $GPU_CHECK_TAR"
+fi
