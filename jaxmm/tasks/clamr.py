@@ -63,9 +63,10 @@ class ClamrTask(Task):
         m, d, loss = config.model, config.data, config.loss
         if m.backbone != "minilm":
             raise NotImplementedError(
-                f"config.model.backbone={m.backbone!r}: the Qwen2.5-VL backbone of the CLaMR "
-                "paper is not implemented in jaxmm yet (only 'minilm'); a backbone plugs in "
-                "through jaxmm.models.clamr.Backbone"
+                f"config.model.backbone={m.backbone!r}: the trainer drives only 'minilm'; the "
+                "Qwen2.5-VL backbone exists (jaxmm.models.clamr.qwen_backbone / "
+                "Qwen25VLBackbone) but its input builder (Qwen tokenizer) and weight loading "
+                "are not wired into this task yet"
             )
         if loss.scoring not in SCORINGS:
             raise ValueError(f"config.loss.scoring must be one of {SCORINGS}, got {loss.scoring!r}")
