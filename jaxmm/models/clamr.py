@@ -32,8 +32,8 @@ from jaxmm.models.llm import LLM
 from jaxmm.models.qwen2_5_vl.config import Qwen25VLConfig
 from jaxmm.models.qwen2_5_vl.processor import CLIP_MEAN, CLIP_STD
 from jaxmm.models.qwen2_5_vl.vision import VisionTower, vision_layout
-from jaxmm.nn.lora import LoRAConfig
 from jaxmm.models.text_encoder import BertConfig, BertEncoder, hf_to_flax
+from jaxmm.nn.lora import LoRAConfig
 from jaxmm.nn.patchify import patchify
 
 
@@ -138,7 +138,7 @@ def qwen_mrope_positions(
     if grid is None:
         pos = jnp.broadcast_to(text_before, (3, *text_before.shape))
         return jnp.where(real, pos, 0).astype(jnp.int32)
-    t, h, w = grid[0], grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
+    h, w = grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
     k = jnp.cumsum(vis, axis=1) - vis  # visual tokens strictly before
     after_run = k > 0
     text_pos = text_before + jnp.where(after_run, max(h, w), 0)

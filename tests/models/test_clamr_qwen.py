@@ -24,7 +24,6 @@ from jaxmm.models.qwen2_5_vl.model import Qwen25VL
 from jaxmm.models.qwen2_5_vl.mrope import rope_index
 from jaxmm.models.qwen2_5_vl.processor import Qwen25VLProcessor
 from jaxmm.models.qwen2_5_vl.vision import vision_layout
-
 from tests.models.qwen2_5_vl.test_config import V5
 
 VIDEO_ID, VS, VE = 251, 252, 253
@@ -60,7 +59,7 @@ def _documents():
     ids = np.zeros((2, length), np.int32)
     mask = np.zeros((2, length), np.int32)
     mod = np.zeros((2, length), np.int32)
-    for i, (r, m) in enumerate(zip(rows, mods)):
+    for i, (r, m) in enumerate(zip(rows, mods, strict=True)):
         ids[i, : len(r)], mask[i, : len(r)], mod[i, : len(m)] = r, 1, m
     frames_u8 = np.random.default_rng(0).integers(0, 256, (2, 4, 56, 56, 3), dtype=np.uint8)
     return ids, mask, mod, frames_u8
@@ -84,8 +83,11 @@ def test_qwen_backbone_hidden_states_equal_qwen25vl_and_clamr_outputs(tmp_path):
     assert np.all(emb[~keep] == 0.0)
 
     visual = mod == VIDEO
-    hidden = jax.jit(lambda p: model.apply({"params": p}, ids, mask, visual, frames,
-                                           method=lambda m, *a: m.backbone(*a)))(params)
+    hidden = jax.jit(
+        lambda p: model.apply(
+            {"params": p}, ids, mask, visual, frames, method=lambda m, *a: m.backbone(*a)
+        )
+    )(params)
 
     # Independent path: the host processor, rope_index, Qwen25VL.embed's scatter.
     tokens = np.where(visual, VIDEO_ID, ids)
@@ -111,8 +113,11 @@ def test_qwen_backbone_hidden_states_equal_qwen25vl_and_clamr_outputs(tmp_path):
     np.testing.assert_array_equal(positions[0, 0, 3:11], [3, 3, 3, 3, 4, 4, 4, 4])
 
     def reference(m):
-        x = m.embed(tokens, pixel_values_videos=pixels, video_layout=vision_layout([GRID] * 2,
-                                                                                   config.vision))
+        x = m.embed(
+            tokens,
+            pixel_values_videos=pixels,
+            video_layout=vision_layout([GRID] * 2, config.vision),
+        )
         return m.lm(None, positions, attention_mask=mask, inputs_embeds=x, return_hidden=True)[0]
 
     ref = jax.jit(lambda p: Qwen25VL(config).apply({"params": p}, method=reference))(
@@ -167,7 +172,9 @@ def test_paper_config_builds_with_the_paper_lora(tmp_path):
     shapes = jax.eval_shape(model.init, jax.random.key(0), ids, jnp.ones_like(ids), mod, frames)
     shapes = nn.meta.unbox(shapes["params"])
     assert shapes["head"]["kernel"].shape == (2048, 128)
-    paths = ["/".join(str(k.key) for k in p) for p, _ in jax.tree_util.tree_leaves_with_path(shapes)]
+    paths = [
+        "/".join(str(k.key) for k in p) for p, _ in jax.tree_util.tree_leaves_with_path(shapes)
+    ]
     lora_paths = [p for p in paths if "lora_" in p]
     assert lora_paths and all(p.startswith("backbone/lm/") for p in lora_paths)
     assert len(lora_paths) == 2 * len(TARGETS) * 36
