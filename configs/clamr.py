@@ -54,6 +54,9 @@ def get_config(arg: str | None = None):
     c.model.lora_rank = {"paper": 128, "qwen_tiny": 8}.get(variant, 0)  # 0: full fine-tune
     c.model.lora_alpha = 16.0 if variant == "qwen_tiny" else 128.0
     c.model.lora_dropout = 0.1
+    # qwen_tiny only: MiniLM token ids folded into the tiny vocab (trainer plumbing, no Qwen
+    # tokenizer); paper keeps raising NotImplementedError in the task.
+    c.model.minilm_ids_stand_in = variant == "qwen_tiny"
     c.model.second_per_grid_t = 1.0  # Qwen: seconds per temporal patch (2 / sampled fps)
     c.model.lora_targets = (
         *("q_proj", "k_proj", "v_proj", "o_proj"),
