@@ -225,3 +225,18 @@ QWEN25_VL_3B = {
         "temporal_patch_size": 2,
     },
 }
+
+
+def test_qwen_tiny_task_trains_only_lora_and_head(tmp_path):
+    from jaxmm import tasks
+
+    c = _model_config(tmp_path)
+    task = tasks.build(c)
+    assert task.inputs.config.num_visual_tokens == N_VIS
+    shapes = jax.eval_shape(task.init, jax.random.key(0))
+    mask = task.trainable_mask(shapes)
+    flags = jax.tree_util.tree_leaves_with_path(mask)
+    on = ["/".join(str(getattr(k, "key", k)) for k in p) for p, m in flags if m]
+    assert len(on) == 2 * len(TARGETS) * 2 + 2  # lora_a/b x targets x 2 layers + head k/b
+    assert all(("lora_" in p and p.startswith("backbone/lm/")) or p.startswith("head") for p in on)
+    assert len(flags) > len(on)
