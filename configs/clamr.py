@@ -17,8 +17,10 @@ Variants:
   the backbone (no weights read). The trainer does not drive it yet: building the task
   raises NotImplementedError (Qwen tokenizer input builder, weight loading not wired).
 - `qwen_tiny`: the same Qwen2.5-VL backbone path on CPU with a tiny random model
-  (`model.model_dir` = a tiny config.json, e.g. written by tests/models/test_clamr_qwen.py),
-  LoRA r=8 on the same targets, 4 frames of 56x56 px; builds the model, not the task (as paper).
+  (`model.model_dir` = a tiny config.json, e.g. the V5 dict of
+  tests/models/qwen2_5_vl/test_config.py), LoRA r=8 on the same targets (+ head trainable),
+  4 frames of 56x56 px. Trains through launch/train.py as plumbing: random weights and the
+  MiniLM tokenizer's ids folded into the tiny vocabulary (`model.minilm_ids_stand_in`).
 """
 
 import ml_collections

@@ -8,8 +8,9 @@ text sequence at placeholder positions). Any Flax module with the `Backbone` cal
 and a `hidden_size` field plugs in; here `MiniLMBackbone` = the real all-MiniLM-L6-v2 BERT
 plus a small trainable frame patch embedder, so the method trains on CPU; `Qwen25VLBackbone`
 = the paper's Qwen2.5-VL (vision tower features at the visual positions, M-RoPE positions,
-the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives only the
-MiniLM backbone so far (`configs/clamr.py:paper` / `qwen_tiny` raise NotImplementedError there).
+the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives it only for
+`configs/clamr.py:qwen_tiny` (random tiny model, MiniLM ids folded into its vocabulary: plumbing);
+`paper` raises NotImplementedError there (no Qwen tokenizer input builder / weight loading).
 
 Scoring is not here: per-modality MaxSim is `kernels_pallas.maxsim.maxsim_modality`.
 """
