@@ -12,8 +12,15 @@ Variants:
 - `runlocal`: `tiny` for 10 steps (smoke test).
 - `paper`: the paper's recipe (Qwen2.5-VL-3B + LoRA r=128 α=128 dropout 0.1 on
   q/k/v/o/gate/up/down + projection head, lr 1e-5 linear decay, warmup 0.1, 1 epoch,
-  batch 4 x 8 devices, 64-token queries, 2048-token documents). Config only: building its
-  task raises NotImplementedError (no Qwen2.5-VL backbone in jaxmm yet).
+  batch 4 x 8 devices, 64-token queries, 2048-token documents). `model.model_dir` is a
+  Qwen2.5-VL-3B folder or its config.json; `jaxmm.models.clamr.qwen_backbone(c.model)` builds
+  the backbone (no weights read). The trainer does not drive it yet: building the task
+  raises NotImplementedError (Qwen tokenizer input builder, weight loading not wired).
+- `qwen_tiny`: the same Qwen2.5-VL backbone path on CPU with a tiny random model
+  (`model.model_dir` = a tiny config.json, e.g. the V5 dict of
+  tests/models/qwen2_5_vl/test_config.py), LoRA r=8 on the same targets (+ head trainable),
+  4 frames of 56x56 px. Trains through launch/train.py as plumbing: random weights and the
+  MiniLM tokenizer's ids folded into the tiny vocabulary (`model.minilm_ids_stand_in`).
 """
 
 import ml_collections
@@ -22,31 +29,37 @@ from jaxmm.config import base_config, parse_variant
 
 
 def get_config(arg: str | None = None):
-    variant = parse_variant(arg, ("tiny", "runlocal", "paper"), default="tiny")
+    variant = parse_variant(arg, ("tiny", "runlocal", "paper", "qwen_tiny"), default="tiny")
     c = base_config()
     c.task = "clamr"
     paper = variant == "paper"
-    c.num_steps = {"tiny": 200, "runlocal": 10, "paper": 0}[variant]
+    qwen = variant in ("paper", "qwen_tiny")
+    c.num_steps = {"tiny": 200, "runlocal": 10, "paper": 0, "qwen_tiny": 10}[variant]
     c.batch_size = 32 if paper else 16
     c.optimizer.learning_rate = 1e-5 if paper else 1e-4
     c.optimizer.schedule = "linear"
-    c.optimizer.warmup_steps = 0 if paper else 10
+    c.optimizer.warmup_steps = {"paper": 0, "qwen_tiny": 2}.get(variant, 10)
     c.optimizer.weight_decay = 0.01
     c.checkpoint.every_steps = 1000
     c.checkpoint.keep = 1
     c.log_every_steps = 20 if not variant == "runlocal" else 5
     c.progress_bar = False
 
-    c.model.backbone = "qwen2_5_vl" if paper else "minilm"
-    c.model.model_dir = "Qwen/Qwen2.5-VL-3B-Instruct" if paper else ""  # "": all-MiniLM-L6-v2
-    c.model.num_layers = 0 if paper else 2  # 0: all layers
+    c.model.backbone = "qwen2_5_vl" if qwen else "minilm"
+    # minilm: "" = all-MiniLM-L6-v2; qwen2_5_vl: a HF folder or config.json (required).
+    c.model.model_dir = "Qwen/Qwen2.5-VL-3B-Instruct" if paper else ""
+    c.model.num_layers = 2 if variant in ("tiny", "runlocal") else 0  # 0: all layers
     c.model.dim = 128
-    c.model.patch = 14 if paper else 16
+    c.model.patch = 14 if qwen else 16
     c.model.pooling = "tokens"  # tokens | mean (single-vector baseline)
     c.model.contextualized = True  # False: one pass per modality, token sets concatenated
-    c.model.lora_rank = 128 if paper else 0  # 0: full fine-tune
-    c.model.lora_alpha = 128.0
+    c.model.lora_rank = {"paper": 128, "qwen_tiny": 8}.get(variant, 0)  # 0: full fine-tune
+    c.model.lora_alpha = 16.0 if variant == "qwen_tiny" else 128.0
     c.model.lora_dropout = 0.1
+    # qwen_tiny only: MiniLM token ids folded into the tiny vocab (trainer plumbing, no Qwen
+    # tokenizer); paper keeps raising NotImplementedError in the task.
+    c.model.minilm_ids_stand_in = variant == "qwen_tiny"
+    c.model.second_per_grid_t = 1.0  # Qwen: seconds per temporal patch (2 / sampled fps)
     c.model.lora_targets = (
         *("q_proj", "k_proj", "v_proj", "o_proj"),
         *("gate_proj", "up_proj", "down_proj"),
@@ -71,7 +84,7 @@ def get_config(arg: str | None = None):
     c.data.test_groups = 16
     c.data.synth_frame_size = 64
     c.data.num_frames = 10 if paper else 4
-    c.data.frame_size = 224 if paper else 32
+    c.data.frame_size = {"paper": 224, "qwen_tiny": 56}.get(variant, 32)
     c.data.query_len = 64 if paper else 32
     c.data.num_buffer_tokens = 10
     c.data.budget_ocr = 512 if paper else 8

@@ -6,8 +6,11 @@
 Why a backbone interface: the paper's encoder is Qwen2.5-VL (vision tokens spliced into the
 text sequence at placeholder positions). Any Flax module with the `Backbone` call signature
 and a `hidden_size` field plugs in; here `MiniLMBackbone` = the real all-MiniLM-L6-v2 BERT
-plus a small trainable frame patch embedder, so the method trains on CPU. A Qwen2.5-VL
-backbone is not implemented yet (`configs/clamr.py:paper` raises NotImplementedError).
+plus a small trainable frame patch embedder, so the method trains on CPU; `Qwen25VLBackbone`
+= the paper's Qwen2.5-VL (vision tower features at the visual positions, M-RoPE positions,
+the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives it only for
+`configs/clamr.py:qwen_tiny` (random tiny model, MiniLM ids folded into its vocabulary: plumbing);
+`paper` raises NotImplementedError there (no Qwen tokenizer input builder / weight loading).
 
 Scoring is not here: per-modality MaxSim is `kernels_pallas.maxsim.maxsim_modality`.
 """
@@ -26,7 +29,12 @@ import numpy as np
 
 from jaxmm.io.state_dict import load_state_dict
 from jaxmm.models.clamr_inputs import VIDEO
+from jaxmm.models.llm import LLM
+from jaxmm.models.qwen2_5_vl.config import Qwen25VLConfig
+from jaxmm.models.qwen2_5_vl.processor import CLIP_MEAN, CLIP_STD
+from jaxmm.models.qwen2_5_vl.vision import VisionTower, vision_layout
 from jaxmm.models.text_encoder import BertConfig, BertEncoder, hf_to_flax
+from jaxmm.nn.lora import LoRAConfig
 from jaxmm.nn.patchify import patchify
 
 
@@ -85,6 +93,138 @@ class MiniLMBackbone(nn.Module):
         return BertEncoder(self.bert, name="bert")(
             input_ids, attention_mask, inputs_embeds=embeds, embeds_mask=visual_mask
         )
+
+
+def qwen_video_patches(frames: jax.Array, config: Qwen25VLConfig) -> tuple[jax.Array, tuple]:
+    """Frames [B, F, H, W, 3] in [0, 1] (H, W multiples of patch * merge, i.e. 28 px) ->
+    (pixel values [B * t * h * w, patch_dim], grid (t, h, w) of each video): the in-graph
+    equivalent of `Qwen25VLProcessor.video` on frames that need no resize (CLIP mean/std, the
+    last frame repeated to an even count, block-major patches with rows flattened c, t, y, x).
+    """
+    v = config.vision
+    p, m, tp = v.patch_size, v.spatial_merge_size, v.temporal_patch_size
+    b, f, hh, ww, c = frames.shape
+    if hh % (p * m) or ww % (p * m) or c != 3:
+        raise ValueError(
+            f"Qwen25VLBackbone: frames {frames.shape} must be [B, F, H, W, 3] with H and W "
+            f"multiples of {p * m} px (resize on the host, e.g. with Qwen25VLProcessor)"
+        )
+    x = (frames.astype(jnp.float32) - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+    if pad := -f % tp:
+        x = jnp.concatenate([x, jnp.repeat(x[:, -1:], pad, axis=1)], axis=1)
+    t, h, w = x.shape[1] // tp, hh // p, ww // p
+    x = x.reshape(b, t, tp, h // m, m, p, w // m, m, p, c)
+    # -> b, t, h/m, w/m, m(y), m(x), c, tp, p(y), p(x)
+    x = x.transpose(0, 1, 3, 6, 4, 7, 9, 2, 5, 8)
+    return x.reshape(b * t * h * w, c * tp * p * p), (t, h, w)
+
+
+def qwen_mrope_positions(
+    visual_mask: jax.Array,
+    attention_mask: jax.Array,
+    grid: tuple[int, int, int] | None,
+    spatial_merge_size: int,
+    time_interval: float,
+) -> jax.Array:
+    """[3, B, L] M-RoPE positions (as `mrope.rope_index`) for rows holding at most one
+    contiguous run of visual tokens (one video on the merged grid of `grid`), in-graph.
+
+    Text counts up on all axes; the run's k-th token sits at start + (t_k, h_k, w_k) with
+    t_k = trunc(frame_k * time_interval); text after the run continues at start + max(h', w');
+    padding gets 0."""
+    real = attention_mask.astype(bool)
+    vis = visual_mask.astype(bool) & real
+    text = real & ~vis
+    text_before = jnp.cumsum(text, axis=1) - text  # text tokens strictly before
+    if grid is None:
+        pos = jnp.broadcast_to(text_before, (3, *text_before.shape))
+        return jnp.where(real, pos, 0).astype(jnp.int32)
+    h, w = grid[1] // spatial_merge_size, grid[2] // spatial_merge_size
+    k = jnp.cumsum(vis, axis=1) - vis  # visual tokens strictly before
+    after_run = k > 0
+    text_pos = text_before + jnp.where(after_run, max(h, w), 0)
+    frame = (k // (h * w)).astype(jnp.float32)
+    pos_t = jnp.trunc(frame * jnp.float32(time_interval)).astype(text_before.dtype)
+    vis_pos = jnp.stack([pos_t, (k // w) % h, k % w]) + text_before
+    pos = jnp.where(vis, vis_pos, jnp.broadcast_to(text_pos, vis_pos.shape))
+    return jnp.where(real, pos, 0).astype(jnp.int32)
+
+
+class Qwen25VLBackbone(nn.Module):
+    """Qwen2.5-VL as a CLaMR encoder: the visual positions of each row take that row's video
+    features (vision tower + merger, `frames` patchified in-graph by `qwen_video_patches`) in
+    order; M-RoPE positions from `qwen_mrope_positions`; returns the decoder's final-norm
+    hidden states (`LLM(..., return_hidden=True)`, never logits).
+
+    Params are {"visual", "lm"}, the same tree as `Qwen25VL` (so `qwen2_5_vl.hf.load_hf`
+    weights drop in). `second_per_grid_t`: seconds per temporal patch (temporal_patch_size /
+    sampled fps); 1.0 as transformers' default when unknown. Each row with visual tokens must
+    have exactly t * h * w / merge² of them (one video per row, one contiguous run).
+    """
+
+    config: Qwen25VLConfig
+    second_per_grid_t: float = 1.0
+    deterministic: bool = True
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.text.hidden_size
+
+    def setup(self):
+        self.visual = VisionTower(self.config.vision)
+        self.lm = LLM(self.config.text)
+
+    def __call__(self, input_ids, attention_mask, visual_mask, frames=None) -> jax.Array:
+        cfg = self.config
+        visual_mask = visual_mask.astype(bool)
+        tokens = jnp.where(visual_mask, cfg.video_token_id, input_ids)
+        x = self.lm.embed(tokens)
+        grid = None
+        if frames is not None:
+            b = frames.shape[0]
+            pixels, grid = qwen_video_patches(frames, cfg)
+            layout = vision_layout([grid] * b, cfg.vision)  # host-side, static shapes
+            feats = self.visual(pixels, layout).reshape(b, -1, x.shape[-1])
+            slot = jnp.clip(jnp.cumsum(visual_mask, axis=1) - 1, 0, feats.shape[1] - 1)
+            gathered = jnp.take_along_axis(feats, slot[..., None], axis=1).astype(x.dtype)
+            x = jnp.where(visual_mask[..., None], gathered, x)
+        positions = qwen_mrope_positions(
+            visual_mask,
+            attention_mask,
+            grid,
+            cfg.vision.spatial_merge_size,
+            cfg.vision.tokens_per_second * self.second_per_grid_t,
+        )
+        hidden, _ = self.lm(
+            None,
+            positions,
+            attention_mask=attention_mask,
+            inputs_embeds=x,
+            deterministic=self.deterministic,
+            return_hidden=True,
+        )
+        return hidden
+
+
+def qwen_backbone(model_config, deterministic: bool = True) -> Qwen25VLBackbone:
+    """`config.model` of configs/clamr.py (backbone 'qwen2_5_vl') -> the backbone, built from
+    `model_dir` (a HF folder or its config.json; no weights read), `num_layers` > 0 keeping the
+    first text layers, LoRA on the language model when `lora_rank` > 0."""
+    m = model_config
+    if not m.model_dir:
+        raise ValueError("config.model.model_dir: a Qwen2.5-VL folder or config.json is needed")
+    overrides = {"num_layers": m.num_layers} if m.num_layers else None
+    config = Qwen25VLConfig.from_hf(m.model_dir, text_overrides=overrides)
+    if m.lora_rank:
+        lora = LoRAConfig(
+            rank=m.lora_rank,
+            alpha=float(m.lora_alpha),
+            dropout=float(m.lora_dropout),
+            targets=tuple(m.lora_targets),
+        )
+        config = config.with_lora(lora)
+    spgt = float(m.get("second_per_grid_t", 1.0))
+    return Qwen25VLBackbone(config, second_per_grid_t=spgt, deterministic=deterministic)
 
 
 class Clamr(nn.Module):

@@ -2,7 +2,9 @@
 
     python launch/train.py --config=configs/clamr.py:tiny --workdir=runs/clamr
 
-Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder), objectives
+Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder; with
+`configs/clamr.py:qwen_tiny` a tiny random Qwen2.5-VL backbone, LoRA + head trained, MiniLM
+token ids folded into its vocabulary as a stand-in tokenizer), objectives
 `jaxmm.tasks.clamr_loss`, evaluation (index -> search -> nDCG / recall / modality accuracy)
 `jaxmm.tasks.clamr_eval`. With an empty `config.data.data_dir` the procedural corpus
 (`jaxmm.data.clamr_synth`) is generated into `<workdir>/data` before training.
@@ -32,6 +34,7 @@ from jaxmm.models.clamr import (
     encode_documents,
     encode_queries,
     load_minilm,
+    qwen_backbone,
 )
 from jaxmm.models.clamr_inputs import NUM_MODALITIES, ClamrInputs, InputConfig
 from jaxmm.models.text_encoder import minilm_model_dir
@@ -61,26 +64,42 @@ class ClamrTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         m, d, loss = config.model, config.data, config.loss
-        if m.backbone != "minilm":
+        self.qwen = m.backbone == "qwen2_5_vl" and bool(m.get("minilm_ids_stand_in", False))
+        if m.backbone != "minilm" and not self.qwen:
             raise NotImplementedError(
-                f"config.model.backbone={m.backbone!r}: the Qwen2.5-VL backbone of the CLaMR "
-                "paper is not implemented in jaxmm yet (only 'minilm'); a backbone plugs in "
-                "through jaxmm.models.clamr.Backbone"
+                f"config.model.backbone={m.backbone!r}: the trainer drives only 'minilm'; the "
+                "Qwen2.5-VL backbone exists (jaxmm.models.clamr.qwen_backbone / "
+                "Qwen25VLBackbone) but its input builder (Qwen tokenizer) and weight loading "
+                "are not wired into this task yet"
             )
         if loss.scoring not in SCORINGS:
             raise ValueError(f"config.loss.scoring must be one of {SCORINGS}, got {loss.scoring!r}")
         if m.pooling == "mean" and (loss.scoring != "token_max" or not m.contextualized):
             raise ValueError("mean pooling needs loss.scoring='token_max', model.contextualized")
-        bert, self.bert_params, tokenizer = load_minilm(
-            m.model_dir or minilm_model_dir(), m.num_layers or None
-        )
-        patches = (d.frame_size // m.patch) ** 2
+        if self.qwen:
+            # Plumbing only (qwen_tiny): the MiniLM tokenizer's ids folded into the tiny random
+            # model's vocabulary (below its special ids); no Qwen tokenizer, no Qwen weights.
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
+            backbone = qwen_backbone(m)
+            self.fold_vocab = min(backbone.config.image_token_id, backbone.config.video_token_id)
+            self.bert_params = None
+            grid_t = -(-d.num_frames // backbone.config.vision.temporal_patch_size)
+            merge = backbone.config.vision.spatial_merge_size
+            n_vis = grid_t * (d.frame_size // m.patch) ** 2 // merge**2
+        else:
+            bert, self.bert_params, tokenizer = load_minilm(
+                m.model_dir or minilm_model_dir(), m.num_layers or None
+            )
+            backbone = MiniLMBackbone(bert, m.patch)
+            n_vis = d.num_frames * (d.frame_size // m.patch) ** 2
         self.inputs = ClamrInputs(
             tokenizer,
             InputConfig(
                 query_len=d.query_len,
                 num_buffer_tokens=d.num_buffer_tokens,
-                num_visual_tokens=d.num_frames * patches,
+                num_visual_tokens=n_vis,
                 budgets=(
                     ("ocr", d.budget_ocr),
                     ("asr", d.budget_asr),
@@ -89,7 +108,7 @@ class ClamrTask(Task):
                 max_doc_len=d.max_doc_len,
             ),
         )
-        self.model = Clamr(MiniLMBackbone(bert, m.patch), m.dim, m.pooling)
+        self.model = Clamr(backbone, m.dim, m.pooling)
         self.root: Path | None = Path(d.data_dir) if d.data_dir else None
         self._splits: dict[str, MultiventSplit] = {}
 
@@ -125,11 +144,16 @@ class ClamrTask(Task):
             texts, separate=not self.config.model.contextualized, names=video_ids
         )
         frames = np.stack([load_frames(v, d.num_frames, d.frame_size) for v in videos])
-        return {"d_ids": docs.ids, "d_mask": docs.mask, "d_mod": docs.modality, "frames": frames}
+        ids = self._fold(docs.ids)
+        return {"d_ids": ids, "d_mask": docs.mask, "d_mod": docs.modality, "frames": frames}
+
+    def _fold(self, ids: np.ndarray) -> np.ndarray:
+        return ids % self.fold_vocab if self.qwen else ids
 
     def query_arrays(self, split: MultiventSplit, query_ids: list[str]) -> dict[str, np.ndarray]:
         queries = [split.queries[q] for q in query_ids]
         ids, mask = self.inputs.queries([q.text for q in queries])
+        ids = self._fold(ids)
         gold = np.array([q.modality_id for q in queries], np.int32)
         return {"q_ids": ids, "q_mask": mask, "gold_modality": gold}
 
@@ -151,6 +175,8 @@ class ClamrTask(Task):
         frames = jnp.zeros((1, c.num_frames, c.frame_size, c.frame_size, 3))
         params = self.model.init(rng, ids, jnp.ones_like(ids), mod, frames)["params"]
         del q
+        if self.qwen:
+            return params  # random init (qwen_tiny); LoRA factors from the model's init
         pretrained = jax.tree.map(jnp.asarray, self.bert_params)
 
         def load(box, value):
@@ -161,6 +187,15 @@ class ClamrTask(Task):
         is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
         bert = jax.tree.map(load, params["backbone"]["bert"], pretrained, is_leaf=is_box)
         return {**params, "backbone": {**params["backbone"], "bert": bert}}
+
+    def trainable_mask(self, params):
+        """LoRA backbones: the LoRA factors and the projection head; else everything."""
+        if not (self.qwen and self.config.model.lora_rank):
+            return None
+        keys = {"lora_a", "lora_b", "head"}
+        return jax.tree_util.tree_map_with_path(
+            lambda p, _: any(getattr(k, "key", None) in keys for k in p), params
+        )
 
     def scores(self, params, batch) -> tuple[jax.Array, int]:
         """In-batch per-modality scores [B, B, M] (M = 1 for token-max / mean pooling)."""
