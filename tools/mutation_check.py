@@ -758,6 +758,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "for r in by_entity[entity][:1] + relations[i : i + facts_per_doc]",
         ("tests/data/test_fact_world.py", "-k", "documents"),
     ),
+    # --- CLaMR on Qwen2.5-VL (tests/models/test_clamr_qwen.py) -------------------------------
+    Mutant(
+        "clamr_qwen_frames_not_spliced",
+        "jaxmm/models/clamr.py",
+        "            x = jnp.where(visual_mask[..., None], gathered, x)",
+        "            x = jnp.where(visual_mask[..., None], x, x)",
+        ("tests/models/test_clamr_qwen.py", "-k", "changed_frame"),
+    ),
+    Mutant(
+        "clamr_qwen_text_after_video_not_shifted",
+        "jaxmm/models/clamr.py",
+        "    text_pos = text_before + jnp.where(after_run, max(h, w), 0)",
+        "    text_pos = text_before + jnp.where(after_run, 0, 0)",
+        ("tests/models/test_clamr_qwen.py", "-k", "hidden_states_equal"),
+    ),
+    Mutant(
+        "clamr_paper_lora_without_down_proj",
+        "configs/clamr.py",
+        '        *("gate_proj", "up_proj", "down_proj"),',
+        '        *("gate_proj", "up_proj"),',
+        ("tests/models/test_clamr_qwen.py", "-k", "paper_config"),
+    ),
 )
 
 
