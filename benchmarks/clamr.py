@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxmm.models.llm import LLM, LLMConfig
+from jaxmm.perf import device_peaks
 from jaxmm.tasks.clamr_loss import clamr_loss, in_batch_scores
 
 # Qwen2.5-VL-3B-Instruct text model (its config.json), tied embeddings.
@@ -62,7 +63,6 @@ TINY = dict(
     head_dim=16,
     tie_embeddings=True,
 )
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "B200": 2250e12}
 MODALITIES = 4
 DIM = 128
 
@@ -148,8 +148,7 @@ def main(argv=None) -> None:
     remat = args.remat or ("full" if on_gpu and not args.smoke else "none")
     # scan_layers: one compiled layer body (36 unrolled layers take minutes to compile).
     cfg = LLMConfig(**shape, dtype=dtype, param_dtype="float32", remat=remat, scan_layers=True)
-    kind = jax.devices()[0].device_kind
-    peak = next((v for k, v in PEAK_BF16.items() if k in kind), None)
+    kind, _, peak = device_peaks()
     print(
         f"device: {kind}  backend: {jax.default_backend()}  dtype: {dtype}  jax {jax.__version__}"
     )

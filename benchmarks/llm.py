@@ -35,6 +35,7 @@ import optax
 from jaxmm.data.packing import make_row, pack
 from jaxmm.data.sft_records import Example
 from jaxmm.models.llm import LLM, LLMConfig, init_cache
+from jaxmm.perf import peak_bf16_flops
 from jaxmm.sharding import DEFAULT_RULES, make_mesh, params_shardings
 from jaxmm.tasks.sft import llm_loss_sum
 
@@ -61,15 +62,6 @@ TINY = dict(
     head_dim=16,
     tie_embeddings=True,
 )
-# Dense bf16 peak FLOP/s by device kind (vendor datasheets, SXM parts).
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "B200": 2250e12}
-
-
-def peak_flops(device, override_tflops: float | None) -> float | None:
-    if override_tflops:
-        return override_tflops * 1e12
-    kind = getattr(device, "device_kind", "")
-    return next((v for k, v in PEAK_BF16.items() if k in kind), None)
 
 
 def train_flops_per_token(cfg: LLMConfig, seq: int) -> float:
@@ -362,13 +354,15 @@ def main(argv=None) -> None:
     device = jax.devices()[0]
     print(f"device: {device.device_kind} x{jax.device_count()}, jax {jax.__version__}")
     if not args.skip_train:
-        bench_train(cfg, args.batch, args.seq, args.steps, peak_flops(device, args.peak_tflops))
+        bench_train(
+            cfg, args.batch, args.seq, args.steps, peak_bf16_flops(device, args.peak_tflops)
+        )
     if not args.skip_sft:
         for seq in (int(x) for x in args.sft_seqs.split(",")):
             both = seq <= args.full_logits_max_seq
             chunks = [args.chunk_tokens, 0] if both else [args.chunk_tokens]
             batch = max(1, args.sft_tokens // seq)
-            peak = peak_flops(device, args.peak_tflops)
+            peak = peak_bf16_flops(device, args.peak_tflops)
             times = bench_sft(cfg, seq, batch, args.steps, peak, chunks)
             if both:
                 print(

@@ -22,14 +22,7 @@ import numpy as np
 from jaxmm.gaussians.camera import Camera, look_at_c2w, rays
 from jaxmm.models import lrm4d
 from jaxmm.nn.transformer import encoder_flops
-
-# Dense bf16 peak FLOP/s per device kind (vendor datasheets, no sparsity).
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
-
-
-def peak_flops() -> float | None:
-    kind = jax.devices()[0].device_kind
-    return next((v for k, v in PEAK_BF16.items() if k in kind), None)
+from jaxmm.perf import peak_bf16_flops
 
 
 def timeit(fn, *args, iters: int) -> float:
@@ -142,7 +135,7 @@ def main() -> None:
         step = bench_train_step("tiny", 2, 2, 32, jnp.float32, 1, "dense", **small)
         print(f"[smoke] train step 2 in / 2 sup at 32²: {step['ms']:.1f} ms")
         return
-    peak = peak_flops()
+    peak = peak_bf16_flops()
     for size_name in ("base", "large"):
         r = bench_forward(size_name, 24, 256, jnp.bfloat16, args.iters)
         x = bench_forward(size_name, 24, 256, jnp.bfloat16, args.iters, impl="xla")

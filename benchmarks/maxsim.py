@@ -28,17 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmm.perf import device_peaks
 from kernels_pallas.maxsim import api
 from kernels_pallas.maxsim import reference as ref
-
-# (HBM bytes/s, dense bf16 FLOP/s) by device_kind substring; first match wins.
-PEAKS = [
-    ("H200", 4.8e12, 989e12),
-    ("H100 PCIe", 2.0e12, 756e12),
-    ("H100", 3.35e12, 989e12),
-    ("A100-SXM4-80GB", 2.04e12, 312e12),
-    ("A100", 1.56e12, 312e12),
-]
 
 
 @dataclasses.dataclass
@@ -73,14 +65,6 @@ def cases(smoke: bool) -> list[Case]:
         Case("c: CLaMR modality-max", 16, 64, 4096, 2048, modalities=4),
         Case("d: train in-batch B=32", 32, 64, 32, 2048, modalities=4, train=True),
     ]
-
-
-def device_peaks():
-    kind = jax.devices()[0].device_kind
-    for key, bw, flops in PEAKS:
-        if key in kind:
-            return kind, bw, flops
-    return kind, None, None
 
 
 def timeit(fn, *args, iters: int) -> float:
