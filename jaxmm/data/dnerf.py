@@ -9,14 +9,13 @@
 NeRF-synthetic folders (static scenes) have no `time`: when no frame of a file has one, every
 time is 0; a file where only some frames have one is an error naming the first without it.
 `transform_matrix` is an OpenGL-axes camera-to-world matrix (converted by `Camera.from_dnerf`).
-Times are stored in [0, 1]; `model_times` maps them to the model's [-1, 1].
+Times are stored in [0, 1] (`PosedImages.model_times` maps them to the model's [-1, 1]).
 Every malformed input raises `DNerfFormatError` naming the file and the field, before any
 device work.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -25,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from jaxmm.gaussians.camera import Camera, stack_cameras
+from jaxmm.data.posed import PosedImages
 
 SPLITS = ("train", "val", "test")
 
@@ -36,42 +35,6 @@ class SceneFolderError(ValueError):
 
 class DNerfFormatError(SceneFolderError):
     """A transforms file, frame field or image is missing or malformed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DNerfSplit:
-    images: np.ndarray  # [N, H, W, 3] float32 in [0, 1], composited on `background`
-    times: np.ndarray  # [N] float32 as stored in the file (D-NeRF: [0, 1])
-    c2w: np.ndarray  # [N, 4, 4] float32, OpenCV axes
-    focal: float  # pixels, after any resize
-    paths: tuple[str, ...]
-    alphas: np.ndarray | None = None  # [N, H, W] float32 in [0, 1] (1 where the PNG has none)
-    background: str = "white"
-
-    @property
-    def num(self) -> int:
-        return len(self.times)
-
-    @property
-    def height(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.images.shape[2]
-
-    def camera(self, i: int) -> Camera:
-        return Camera.create(
-            self.c2w[i], self.focal, self.focal, width=self.width, height=self.height
-        )
-
-    def cameras(self, indices: Sequence[int] | None = None) -> Camera:
-        indices = range(self.num) if indices is None else indices
-        return stack_cameras([self.camera(int(i)) for i in indices])
-
-    def model_times(self) -> np.ndarray:
-        """Stored [0, 1] times mapped to the model's [-1, 1]."""
-        return (2.0 * self.times - 1.0).astype(np.float32)
 
 
 def _read_json(path: str) -> dict:
@@ -148,7 +111,7 @@ def load_split(
     max_frames: int | None = None,
     background: str = "white",
     seed: int = 0,
-) -> DNerfSplit:
+) -> PosedImages:
     """Reads `root/transforms_<split>.json` and its images (optionally resized to image_size).
 
     Images are composited on `background` (white as D-NeRF evaluates, black, or a random
@@ -224,16 +187,17 @@ def load_split(
     rng = np.random.default_rng(seed)
     rgba = np.stack(images).astype(np.float32)
     opengl_to_opencv = np.diag([1.0, -1.0, -1.0, 1.0])
-    return DNerfSplit(
+    n, h, w = len(rgba), rgba.shape[1], rgba.shape[2]
+    return PosedImages(
         images=np.stack([composite_background(im, background, rng) for im in rgba]).astype(
             np.float32
         ),
-        times=np.asarray(times, np.float32),
-        c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),
-        focal=float(focal),
-        paths=tuple(paths),
         alphas=rgba[..., 3],
+        c2w=np.stack([m @ opengl_to_opencv for m in c2ws]).astype(np.float32),
+        intrinsics=np.tile(np.array([focal, focal, 0.5 * w, 0.5 * h], np.float32), (n, 1)),
+        names=tuple(paths),
         background=background,
+        times=np.asarray(times, np.float32),
     )
 
 

@@ -11,7 +11,6 @@ import dataclasses
 
 import numpy as np
 
-from jaxmm.data.dnerf import DNerfSplit
 from jaxmm.gaussians.camera import Camera
 
 
@@ -50,17 +49,15 @@ class PosedImages:
         centres = self.c2w[:, :3, 3]
         return 1.1 * float(np.max(np.linalg.norm(centres - centres.mean(0), axis=-1)) or 1.0)
 
-    @classmethod
-    def from_dnerf(cls, split: DNerfSplit, dynamic: bool) -> PosedImages:
-        n, h, w = split.num, split.height, split.width
-        intr = np.tile(np.array([split.focal, split.focal, 0.5 * w, 0.5 * h], np.float32), (n, 1))
-        alphas = split.alphas if split.alphas is not None else np.ones((n, h, w), np.float32)
-        return cls(
-            images=split.images,
-            alphas=alphas,
-            c2w=split.c2w,
-            intrinsics=intr,
-            names=split.paths,
-            background=split.background,
-            times=split.times if dynamic else None,
-        )
+    def model_times(self) -> np.ndarray:
+        """Stored [0, 1] times (D-NeRF's convention) mapped to the model's [-1, 1]."""
+        if self.times is None:
+            raise ValueError("model_times: these views have no times (a static scene)")
+        return (2.0 * self.times - 1.0).astype(np.float32)
+
+    def focal(self) -> float:
+        """The shared focal length in pixels; a ValueError when views differ (COLMAP)."""
+        fx = self.intrinsics[:, :2]
+        if not np.allclose(fx, fx.flat[0]):
+            raise ValueError("focal: the views have different focal lengths; use intrinsics")
+        return float(fx.flat[0])

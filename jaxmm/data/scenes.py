@@ -10,6 +10,7 @@ times. Errors name the folder, file and field (`SceneFolderError` and its subcla
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax.numpy as jnp
@@ -74,7 +75,8 @@ def load_scene(
         h, w = _dnerf_size(root, split)
         size = (h // int(downscale), w // int(downscale))
     s = dnerf.load_split(root, split, image_size=size, background=background, seed=seed)
-    return PosedImages.from_dnerf(s, dynamic=bool(np.ptp(s.times) > 0))
+    # NeRF-synthetic folders store no times (all 0): a static scene.
+    return s if np.ptp(s.times) > 0 else dataclasses.replace(s, times=None)
 
 
 def procedural_scene(seed: int = 0) -> G.Gaussians3D:

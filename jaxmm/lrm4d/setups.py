@@ -177,10 +177,7 @@ def dnerf_eval_clip(root: str, setup: str, num_inputs: int, image_size: int | No
             f"{name}_images": split.images[idx],
             f"{name}_times": split.model_times()[idx],
             f"{name}_c2w": split.c2w[idx],
-            f"{name}_intrinsics": np.tile(
-                np.array([split.focal, split.focal, split.width / 2, split.height / 2], np.float32),
-                (len(idx), 1),
-            ),
+            f"{name}_intrinsics": split.intrinsics[idx],
         }
     return clip
 

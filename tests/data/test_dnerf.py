@@ -34,13 +34,14 @@ def test_round_trip_composites_on_white_and_converts_axes(tmp_path):
     expected = q(images) * q(alphas)[..., None] + (1 - q(alphas)[..., None])
     np.testing.assert_allclose(s.images, expected, atol=1e-6)
     np.testing.assert_allclose(s.c2w, c2w, atol=1e-6)  # OpenCV in, OpenGL on disk, OpenCV out
-    np.testing.assert_allclose(s.focal, 10.0, rtol=1e-6)
+    np.testing.assert_allclose(s.focal(), 10.0, rtol=1e-6)
+    np.testing.assert_allclose(s.intrinsics[0], [10.0, 10.0, 4.0, 4.0], rtol=1e-6)
     np.testing.assert_allclose(s.model_times(), [-1, 0, 1], atol=1e-6)
     cams = s.cameras()
     assert cams.c2w.shape == (3, 4, 4) and cams.width == 8
     half = load_split(str(tmp_path), "train", image_size=4)
     assert half.images.shape == (3, 4, 4, 3)
-    np.testing.assert_allclose(half.focal, 5.0, rtol=1e-6)
+    np.testing.assert_allclose(half.focal(), 5.0, rtol=1e-6)
 
 
 def test_missing_transforms_file(tmp_path):
