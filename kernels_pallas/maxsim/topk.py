@@ -14,13 +14,15 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from kernels_pallas.maxsim import pallas_gpu, reference
+from kernels_pallas.maxsim import pallas_gpu, pallas_persistent, reference
 from kernels_pallas.maxsim.padding import (
     KernelConfig,
     next_pow2,
     pad_axis,
     pad_docs,
+    pad_docs_2d,
     pad_queries,
+    scan_programs,
 )
 
 MAX_FUSED_K = 128  # the fused kernel keeps next_pow2(k) candidates per query in registers
@@ -34,6 +36,19 @@ def fused_topk(
     n_q = queries.shape[0]
     w = reference.query_weights(q_mask, normalize)
     q, w = pad_queries(queries, w, cfg.block_q)
+    if cfg.schedule == "persistent":  # `splits` = programs along the document axis
+        tokens, mod, doc_len, tile = pad_docs_2d(docs, side, cfg)
+        n_d_p = tokens.shape[0] // doc_len
+        n_groups = tokens.shape[0] // max(tile, doc_len)
+        programs = scan_programs(q.shape[0] // cfg.block_q, n_groups, splits or cfg.num_programs)
+        cand_s, cand_i = pallas_persistent.maxsim_persistent_topk_pallas(
+            q, w, tokens, mod, pad_axis(valid.astype(jnp.int8), 0, n_d_p), num_modalities,
+            doc_len=doc_len, tile=tile, num_programs=programs,
+            topk_width=max(next_pow2(k), 2), block_q=cfg.block_q,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
+        )  # fmt: skip
+        top_s, pos = jax.lax.top_k(cand_s[:n_q], k)
+        return top_s, jnp.take_along_axis(cand_i[:n_q], pos, axis=1)
     d, mod, block_t = pad_docs(docs, side, cfg)
     n_q_p, n_d_p = q.shape[0], d.shape[0]
     v = pad_axis(valid.astype(jnp.int8), 0, n_d_p)
