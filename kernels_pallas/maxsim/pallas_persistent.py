@@ -49,6 +49,14 @@ from kernels_pallas.maxsim.pallas_gpu import _NO_ARG, NEG_INF, _fold_chunk
 _NO_MODALITY = 127  # above every int8 modality id
 
 
+def tile_modality(mod):
+    """mod [G, bt] int ids (0 = padding) -> (the modality of each document's tokens in the
+    tile [G] (0: all padding), whether every document's non-padding ids are all equal)."""
+    hi = mod.max(axis=-1)
+    lo = jnp.where(mod > 0, mod, _NO_MODALITY).min(axis=-1)
+    return hi, jnp.min(lo - hi) >= 0
+
+
 def _fold_tile(s, mod, pos, maxes, args, num_modalities, track_argmax):
     """Folds a [rows, G, bt] score tile into the running per-modality maxima [rows, G].
 
@@ -58,9 +66,7 @@ def _fold_tile(s, mod, pos, maxes, args, num_modalities, track_argmax):
     """
     if num_modalities == 1:
         return _fold_chunk(s, mod, pos, maxes, args, 1, track_argmax)
-    hi = mod.max(axis=-1)  # [G]: the document's modality in this tile (0: all padding)
-    lo = jnp.where(mod > 0, mod, _NO_MODALITY).min(axis=-1)
-    uniform = jnp.min(lo - hi) >= 0  # each document's non-padding ids are all equal
+    hi, uniform = tile_modality(mod)
 
     def one_pass(carry):
         maxes, args = carry
@@ -127,8 +133,10 @@ def _my_groups(n_groups, num_programs):
     return p, (n_groups - p + num_programs - 1) // num_programs
 
 
-def _scores_kernel(q_ref, qw_ref, d_ref, mod_ref, out_ref, *maybe_arg_ref, num_modalities,
-                   tile, docs_per_tile, group_rows, n_groups, num_programs, track_argmax):  # fmt: skip
+def _scores_kernel(
+    q_ref, qw_ref, d_ref, mod_ref, out_ref, *maybe_arg_ref, num_modalities, tile,
+    docs_per_tile, group_rows, n_groups, num_programs, track_argmax,
+):  # fmt: skip
     arg_ref = maybe_arg_ref[0] if track_argmax else None
     block_q, q_len, dim = q_ref.shape
     rows = block_q * q_len
