@@ -816,6 +816,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "scores = scores",
         (*MAXSIM_PAD_TESTS, "-k", "persistent"),
     ),
+    Mutant(
+        "maxsim_persistent_uniform_tiles_take_m_passes",
+        "kernels_pallas/maxsim/pallas_persistent.py",
+        "return jax.lax.cond(uniform, one_pass, m_passes, (maxes, args))",
+        "return jax.lax.cond(uniform, m_passes, m_passes, (maxes, args))",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "tile_work"),
+    ),
 )
 
 

@@ -159,3 +159,49 @@ def test_modality_gradients_match_reference():
     for a, b in zip(got, want, strict=True):
         scale = float(jnp.max(jnp.abs(b)))
         np.testing.assert_allclose(a, b, atol=GRAD_TOL["atol"] * scale, rtol=GRAD_TOL["rtol"])
+
+
+def _tile_ops(jaxpr, size, branch="", counts=None, in_kernel=False):
+    """Ops inside the pallas_call whose output has >= `size` elements (the [rows, tile] score
+    tile and the [tile, dim] document tile), counted per lax.cond branch ("" = outside)."""
+    counts = {} if counts is None else counts
+    for eqn in jaxpr.eqns:
+        big = any(np.prod(v.aval.shape) >= size for v in eqn.outvars if hasattr(v.aval, "shape"))
+        if in_kernel and big:
+            counts[branch] = counts.get(branch, 0) + 1
+        for k, v in enumerate(x for p in eqn.params.values() for x in _as_seq(p)):
+            sub = getattr(v, "jaxpr", v)
+            if hasattr(sub, "eqns"):
+                name = f"{branch}/branch{k}" if eqn.primitive.name == "cond" else branch
+                _tile_ops(sub, size, name, counts, in_kernel or eqn.primitive.name == "pallas_call")
+    return counts
+
+
+def _as_seq(p):
+    return p if isinstance(p, (tuple, list)) else (p,)
+
+
+def test_uniform_tiles_fold_with_the_plain_kernels_tile_work():
+    """Issue 13's modality target (modality-max <= 1.2x plain) rests on this: on a
+    modality-uniform tile the 4-modality fold does as many ops on the [rows, tile] score tile
+    as plain MaxSim (one masked max; its M selects act on the reduced [rows, docs] tile),
+    where the blocked kernel's fold, and the mixed-tile branch, do M masked passes."""
+    S = jax.ShapeDtypeStruct
+    q, qm = S((2, 64, 128), jnp.bfloat16), S((2, 64), jnp.bool_)
+    d, mod = S((8, 512, 128), jnp.bfloat16), S((8, 512), jnp.int32)
+    size = 128 * 128  # rows = 2 queries x 64 tokens; tile = 128 document rows
+
+    def count(m, schedule):
+        fn = lambda *a: api.maxsim_modality(  # noqa: E731
+            *a, m, impl="pallas", interpret=False, schedule=schedule
+        )
+        return _tile_ops(jax.make_jaxpr(fn)(q, qm, d, mod).jaxpr, size)
+
+    plain = count(1, "persistent")[""]
+    four = count(4, "persistent")
+    branches = sorted(v for k, v in four.items() if k)
+    assert len(branches) == 2  # the one-pass and the M-pass folds
+    assert four[""] + branches[0] == plain
+    assert four[""] + branches[1] > plain + 8  # M = 4 masked passes: 3 more of each op
+    blocked = count(4, "blocked")[""]
+    assert blocked > count(1, "blocked")[""] + 8
