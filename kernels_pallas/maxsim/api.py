@@ -82,7 +82,8 @@ def maxsim(
 ) -> jax.Array:
     """MaxSim scores [n_q, n_d] (fp32). queries [n_q, q_len, dim] + q_mask [n_q, q_len];
     docs [n_d, d_len, dim] + d_mask [n_d, d_len]; fp32 or bf16 inputs, fp32 accumulation.
-    `block_overrides` (block_q, block_d, block_t, num_warps, num_stages) tune the kernel."""
+    `block_overrides` (block_q, block_d, block_t, num_warps, num_stages; `schedule` "blocked"
+    or "persistent" and its `num_programs`, `padding.KernelConfig`) tune the kernel."""
     _check_inputs(queries, q_mask, docs, "d_mask", d_mask)
     impl, interpret = _resolve("maxsim", impl, interpret)
     if impl == "reference":

@@ -23,6 +23,10 @@ and argmax variants), `maxsim_packed_pallas` (variable-length docs addressed by 
 data-dependent loop per document) and `maxsim_topk_pallas` (fused search: a running top-k per
 query kept on chip while a program streams its split of the corpus).
 
+These are the "blocked" scan schedule (`KernelConfig.schedule`, the default); the
+"persistent" one (2-D document tiles, a persistent grid, a one-pass fold for modality-uniform
+tiles) is in `pallas_persistent.py` and reuses `_fold_chunk` for mixed tiles.
+
 Modality ids / masks travel as int8 (a quarter of the bytes of int32 next to the documents).
 Kernel contract (padding.py pads to it): all block dims are powers of two,
 block_q * q_len >= 16 (tl.dot needs M >= 16), d_len is a multiple of block_t, n_q and n_d are
