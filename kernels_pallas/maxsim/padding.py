@@ -11,6 +11,9 @@ The public ops pad to it here (zeros: a zero query token has weight 0, a zero em
 column leaves every dot product unchanged, a zero doc token is masked out). Callers that keep
 a corpus on device (`jaxmm.retrieval.MultiVectorIndex`) pad once with the same functions so
 no search re-pads it.
+The persistent scan schedule (`KernelConfig.schedule`, SCHEDULES) views the padded documents
+as 2-D rows [n_d * doc_len, dim] and loads contiguous tiles of them: `scan_plan` picks
+(doc_len, tile) and `pad_docs_2d` pads to it; `scan_programs` sizes its grid.
 """
 
 from __future__ import annotations
