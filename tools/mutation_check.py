@@ -823,6 +823,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "return jax.lax.cond(uniform, m_passes, m_passes, (maxes, args))",
         ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "tile_work"),
     ),
+    Mutant(
+        "maxsim_fused_topk_ties_by_program_order",
+        "kernels_pallas/maxsim/topk.py",
+        "neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=2)",
+        "neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=1, is_stable=True)",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "ties"),
+    ),
 )
 
 

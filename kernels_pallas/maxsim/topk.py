@@ -47,8 +47,7 @@ def fused_topk(
             topk_width=max(next_pow2(k), 2), block_q=cfg.block_q,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
         )  # fmt: skip
-        top_s, pos = jax.lax.top_k(cand_s[:n_q], k)
-        return top_s, jnp.take_along_axis(cand_i[:n_q], pos, axis=1)
+        return merge_candidates(cand_s[:n_q], cand_i[:n_q], k)
     d, mod, block_t = pad_docs(docs, side, cfg)
     n_q_p, n_d_p = q.shape[0], d.shape[0]
     v = pad_axis(valid.astype(jnp.int8), 0, n_d_p)
@@ -60,8 +59,15 @@ def fused_topk(
         block_q=cfg.block_q, block_d=cfg.block_d, block_t=block_t,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
     )  # fmt: skip
-    top_s, pos = jax.lax.top_k(cand_s[:n_q], k)
-    return top_s, jnp.take_along_axis(cand_i[:n_q], pos, axis=1)
+    return merge_candidates(cand_s[:n_q], cand_i[:n_q], k)
+
+
+def merge_candidates(cand_s: jax.Array, cand_i: jax.Array, k: int):
+    """The best k of the programs' candidates [n_q, C] (score, doc id), exact ties to the
+    lower doc id, as `lax.top_k` over all scores gives: the candidates' order follows which
+    program scanned a document (grid-stride in the persistent schedule), not its id."""
+    neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=2)
+    return -neg_s[:, :k], ids[:, :k]
 
 
 def scan_topk(

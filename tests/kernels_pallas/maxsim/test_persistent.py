@@ -205,3 +205,22 @@ def test_uniform_tiles_fold_with_the_plain_kernels_tile_work():
     assert four[""] + branches[1] > plain + 8  # M = 4 masked passes: 3 more of each op
     blocked = count(4, "blocked")[""]
     assert blocked > count(1, "blocked")[""] + 8
+
+
+@pytest.mark.parametrize("schedule", padding.SCHEDULES)
+def test_fused_topk_breaks_exact_ties_by_lower_doc_id(schedule):
+    """Duplicate documents (common in real corpora) score exactly the same. The reference,
+    lax.top_k over all scores, returns the lower doc id first; so must the fused search,
+    whichever program scanned each copy (with 3 programs, docs 2 and 6 are scanned by
+    different programs in both schedules; k = n_d orders every tie)."""
+    q, q_mask, d, d_mod = _inputs(seed=9, n_d=9, d_len=16)
+    d_mask = d_mod > 0
+    for src, dst in ((2, 6), (2, 7), (4, 3), (0, 8)):
+        d, d_mask = d.at[dst].set(d[src]), d_mask.at[dst].set(d_mask[src])
+    got_s, got_i = api.maxsim_topk(
+        q, q_mask, d, d_mask, 9, **PALLAS_INTERPRET, schedule=schedule, num_splits=3,
+        block_d=1, block_t=16,
+    )  # fmt: skip
+    want_s, want_i = ref.maxsim_topk(q, q_mask, d, d_mask, 9)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_s, want_s, **VALUE_TOL)
