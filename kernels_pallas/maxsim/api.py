@@ -204,7 +204,7 @@ def maxsim_topk(
 
     Pallas path (k <= MAX_FUSED_K): one fused kernel; the documents are cut into `num_splits`
     contiguous ranges, each program streams its range block by block and keeps a running
-    top-k per query on chip; the split candidates are merged with `lax.top_k`.
+    top-k per query on chip; the split candidates are merged by (score, lower doc id).
     Reference path (CPU) and large k: a `lax.scan` over chunks of `chunk_docs` documents,
     merging each chunk's scores into a running top-k, so only [n_q, chunk_docs] scores exist.
     With `d_modality`, the score is CLaMR's modality-max. `doc_valid` [n_d] bool masks

@@ -1,10 +1,11 @@
 """Top-k MaxSim search without materialising all scores: the fused kernel and the chunked scan.
 
-Fused (Pallas, k <= MAX_FUSED_K): the documents are cut into `num_splits` contiguous ranges,
-each program streams its range block by block and keeps a running top-k per query on chip; the
-split candidates are merged with `lax.top_k`. Scan (reference path, or large k): a `lax.scan`
-over chunks of `chunk_docs` documents merging each chunk's scores into a running top-k, so only
-[n_q, chunk_docs] scores exist at a time.
+Fused (Pallas, k <= MAX_FUSED_K): the documents are cut into `num_splits` contiguous ranges
+(schedule "blocked") or walked grid-stride by `num_splits` programs ("persistent"); each
+program keeps a running top-k per query on chip, and the candidates are merged by (score,
+lower doc id). Scan (reference path, or large k): a `lax.scan` over chunks of `chunk_docs`
+documents merging each chunk's scores into a running top-k, so only [n_q, chunk_docs] scores
+exist at a time.
 """
 
 from __future__ import annotations
