@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from kernels_pallas import triton
-from kernels_pallas.maxsim.pallas_gpu import _NO_ARG, NEG_INF, _fold_chunk
+from kernels_pallas.maxsim.pallas_gpu import NEG_INF, NO_ARG, fold_chunk
 
 _NO_MODALITY = 127  # above every int8 modality id
 
@@ -65,7 +65,7 @@ def _fold_tile(s, mod, pos, maxes, args, num_modalities, track_argmax):
     reduced tile; any other tile takes the M-pass fold of the blocked kernel.
     """
     if num_modalities == 1:
-        return _fold_chunk(s, mod, pos, maxes, args, 1, track_argmax)
+        return fold_chunk(s, mod, pos, maxes, args, 1, track_argmax)
     hi, uniform = tile_modality(mod)
 
     def one_pass(carry):
@@ -75,7 +75,7 @@ def _fold_tile(s, mod, pos, maxes, args, num_modalities, track_argmax):
         tile_max = sm.max(axis=-1)  # [rows, G]
         if track_argmax:
             hit = valid & (sm == tile_max[..., None])
-            tile_arg = jnp.where(hit, pos[None], _NO_ARG).min(axis=-1)
+            tile_arg = jnp.where(hit, pos[None], NO_ARG).min(axis=-1)
         new_maxes, new_args = [], []
         for m in range(num_modalities):
             better = (hi == m + 1)[None] & (tile_max > maxes[m])
@@ -85,7 +85,7 @@ def _fold_tile(s, mod, pos, maxes, args, num_modalities, track_argmax):
         return tuple(new_maxes), tuple(new_args)
 
     def m_passes(carry):
-        return _fold_chunk(s, mod, pos, *carry, num_modalities, track_argmax)
+        return fold_chunk(s, mod, pos, *carry, num_modalities, track_argmax)
 
     return jax.lax.cond(uniform, one_pass, m_passes, (maxes, args))
 
@@ -111,7 +111,7 @@ def _scan_group(q, d_ref, mod_ref, group, *, rows, tile, docs_per_tile, group_ro
     init = (
         tuple(jnp.full((rows, g_docs), NEG_INF, jnp.float32) for _ in range(num_modalities)),
         tuple(
-            jnp.full((rows, g_docs), _NO_ARG, jnp.int32)
+            jnp.full((rows, g_docs), NO_ARG, jnp.int32)
             for _ in range(num_modalities if track_argmax else 0)
         ),
     )
@@ -156,7 +156,7 @@ def _scores_kernel(
         for m in range(num_modalities):
             out_ref[m, pl.ds(q0, block_q), docs] = _weighted(maxes[m], qw, block_q, q_len)
             if track_argmax:
-                empty = jnp.isneginf(maxes[m]) | (args[m] == _NO_ARG)
+                empty = jnp.isneginf(maxes[m]) | (args[m] == NO_ARG)
                 arg = jnp.where(empty, -1, args[m]).reshape(block_q, q_len, docs_per_tile)
                 arg_ref[m, pl.ds(q0, block_q), :, docs] = arg
         return carry
