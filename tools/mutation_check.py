@@ -780,6 +780,56 @@ MUTANTS: tuple[Mutant, ...] = (
         '        *("gate_proj", "up_proj"),',
         ("tests/models/test_clamr_qwen.py", "-k", "paper_config"),
     ),
+    # --- MaxSim persistent scan (issue 13; tests/kernels_pallas/maxsim/test_persistent.py) ---
+    Mutant(
+        "maxsim_schedule_option_ignored",
+        "kernels_pallas/maxsim/vjp.py",
+        'if cfg.schedule == "persistent":\n        tokens, side, doc_len, tile',
+        "if False:\n        tokens, side, doc_len, tile",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "schedule_selects"),
+    ),
+    Mutant(
+        "maxsim_persistent_one_pass_modality_off_by_one",
+        "kernels_pallas/maxsim/pallas_persistent.py",
+        "better = (hi == m + 1)[None] & (tile_max > maxes[m])",
+        "better = (hi == m)[None] & (tile_max > maxes[m])",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "segments"),
+    ),
+    Mutant(
+        "maxsim_persistent_padding_makes_tiles_mixed",
+        "kernels_pallas/maxsim/pallas_persistent.py",
+        "lo = jnp.where(mod > 0, mod, _NO_MODALITY).min(axis=-1)",
+        "lo = mod.min(axis=-1)",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "tile_modality"),
+    ),
+    Mutant(
+        "maxsim_persistent_grid_stride_drops_last_group",
+        "kernels_pallas/maxsim/pallas_persistent.py",
+        "return p, (n_groups - p + num_programs - 1) // num_programs",
+        "return p, (n_groups - p) // num_programs",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "plain_matches"),
+    ),
+    Mutant(
+        "maxsim_persistent_topk_ignores_doc_valid",
+        "kernels_pallas/maxsim/pallas_persistent.py",
+        "scores = jnp.where(doc_ok[None, :] != 0, scores, NEG_INF)",
+        "scores = scores",
+        (*MAXSIM_PAD_TESTS, "-k", "persistent"),
+    ),
+    Mutant(
+        "maxsim_persistent_uniform_tiles_take_m_passes",
+        "kernels_pallas/maxsim/pallas_persistent.py",
+        "return jax.lax.cond(uniform, one_pass, m_passes, (maxes, args))",
+        "return jax.lax.cond(uniform, m_passes, m_passes, (maxes, args))",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "tile_work"),
+    ),
+    Mutant(
+        "maxsim_fused_topk_ties_by_program_order",
+        "kernels_pallas/maxsim/topk.py",
+        "neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=2)",
+        "neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=1, is_stable=True)",
+        ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "ties"),
+    ),
 )
 
 

@@ -82,7 +82,8 @@ def maxsim(
 ) -> jax.Array:
     """MaxSim scores [n_q, n_d] (fp32). queries [n_q, q_len, dim] + q_mask [n_q, q_len];
     docs [n_d, d_len, dim] + d_mask [n_d, d_len]; fp32 or bf16 inputs, fp32 accumulation.
-    `block_overrides` (block_q, block_d, block_t, num_warps, num_stages) tune the kernel."""
+    `block_overrides` (block_q, block_d, block_t, num_warps, num_stages; `schedule` "blocked"
+    or "persistent" and its `num_programs`, `padding.KernelConfig`) tune the kernel."""
     _check_inputs(queries, q_mask, docs, "d_mask", d_mask)
     impl, interpret = _resolve("maxsim", impl, interpret)
     if impl == "reference":
@@ -203,7 +204,7 @@ def maxsim_topk(
 
     Pallas path (k <= MAX_FUSED_K): one fused kernel; the documents are cut into `num_splits`
     contiguous ranges, each program streams its range block by block and keeps a running
-    top-k per query on chip; the split candidates are merged with `lax.top_k`.
+    top-k per query on chip; the split candidates are merged by (score, lower doc id).
     Reference path (CPU) and large k: a `lax.scan` over chunks of `chunk_docs` documents,
     merging each chunk's scores into a running top-k, so only [n_q, chunk_docs] scores exist.
     With `d_modality`, the score is CLaMR's modality-max. `doc_valid` [n_d] bool masks

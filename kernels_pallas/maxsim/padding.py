@@ -11,6 +11,9 @@ The public ops pad to it here (zeros: a zero query token has weight 0, a zero em
 column leaves every dot product unchanged, a zero doc token is masked out). Callers that keep
 a corpus on device (`jaxmm.retrieval.MultiVectorIndex`) pad once with the same functions so
 no search re-pads it.
+The persistent scan schedule (`KernelConfig.schedule`, SCHEDULES) views the padded documents
+as 2-D rows [n_d * doc_len, dim] and loads contiguous tiles of them: `scan_plan` picks
+(doc_len, tile) and `pad_docs_2d` pads to it; `scan_programs` sizes its grid.
 """
 
 from __future__ import annotations
@@ -30,6 +33,22 @@ TOKEN_MULTIPLE = 32
 # Shared memory the dot operands may take per program: under the A100's 163 KiB and the H100's
 # 227 KiB opt-in limits, so one config compiles on both.
 SHARED_MEMORY_BUDGET = 160 * 1024
+# The two scan schedules (KernelConfig.schedule). "blocked": one program per (query block,
+# document block), 3-D document tiles (the kernel measured on an H200, docs/gpu_results.md).
+# "persistent": documents viewed as 2-D [n_d * doc_len, dim] rows, contiguous [tile, dim]
+# loads, a grid of a few programs per SM each walking many document groups, and a cheap
+# modality fold for modality-uniform tiles (pallas_persistent.py). The default stays
+# "blocked" until a GPU A/B (benchmarks/maxsim.py times both) says the new one wins.
+SCHEDULES = ("blocked", "persistent")
+DEFAULT_SCHEDULE = "blocked"
+# Persistent grid: programs per SM along the document axis (two [128, 128] bf16 tiles x 3
+# stages fit the H100/H200's 227 KiB of shared memory per SM), and the SM count used when
+# the device does not report one (H100 / H200 SXM: 132).
+PROGRAMS_PER_SM = 2
+FALLBACK_SM_COUNT = 132
+# A persistent scan plan may pad a document by this fraction more than the tightest plan to
+# get a larger (fewer-iteration) token tile.
+PLAN_SLACK = 1 / 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +61,12 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 3
     interpret: bool = False
+    schedule: str = DEFAULT_SCHEDULE  # "blocked" | "persistent" (SCHEDULES)
+    num_programs: int = 0  # persistent: programs along the document axis; 0 = scan_programs()
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 def next_pow2(n: int) -> int:
@@ -174,7 +199,54 @@ def pad_packed(doc_tokens: jax.Array, doc_offsets: jax.Array, doc_modality: jax.
     return tokens, offsets, mod
 
 
+def scan_plan(d_len: int, tile: int) -> tuple[int, int]:
+    """The persistent schedule's (doc_len, tile rows) for documents of `d_len` tokens.
+
+    Documents are rows of one 2-D array [n_d * doc_len, dim] and every load is a contiguous
+    [tile, dim] block of it, so a tile must hold whole documents (doc_len divides tile: short
+    documents, `tile // doc_len` per tile) or a whole share of one (tile divides doc_len).
+    Candidates: doc_len = next_pow2(d_len) with the full `tile` (whole documents per tile),
+    and doc_len = round_up(d_len, t) for every power of two t in [MIN_DOT, tile]. Among the
+    plans within PLAN_SLACK of the least padding, the largest tile wins (fewer loop steps).
+    """
+    tile = max(next_pow2(tile), MIN_DOT)
+    plans = []
+    if next_pow2(d_len) <= tile:
+        plans.append((next_pow2(d_len), tile))
+    t = tile
+    while t >= MIN_DOT:
+        plans.append((round_up(d_len, t), t))
+        t //= 2
+    least = min(doc_len for doc_len, _ in plans)
+    return next(p for p in plans if p[0] <= least * (1 + PLAN_SLACK))
+
+
+def scan_programs(n_q_blocks: int, n_groups: int, num_programs: int = 0) -> int:
+    """Programs along the persistent grid's document axis: `num_programs` when given, else
+    PROGRAMS_PER_SM x the device's SM count shared among the query blocks; never more than
+    there are document groups."""
+    if not num_programs:
+        sms = getattr(jax.devices()[0], "core_count", None) or FALLBACK_SM_COUNT
+        num_programs = max(1, PROGRAMS_PER_SM * sms // max(n_q_blocks, 1))
+    return max(1, min(num_programs, n_groups))
+
+
+def pad_docs_2d(docs: jax.Array, d_side: jax.Array, cfg: KernelConfig):
+    """docs [n_d, d_len, dim], d_side [n_d, d_len] -> the persistent schedule's operands:
+    (tokens [n_d_p * doc_len, dim], int8 side [n_d_p * doc_len], doc_len, tile) with doc_len
+    and tile from `scan_plan(d_len, block_d * block_t)` and n_d_p a multiple of the documents
+    per tile. The 2-D view is a free reshape of the padded 3-D array."""
+    n_d, d_len, dim = docs.shape
+    doc_len, tile = scan_plan(d_len, cfg.block_d * cfg.block_t)
+    n_d_p = round_up(n_d, max(1, tile // doc_len))
+    d = pad_axis(pad_axis(pad_axis(docs, 1, doc_len), 2, padded_dim(dim)), 0, n_d_p)
+    side = pad_axis(pad_axis(d_side.astype(jnp.int8), 1, doc_len), 0, n_d_p)
+    return d.reshape(n_d_p * doc_len, d.shape[-1]), side.reshape(-1), doc_len, tile
+
+
 def dot_shapes(q_len: int, d_len: int, dim: int, cfg: KernelConfig) -> tuple[int, int, int]:
     """(M, K, N) of the `tl.dot` in the padded and top-k kernels for these unpadded sizes."""
     m = cfg.block_q * padded_q_len(q_len, cfg.block_q)
+    if cfg.schedule == "persistent":  # N = the contiguous token tile
+        return m, padded_dim(dim), scan_plan(d_len, cfg.block_d * cfg.block_t)[1]
     return m, padded_dim(dim), cfg.block_d * token_block(d_len, cfg.block_t, cfg.block_d)

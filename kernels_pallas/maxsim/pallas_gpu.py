@@ -23,6 +23,10 @@ and argmax variants), `maxsim_packed_pallas` (variable-length docs addressed by 
 data-dependent loop per document) and `maxsim_topk_pallas` (fused search: a running top-k per
 query kept on chip while a program streams its split of the corpus).
 
+These are the "blocked" scan schedule (`KernelConfig.schedule`, the default); the
+"persistent" one (2-D document tiles, a persistent grid, a one-pass fold for modality-uniform
+tiles) is in `pallas_persistent.py` and reuses `fold_chunk` for mixed tiles.
+
 Modality ids / masks travel as int8 (a quarter of the bytes of int32 next to the documents).
 Kernel contract (padding.py pads to it): all block dims are powers of two,
 block_q * q_len >= 16 (tl.dot needs M >= 16), d_len is a multiple of block_t, n_q and n_d are
@@ -40,10 +44,10 @@ from jax.experimental import pallas as pl
 from kernels_pallas import triton
 
 NEG_INF = float("-inf")
-_NO_ARG = 2**30  # larger than any token index; "no argmax yet"
+NO_ARG = 2**30  # larger than any token index; "no argmax yet"
 
 
-def _fold_chunk(s, mod, pos, maxes, args, num_modalities, track_argmax):
+def fold_chunk(s, mod, pos, maxes, args, num_modalities, track_argmax):
     """Folds one chunk of token scores into the running per-modality max (and argmax).
 
     s: [rows, bd, bt] fp32, mod: [bd, bt] int32 (0 = pad), pos: [bd, bt] token positions.
@@ -57,7 +61,7 @@ def _fold_chunk(s, mod, pos, maxes, args, num_modalities, track_argmax):
         if track_argmax:
             # argmax without an argmax primitive: first position attaining the chunk max.
             hit = valid & (sm == chunk_max[..., None])
-            chunk_arg = jnp.where(hit, pos[None], _NO_ARG).min(axis=-1)
+            chunk_arg = jnp.where(hit, pos[None], NO_ARG).min(axis=-1)
             better = chunk_max > maxes[m]
             new_args.append(jnp.where(better, chunk_arg, args[m]))
         new_maxes.append(jnp.maximum(maxes[m], chunk_max))
@@ -71,7 +75,7 @@ def _finish(maxes, args, qw, out_ref, arg_ref, block_q, q_len):
         tok_max = jnp.where(empty, 0.0, tok_max).reshape(block_q, q_len, -1)
         out_ref[m] = jnp.sum(tok_max * qw[:, :, None], axis=1)
         if arg_ref is not None:
-            arg = jnp.where(empty | (args[m] == _NO_ARG), -1, args[m])
+            arg = jnp.where(empty | (args[m] == NO_ARG), -1, args[m])
             arg_ref[m] = arg.reshape(block_q, q_len, -1)
 
 
@@ -94,11 +98,11 @@ def _padded_kernel(
             q, d, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
         ).reshape(rows, block_d, block_t)
         pos = start + jax.lax.broadcasted_iota(jnp.int32, (block_d, block_t), 1)
-        return _fold_chunk(s, mod, pos, maxes, args, num_modalities, track_argmax)
+        return fold_chunk(s, mod, pos, maxes, args, num_modalities, track_argmax)
 
     init_max = tuple(jnp.full((rows, block_d), NEG_INF, jnp.float32) for _ in range(num_modalities))
     init_arg = tuple(
-        jnp.full((rows, block_d), _NO_ARG, jnp.int32)
+        jnp.full((rows, block_d), NO_ARG, jnp.int32)
         for _ in range(num_modalities if track_argmax else 0)
     )
     maxes, args = jax.lax.fori_loop(0, d_len // block_t, body, (init_max, init_arg))
@@ -180,7 +184,7 @@ def _packed_kernel(
             s = jax.lax.dot_general(
                 q, d, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
             )
-            maxes, _ = _fold_chunk(
+            maxes, _ = fold_chunk(
                 s[:, None, :], mod[None, :], pos[None, :], maxes, (), num_modalities, False
             )
             return maxes
@@ -266,7 +270,7 @@ def _topk_kernel(
                 preferred_element_type=jnp.float32,
             ).reshape(rows, block_d, block_t)  # fmt: skip
             pos = start + jax.lax.broadcasted_iota(jnp.int32, (block_d, block_t), 1)
-            return _fold_chunk(s, mod, pos, maxes, (), num_modalities, False)[0]
+            return fold_chunk(s, mod, pos, maxes, (), num_modalities, False)[0]
 
         init = tuple(jnp.full((rows, block_d), NEG_INF, jnp.float32) for _ in range(num_modalities))
         maxes = jax.lax.fori_loop(0, d_len // block_t, chunk_body, init)

@@ -1,10 +1,11 @@
 """Top-k MaxSim search without materialising all scores: the fused kernel and the chunked scan.
 
-Fused (Pallas, k <= MAX_FUSED_K): the documents are cut into `num_splits` contiguous ranges,
-each program streams its range block by block and keeps a running top-k per query on chip; the
-split candidates are merged with `lax.top_k`. Scan (reference path, or large k): a `lax.scan`
-over chunks of `chunk_docs` documents merging each chunk's scores into a running top-k, so only
-[n_q, chunk_docs] scores exist at a time.
+Fused (Pallas, k <= MAX_FUSED_K): the documents are cut into `num_splits` contiguous ranges
+(schedule "blocked") or walked grid-stride by `num_splits` programs ("persistent"); each
+program keeps a running top-k per query on chip, and the candidates are merged by (score,
+lower doc id). Scan (reference path, or large k): a `lax.scan` over chunks of `chunk_docs`
+documents merging each chunk's scores into a running top-k, so only [n_q, chunk_docs] scores
+exist at a time.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from kernels_pallas.maxsim import pallas_gpu, reference
+from kernels_pallas.maxsim import pallas_gpu, pallas_persistent, reference
 from kernels_pallas.maxsim.padding import (
     KernelConfig,
     next_pow2,
     pad_axis,
     pad_docs,
+    pad_docs_2d,
     pad_queries,
+    scan_programs,
 )
 
 MAX_FUSED_K = 128  # the fused kernel keeps next_pow2(k) candidates per query in registers
@@ -34,6 +37,18 @@ def fused_topk(
     n_q = queries.shape[0]
     w = reference.query_weights(q_mask, normalize)
     q, w = pad_queries(queries, w, cfg.block_q)
+    if cfg.schedule == "persistent":  # `splits` = programs along the document axis
+        tokens, mod, doc_len, tile = pad_docs_2d(docs, side, cfg)
+        n_d_p = tokens.shape[0] // doc_len
+        n_groups = tokens.shape[0] // max(tile, doc_len)
+        programs = scan_programs(q.shape[0] // cfg.block_q, n_groups, splits or cfg.num_programs)
+        cand_s, cand_i = pallas_persistent.maxsim_persistent_topk_pallas(
+            q, w, tokens, mod, pad_axis(valid.astype(jnp.int8), 0, n_d_p), num_modalities,
+            doc_len=doc_len, tile=tile, num_programs=programs,
+            topk_width=max(next_pow2(k), 2), block_q=cfg.block_q,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
+        )  # fmt: skip
+        return merge_candidates(cand_s[:n_q], cand_i[:n_q], k)
     d, mod, block_t = pad_docs(docs, side, cfg)
     n_q_p, n_d_p = q.shape[0], d.shape[0]
     v = pad_axis(valid.astype(jnp.int8), 0, n_d_p)
@@ -45,8 +60,15 @@ def fused_topk(
         block_q=cfg.block_q, block_d=cfg.block_d, block_t=block_t,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
     )  # fmt: skip
-    top_s, pos = jax.lax.top_k(cand_s[:n_q], k)
-    return top_s, jnp.take_along_axis(cand_i[:n_q], pos, axis=1)
+    return merge_candidates(cand_s[:n_q], cand_i[:n_q], k)
+
+
+def merge_candidates(cand_s: jax.Array, cand_i: jax.Array, k: int):
+    """The best k of the programs' candidates [n_q, C] (score, doc id), exact ties to the
+    lower doc id, as `lax.top_k` over all scores gives: the candidates' order follows which
+    program scanned a document (grid-stride in the persistent schedule), not its id."""
+    neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=2)
+    return -neg_s[:, :k], ids[:, :k]
 
 
 def scan_topk(

@@ -13,8 +13,35 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kernels_pallas.maxsim import pallas_gpu
-from kernels_pallas.maxsim.padding import KernelConfig, pad_docs, pad_queries
+from kernels_pallas.maxsim import pallas_gpu, pallas_persistent
+from kernels_pallas.maxsim.padding import (
+    KernelConfig,
+    pad_docs,
+    pad_docs_2d,
+    pad_queries,
+    scan_programs,
+)
+
+
+def scan_call(q, w, docs, d_modality, num_modalities, track_argmax, cfg):
+    """The scan kernel of `cfg.schedule` on padded queries; pads the documents itself.
+    Returns the kernel's [M, n_q_p, n_d_p] scores (+ [M, n_q_p, q_len_p, n_d_p] argmax)."""
+    kw = dict(
+        block_q=cfg.block_q, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        interpret=cfg.interpret, track_argmax=track_argmax,
+    )  # fmt: skip
+    if cfg.schedule == "persistent":
+        tokens, side, doc_len, tile = pad_docs_2d(docs, d_modality, cfg)
+        n_groups = tokens.shape[0] // max(tile, doc_len)
+        programs = scan_programs(q.shape[0] // cfg.block_q, n_groups, cfg.num_programs)
+        return pallas_persistent.maxsim_persistent_pallas(
+            q, w, tokens, side, num_modalities,
+            doc_len=doc_len, tile=tile, num_programs=programs, **kw,
+        )  # fmt: skip
+    d, mod, block_t = pad_docs(docs, d_modality, cfg)
+    return pallas_gpu.maxsim_padded_pallas(
+        q, w, d, mod, num_modalities, block_d=cfg.block_d, block_t=block_t, **kw
+    )
 
 
 def aligned_call(queries, q_weights, docs, d_modality, num_modalities, track_argmax, cfg):
@@ -23,13 +50,7 @@ def aligned_call(queries, q_weights, docs, d_modality, num_modalities, track_arg
     n_q, q_len, _ = queries.shape
     n_d = docs.shape[0]
     q, w = pad_queries(queries, q_weights, cfg.block_q)
-    d, mod, block_t = pad_docs(docs, d_modality, cfg)
-    out = pallas_gpu.maxsim_padded_pallas(
-        q, w, d, mod, num_modalities,
-        track_argmax=track_argmax,
-        block_q=cfg.block_q, block_d=cfg.block_d, block_t=block_t,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, interpret=cfg.interpret,
-    )  # fmt: skip
+    out = scan_call(q, w, docs, d_modality, num_modalities, track_argmax, cfg)
     if not track_argmax:
         return jnp.transpose(out, (1, 2, 0))[:n_q, :n_d]
     scores, arg = out

@@ -56,7 +56,16 @@ def _assert_min_16(dots):
 
 
 @pytest.mark.parametrize("d_len", [1, 2, 8])
-@pytest.mark.parametrize("blocks", [{}, dict(block_d=4, block_t=2), dict(block_d=32)])
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        {},
+        dict(block_d=4, block_t=2),
+        dict(block_d=32),
+        dict(schedule="persistent"),
+        dict(schedule="persistent", block_d=1, block_t=2),  # a 2-row tile grows to 16
+    ],
+)
 def test_padded_and_topk_dots_are_at_least_16(d_len, blocks):
     q, q_mask, d, d_mod = _tiny(d_len)
     dots = _dots(lambda *a: api.maxsim(*a, **COMPILED, **blocks), q, q_mask, d, d_mod > 0)

@@ -19,6 +19,12 @@ def test_benchmark_smoke_runs(capsys):
     spec.loader.exec_module(bench)
     bench.main(["--smoke", "--only", "a", "--iters", "1"])
     out = capsys.readouterr().out
-    assert "a: 1 query" in out and "ratio" in out and "max|diff|" in out
-    diff = float(out.split("max|diff|")[1].split()[0])
-    assert diff < 1e-4  # the kernel and the reference agree in the same run
+    assert "a: 1 query" in out and "a: 1 query, 2 shards" in out
+    # Every case timed under both scan schedules, each with its ratio to the reference and
+    # its agreement with it in the same run (the sharded row, the top-k search included).
+    for schedule in ("blocked", "persistent"):
+        rows = [ln for ln in out.splitlines() if ln.strip().startswith(f"{schedule} ")]
+        assert len(rows) == 3, out
+        for ln in rows:
+            assert "ratio to reference" in ln and "max|diff|" in ln
+            assert float(ln.split("max|diff|")[1].split()[0]) < 1e-4

@@ -8,7 +8,7 @@ import pytest
 from maxsim_inputs import GRAD_TOL, PALLAS_INTERPRET, VALUE_TOL
 from maxsim_inputs import make_inputs as _inputs
 
-from kernels_pallas.maxsim import api
+from kernels_pallas.maxsim import api, padding
 from kernels_pallas.maxsim import reference as ref
 
 
@@ -94,11 +94,15 @@ def _tie_free(sorted_scores, gap=1e-3):
 
 
 @pytest.mark.gpu
-def test_gpu_kernels_bf16_match_fp32_reference():
+@pytest.mark.parametrize("schedule", padding.SCHEDULES)
+def test_gpu_kernels_bf16_match_fp32_reference(schedule):
     """On a GPU the default dispatch runs the compiled Triton kernels. Inputs are bf16; the
     reference runs in fp32 on the same bf16-rounded values, so every product is exact on both
     sides and only fp32 summation order differs: 1e-4 (docs/testing.md). Ids (argmax tokens,
-    top-k docs) must agree wherever the reference has no near-tie (gap > 1e-3)."""
+    top-k docs) must agree wherever the reference has no near-tie (gap > 1e-3). Both scan
+    schedules; modality ids random per token (mixed tiles) and in 32-token segments
+    (modality-uniform tiles: the persistent kernel's one-pass fold)."""
+    kw = dict(schedule=schedule)
     rng = np.random.default_rng(11)
     q = jnp.asarray(rng.normal(size=(8, 32, 128)) / np.sqrt(128), jnp.bfloat16)
     d = jnp.asarray(rng.normal(size=(256, 128, 128)) / np.sqrt(128), jnp.bfloat16)
@@ -108,11 +112,15 @@ def test_gpu_kernels_bf16_match_fp32_reference():
     gpu_tol = dict(atol=1e-4, rtol=1e-5)
     with jax.default_matmul_precision("highest"):
         for n_q in (1, 8):  # single-query and batched block layouts
-            got = api.maxsim(q[:n_q], q_mask[:n_q], d, d_mod > 0)
+            got = api.maxsim(q[:n_q], q_mask[:n_q], d, d_mod > 0, **kw)
             want = ref.maxsim(q32[:n_q], q_mask[:n_q], d32, d_mod > 0)
             assert got.dtype == jnp.float32
             np.testing.assert_allclose(got, want, **gpu_tol)
-        got, arg = api.maxsim_modality(q, q_mask, d, d_mod, 4, return_argmax=True)
+        seg_mod = jnp.where(d_mod > 0, jnp.arange(128)[None] // 32 + 1, 0)
+        got = api.maxsim_modality(q, q_mask, d, seg_mod, 4, **kw)
+        want = ref.maxsim_modality(q32, q_mask, d32, seg_mod, 4)
+        np.testing.assert_allclose(got, want, **gpu_tol)
+        got, arg = api.maxsim_modality(q, q_mask, d, d_mod, 4, return_argmax=True, **kw)
         want, want_arg = ref.maxsim_modality(q32, q_mask, d32, d_mod, 4, return_argmax=True)
         np.testing.assert_allclose(got, want, **gpu_tol)
         assert arg.shape == (8, 256, 4, 32)
@@ -137,7 +145,7 @@ def test_gpu_kernels_bf16_match_fp32_reference():
             ref.maxsim_packed(q32, q_mask, tokens.astype(jnp.float32), offsets),
             **gpu_tol,
         )
-        top_s, top_i = api.maxsim_topk(q, q_mask, d, d_mod > 0, 10)
+        top_s, top_i = api.maxsim_topk(q, q_mask, d, d_mod > 0, 10, **kw)
         want_s, want_i = ref.maxsim_topk(q32, q_mask, d32, d_mod > 0, 11)
         np.testing.assert_allclose(top_s, want_s[:, :10], **gpu_tol)
         clear = _tie_free(want_s)
@@ -145,6 +153,6 @@ def test_gpu_kernels_bf16_match_fp32_reference():
         np.testing.assert_array_equal(
             np.asarray(top_i)[clear], np.asarray(want_i)[:, :10][clear], err_msg="top-k ids"
         )
-    g = jax.grad(lambda q: api.maxsim(q, q_mask, d32, d_mod > 0).sum())(q32)
+    g = jax.grad(lambda q: api.maxsim(q, q_mask, d32, d_mod > 0, **kw).sum())(q32)
     g_ref = jax.grad(lambda q: ref.maxsim(q, q_mask, d32, d_mod > 0).sum())(q32)
     np.testing.assert_allclose(g, g_ref, atol=1e-3, rtol=1e-3)  # fp32 inputs: TF32-free dots

@@ -52,8 +52,17 @@ def _brute_force(q, q_mask, d, d_mask, valid):
         dict(impl="reference"),
         dict(PALLAS_INTERPRET, num_splits=1),
         dict(PALLAS_INTERPRET, num_splits=3),
+        dict(PALLAS_INTERPRET, schedule="persistent", num_splits=1),
+        dict(PALLAS_INTERPRET, schedule="persistent", num_splits=3, block_d=1, block_t=16),
     ],
-    ids=["scan-chunked", "reference", "pallas-1split", "pallas-3splits"],
+    ids=[
+        "scan-chunked",
+        "reference",
+        "pallas-1split",
+        "pallas-3splits",
+        "persistent-1program",
+        "persistent-3programs",
+    ],
 )
 def test_invalid_docs_and_padding_tokens_never_outrank_real_docs(kw):
     q, q_mask, d, d_mask, valid = _inputs()
