@@ -780,6 +780,21 @@ MUTANTS: tuple[Mutant, ...] = (
         '        *("gate_proj", "up_proj"),',
         ("tests/models/test_clamr_qwen.py", "-k", "paper_config"),
     ),
+    # --- CLaMR paper path: Qwen inputs, weights, dropout, schedule (issue 16) ------------------
+    Mutant(
+        "clamr_qwen_inputs_no_vision_end",
+        "jaxmm/models/clamr_inputs.py",
+        "            run = [*lay.visual_open, *[lay.visual] * n_vis, *lay.visual_close]",
+        "            run = [*lay.visual_open, *[lay.visual] * n_vis]",
+        ("tests/models/test_clamr_qwen_inputs.py",),
+    ),
+    Mutant(
+        "clamr_qwen_inputs_budget_off_by_one",
+        "jaxmm/models/clamr_inputs.py",
+        "self._encode(lay.text_prefix + text)[:budget]",
+        "self._encode(lay.text_prefix + text)[: budget + 1]",
+        ("tests/models/test_clamr_qwen_inputs.py",),
+    ),
 )
 
 

@@ -36,7 +36,13 @@ from jaxmm.models.clamr import (
     load_minilm,
     qwen_backbone,
 )
-from jaxmm.models.clamr_inputs import NUM_MODALITIES, ClamrInputs, InputConfig
+from jaxmm.models.clamr_inputs import (
+    NUM_MODALITIES,
+    ClamrInputs,
+    InputConfig,
+    load_tokenizer,
+    qwen_layout,
+)
 from jaxmm.models.text_encoder import minilm_model_dir
 from jaxmm.tasks import clamr_eval
 from jaxmm.tasks.clamr_loss import clamr_loss, in_batch_scores, token_max_modality
@@ -44,6 +50,7 @@ from jaxmm.train import checkpoint
 from jaxmm.train.task import DataShard, Task
 
 SCORINGS = ("modality_max", "token_max")
+BACKBONES = ("minilm", "qwen2_5_vl")
 
 
 class ArraySource:
@@ -64,35 +71,38 @@ class ClamrTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         m, d, loss = config.model, config.data, config.loss
-        self.qwen = m.backbone == "qwen2_5_vl" and bool(m.get("minilm_ids_stand_in", False))
-        if m.backbone != "minilm" and not self.qwen:
-            raise NotImplementedError(
-                f"config.model.backbone={m.backbone!r}: the trainer drives only 'minilm'; the "
-                "Qwen2.5-VL backbone exists (jaxmm.models.clamr.qwen_backbone / "
-                "Qwen25VLBackbone) but its input builder (Qwen tokenizer) and weight loading "
-                "are not wired into this task yet"
+        if m.backbone not in BACKBONES:
+            raise ValueError(
+                f"config.model.backbone must be one of {BACKBONES}, got {m.backbone!r}"
             )
+        self.qwen = m.backbone == "qwen2_5_vl"
         if loss.scoring not in SCORINGS:
             raise ValueError(f"config.loss.scoring must be one of {SCORINGS}, got {loss.scoring!r}")
         if m.pooling == "mean" and (loss.scoring != "token_max" or not m.contextualized):
             raise ValueError("mean pooling needs loss.scoring='token_max', model.contextualized")
         if self.qwen:
-            # Plumbing only (qwen_tiny): the MiniLM tokenizer's ids folded into the tiny random
-            # model's vocabulary (below its special ids); no Qwen tokenizer, no Qwen weights.
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
+            # The checkpoint folder's own tokenizer, Qwen's layout (vision markers, video pads).
             backbone = qwen_backbone(m)
-            self.fold_vocab = min(backbone.config.image_token_id, backbone.config.video_token_id)
+            qc = backbone.config
+            tokenizer = load_tokenizer(m.model_dir)
+            layout = qwen_layout(
+                tokenizer,
+                expect={
+                    "<|video_pad|>": qc.video_token_id,
+                    "<|vision_start|>": qc.vision_start_token_id,
+                    "<|vision_end|>": qc.vision_end_token_id,
+                },
+            )
             self.bert_params = None
-            grid_t = -(-d.num_frames // backbone.config.vision.temporal_patch_size)
-            merge = backbone.config.vision.spatial_merge_size
+            grid_t = -(-d.num_frames // qc.vision.temporal_patch_size)
+            merge = qc.vision.spatial_merge_size
             n_vis = grid_t * (d.frame_size // m.patch) ** 2 // merge**2
         else:
             bert, self.bert_params, tokenizer = load_minilm(
                 m.model_dir or minilm_model_dir(), m.num_layers or None
             )
             backbone = MiniLMBackbone(bert, m.patch)
+            layout = None
             n_vis = d.num_frames * (d.frame_size // m.patch) ** 2
         self.inputs = ClamrInputs(
             tokenizer,
@@ -107,6 +117,7 @@ class ClamrTask(Task):
                 ),  # fmt: skip
                 max_doc_len=d.max_doc_len,
             ),
+            layout,
         )
         self.model = Clamr(backbone, m.dim, m.pooling)
         self.root: Path | None = Path(d.data_dir) if d.data_dir else None
@@ -144,16 +155,11 @@ class ClamrTask(Task):
             texts, separate=not self.config.model.contextualized, names=video_ids
         )
         frames = np.stack([load_frames(v, d.num_frames, d.frame_size) for v in videos])
-        ids = self._fold(docs.ids)
-        return {"d_ids": ids, "d_mask": docs.mask, "d_mod": docs.modality, "frames": frames}
-
-    def _fold(self, ids: np.ndarray) -> np.ndarray:
-        return ids % self.fold_vocab if self.qwen else ids
+        return {"d_ids": docs.ids, "d_mask": docs.mask, "d_mod": docs.modality, "frames": frames}
 
     def query_arrays(self, split: MultiventSplit, query_ids: list[str]) -> dict[str, np.ndarray]:
         queries = [split.queries[q] for q in query_ids]
         ids, mask = self.inputs.queries([q.text for q in queries])
-        ids = self._fold(ids)
         gold = np.array([q.modality_id for q in queries], np.int32)
         return {"q_ids": ids, "q_mask": mask, "gold_modality": gold}
 
