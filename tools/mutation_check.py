@@ -795,6 +795,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "self._encode(lay.text_prefix + text)[: budget + 1]",
         ("tests/models/test_clamr_qwen_inputs.py",),
     ),
+    Mutant(
+        "clamr_pretrained_norms_left_at_init",
+        "jaxmm/tasks/clamr.py",
+        '    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b")',
+        '    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b", "scale")',
+        ("tests/tasks/test_clamr_qwen_pretrained.py", "-k", "match_torch"),
+    ),
 )
 
 

@@ -121,15 +121,18 @@ def qwen_layout(tokenizer, expect: Mapping[str, int] | None = None) -> TokenLayo
     )
 
 
+def model_folder(model_dir: str | os.PathLike) -> Path:
+    """A HF folder, given as the folder or as its config.json."""
+    folder = Path(model_dir)
+    return folder.parent if folder.suffix == ".json" else folder
+
+
 def load_tokenizer(model_dir: str | os.PathLike):
     """`tokenizers.Tokenizer` from a HF folder's tokenizer.json (`model_dir` may also be the
     folder's config.json)."""
     from tokenizers import Tokenizer
 
-    folder = Path(model_dir)
-    if folder.suffix == ".json":
-        folder = folder.parent
-    path = folder / "tokenizer.json"
+    path = model_folder(model_dir) / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: the model folder needs its tokenizer.json")
     return Tokenizer.from_file(str(path))

@@ -41,8 +41,10 @@ from jaxmm.models.clamr_inputs import (
     ClamrInputs,
     InputConfig,
     load_tokenizer,
+    model_folder,
     qwen_layout,
 )
+from jaxmm.models.qwen2_5_vl.hf import load_hf
 from jaxmm.models.text_encoder import minilm_model_dir
 from jaxmm.tasks import clamr_eval
 from jaxmm.tasks.clamr_loss import clamr_loss, in_batch_scores, token_max_modality
@@ -194,6 +196,25 @@ class ClamrTask(Task):
         bert = jax.tree.map(load, params["backbone"]["bert"], pretrained, is_leaf=is_box)
         return {**params, "backbone": {**params["backbone"], "bert": bert}}
 
+    def pretrained_params(self, abstract_params):
+        """Qwen2.5-VL: the checkpoint folder's safetensors (`load_hf`, each tensor straight into
+        its shards) under `backbone/`; the head and the LoRA factors as `init` makes them (a
+        jitted init that returns only those, so the backbone's random weights are never
+        materialised). MiniLM's weights come in through `init` (None here)."""
+        if not self.qwen:
+            return None
+        m = self.config.model
+        mesh = getattr(getattr(jax.tree.leaves(abstract_params)[0], "sharding", None), "mesh", None)
+        overrides = {"num_layers": m.num_layers} if m.num_layers else None
+        _, base = load_hf(
+            model_folder(m.model_dir),
+            mesh=mesh,
+            rules=tuple(self.config.logical_axis_rules),
+            text_overrides=overrides,
+        )
+        base["lm"].pop("lm_head", None)  # an encoder: hidden states, never logits
+        return with_backbone(abstract_params, base, self.init, self.config.seed)
+
     def trainable_mask(self, params):
         """LoRA backbones: the LoRA factors and the projection head; else everything."""
         if not (self.qwen and self.config.model.lora_rank):
@@ -251,6 +272,52 @@ class ClamrTask(Task):
                 )
                 metrics |= {f"only_{name}/{k}": v for k, v in only.items()}
         return metrics
+
+
+def _is_fresh(path) -> bool:
+    """Leaves `init` owns in a pretrained run: everything outside backbone/, LoRA factors."""
+    keys = [getattr(k, "key", None) for k in path]
+    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b")
+
+
+def with_backbone(abstract_params, backbone, init_fn, seed: int):
+    """Full params: `backbone` (e.g. HF weights) under backbone/ + the head and LoRA factors
+    from `init_fn(key(seed))`. Structure and shapes are checked against `abstract_params`;
+    a mismatch names the param (a checkpoint of another base model)."""
+    abstract = nn.meta.unbox(abstract_params)
+    name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+
+    def fresh_fn(rng):
+        leaves = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(init_fn(rng)))
+        return {name(p): v for p, v in leaves if _is_fresh(p)}
+
+    fresh = jax.jit(fresh_fn)(jax.random.key(seed))  # XLA drops the unused random weights
+    used = set()
+
+    def pick(path, want):
+        key = name(path)
+        if _is_fresh(path):
+            return fresh[key]
+        node = backbone
+        for k in path[1:]:
+            if not isinstance(node, dict) or k.key not in node:
+                raise ValueError(f"pretrained backbone has no param {key} (another base model?)")
+            node = node[k.key]
+        if tuple(node.shape) != tuple(want.shape):
+            raise ValueError(
+                f"pretrained {key} has shape {tuple(node.shape)}, the model wants "
+                f"{tuple(want.shape)} (a checkpoint of another base model?)"
+            )
+        used.add(key)
+        return node
+
+    out = jax.tree_util.tree_map_with_path(pick, abstract)
+    extra = {"backbone/" + name(p) for p, _ in jax.tree_util.tree_leaves_with_path(backbone)}
+    if extra - used:
+        raise ValueError(
+            f"pretrained backbone params the model does not use: {sorted(extra - used)[:5]}"
+        )
+    return out
 
 
 def load_trained(workdir: str, data_dir: str = "") -> tuple[ClamrTask, Any]:
