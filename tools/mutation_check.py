@@ -802,6 +802,13 @@ MUTANTS: tuple[Mutant, ...] = (
         '    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b", "scale")',
         ("tests/tasks/test_clamr_qwen_pretrained.py", "-k", "match_torch"),
     ),
+    Mutant(
+        "clamr_qwen_train_model_without_dropout",
+        "jaxmm/tasks/clamr.py",
+        "self.model.clone(backbone=backbone.clone(deterministic=False))",
+        "self.model.clone(backbone=backbone.clone(deterministic=True))",
+        ("tests/tasks/test_clamr_qwen_train.py", "-k", "dropout"),
+    ),
 )
 
 

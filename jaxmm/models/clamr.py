@@ -274,8 +274,10 @@ def encode_documents(
     mask: jax.Array,
     modality: jax.Array,
     frames: jax.Array | None,
+    rngs: dict[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Joint inputs [B, L] -> (emb [B, L, dim], modality ids with 0 where not kept).
+    """Joint inputs [B, L] -> (emb [B, L, dim], modality ids with 0 where not kept); `rngs`
+    (e.g. {"dropout": key}) for a training model with dropout.
 
     Separate inputs [B, P, L] (the non-contextualised ablation: one pass per modality) run as
     B*P sequences and their token sets are concatenated: [B, P*L, dim]. Mean pooling returns
@@ -292,20 +294,21 @@ def encode_documents(
             mask.reshape(b * p, length),
             modality.reshape(b * p, length),
             flat_frames,
+            rngs=rngs,
         )
         if model.pooling == "mean":
             raise ValueError("mean pooling with separate passes is not a CLaMR setting")
         emb = emb.reshape(b, p * length, -1)
         return emb, jnp.where(keep, modality.reshape(b * p, length), 0).reshape(b, p * length)
-    emb, keep = model.apply({"params": params}, ids, mask, modality, frames)
+    emb, keep = model.apply({"params": params}, ids, mask, modality, frames, rngs=rngs)
     if model.pooling == "mean":
         return emb, keep.astype(jnp.int32)
     return emb, jnp.where(keep, modality, 0)
 
 
-def encode_queries(model: Clamr, params, ids: jax.Array, mask: jax.Array):
+def encode_queries(model: Clamr, params, ids: jax.Array, mask: jax.Array, rngs: dict | None = None):
     """(emb [B, Lq, dim], mask [B, Lq] bool); [B, 1, ...] with mean pooling."""
-    return model.apply({"params": params}, ids, mask)
+    return model.apply({"params": params}, ids, mask, rngs=rngs)
 
 
 # ----------------------------------------------------------------------------- MiniLM weights

@@ -121,7 +121,11 @@ class ClamrTask(Task):
             ),
             layout,
         )
-        self.model = Clamr(backbone, m.dim, m.pooling)
+        self.model = Clamr(backbone, m.dim, m.pooling)  # eval / index: deterministic
+        # Training: LoRA dropout on (Qwen with LoRA and model.lora_dropout > 0); same params.
+        self.train_model = self.model
+        if self.qwen and m.lora_rank and m.lora_dropout > 0:
+            self.train_model = self.model.clone(backbone=backbone.clone(deterministic=False))
         self.root: Path | None = Path(d.data_dir) if d.data_dir else None
         self._splits: dict[str, MultiventSplit] = {}
 
@@ -224,11 +228,22 @@ class ClamrTask(Task):
             lambda p, _: any(getattr(k, "key", None) in keys for k in p), params
         )
 
-    def scores(self, params, batch) -> tuple[jax.Array, int]:
-        """In-batch per-modality scores [B, B, M] (M = 1 for token-max / mean pooling)."""
-        q_emb, q_keep = encode_queries(self.model, params, batch["q_ids"], batch["q_mask"])
+    def scores(self, params, batch, rng: jax.Array | None = None) -> tuple[jax.Array, int]:
+        """In-batch per-modality scores [B, B, M] (M = 1 for token-max / mean pooling). With
+        `rng` (training) the dropout model runs, queries and documents on their own keys."""
+        model, q_rngs, d_rngs = self.model, None, None
+        if rng is not None:
+            q_key, d_key = jax.random.split(rng)
+            model, q_rngs, d_rngs = self.train_model, {"dropout": q_key}, {"dropout": d_key}
+        q_emb, q_keep = encode_queries(model, params, batch["q_ids"], batch["q_mask"], rngs=q_rngs)
         d_emb, d_mod = encode_documents(
-            self.model, params, batch["d_ids"], batch["d_mask"], batch["d_mod"], batch["frames"]
+            model,
+            params,
+            batch["d_ids"],
+            batch["d_mask"],
+            batch["d_mod"],
+            batch["frames"],
+            rngs=d_rngs,
         )
         m = NUM_MODALITIES
         if self.config.loss.scoring == "token_max" or self.model.pooling == "mean":
@@ -240,7 +255,7 @@ class ClamrTask(Task):
         return per_mod, m
 
     def loss(self, params, batch, rng):
-        per_mod, _ = self.scores(params, batch)
+        per_mod, _ = self.scores(params, batch, rng)
         return clamr_loss(
             per_mod,
             batch["gold_modality"],
