@@ -809,6 +809,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "self.model.clone(backbone=backbone.clone(deterministic=True))",
         ("tests/tasks/test_clamr_qwen_train.py", "-k", "dropout"),
     ),
+    Mutant(
+        "epoch_schedule_drops_partial_batch",
+        "jaxmm/train/optim.py",
+        "    num_steps = math.ceil(epochs * num_examples / global_batch)",
+        "    num_steps = int(epochs * num_examples // global_batch)",
+        ("tests/tasks/test_clamr_qwen_train.py", "-k", "epoch"),
+    ),
 )
 
 

@@ -49,6 +49,7 @@ from jaxmm.models.text_encoder import minilm_model_dir
 from jaxmm.tasks import clamr_eval
 from jaxmm.tasks.clamr_loss import clamr_loss, in_batch_scores, token_max_modality
 from jaxmm.train import checkpoint
+from jaxmm.train.optim import epoch_schedule
 from jaxmm.train.task import DataShard, Task
 
 SCORINGS = ("modality_max", "token_max")
@@ -128,8 +129,33 @@ class ClamrTask(Task):
             self.train_model = self.model.clone(backbone=backbone.clone(deterministic=False))
         self.root: Path | None = Path(d.data_dir) if d.data_dir else None
         self._splits: dict[str, MultiventSplit] = {}
+        self._resolve_epochs()
 
     # ------------------------------------------------------------------ data
+    def num_train_queries(self) -> int:
+        """Training examples per epoch: the train split's queries (the procedural corpus'
+        size is known from its config before it is generated)."""
+        d = self.config.data
+        if not d.data_dir:
+            return clamr_synth.num_queries(d.train_groups)
+        return len(self.split("train").queries)
+
+    def _resolve_epochs(self) -> None:
+        """`recipe.epochs > 0` (the paper: 1 epoch, warmup 0.1) with `num_steps == 0` sets
+        num_steps and warmup_steps from the train split's size; an explicit num_steps wins
+        (then warmup is still the ratio of it). The resolved values land in config.json."""
+        c = self.config
+        recipe = c.get("recipe")
+        if recipe is None or recipe.epochs <= 0:
+            return
+        with c.unlocked():
+            if c.num_steps <= 0:
+                c.num_steps, _ = epoch_schedule(
+                    recipe.epochs, self.num_train_queries(), c.batch_size
+                )
+            if recipe.warmup_ratio > 0:
+                c.optimizer.warmup_steps = round(recipe.warmup_ratio * c.num_steps)
+
     def prepare(self, workdir: str) -> None:
         """Generates the procedural corpus into `<workdir>/data` when no data_dir is set."""
         d = self.config.data

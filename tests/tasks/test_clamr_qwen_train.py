@@ -10,6 +10,8 @@ import pytest
 
 from configs.clamr import get_config
 from jaxmm import tasks
+from jaxmm.data import clamr_synth
+from jaxmm.train.optim import epoch_schedule
 from tests.models.qwen2_5_vl.tiny import write_folder
 
 DOCS = [
@@ -82,3 +84,35 @@ def test_lora_dropout_runs_in_training_only(folder):
 
     # index / search (task.encoders) use the deterministic model
     assert task.model.backbone.deterministic and not task.train_model.backbone.deterministic
+
+
+def test_epoch_schedule_rounds_up_partial_batches():
+    assert epoch_schedule(1, 192, 32, 0.1) == (6, 1)
+    assert epoch_schedule(1, 193, 32, 0.1) == (7, 1)  # the partial last batch is a step
+    assert epoch_schedule(2, 12, 5, 0.25) == (5, 1)
+    with pytest.raises(ValueError, match=r"num_examples \(0\)"):
+        epoch_schedule(1, 0, 32)
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        epoch_schedule(1, 10, 2, 1.5)
+
+
+def test_paper_recipe_turns_one_epoch_into_steps(folder, tmp_path):
+    """`paper` (1 epoch, warmup 0.1, batch 32) on the procedural corpus' 48 train groups
+    (192 queries), then on a MultiVENT folder of 3 groups (12 queries)."""
+    c = get_config("paper")
+    assert (c.num_steps, c.recipe.epochs, c.batch_size) == (0, 1, 32)
+    c.model.model_dir = str(folder)
+    task = tasks.build(c)
+    assert task.num_train_queries() == 48 * 4
+    assert (c.num_steps, c.optimizer.warmup_steps) == (6, 1)  # ceil(192 / 32), 0.1 * 6
+
+    clamr_synth.generate(tmp_path / "mv", splits={"train": 3, "test": 1}, n_frames=2, frame_size=32)
+    c = get_config("paper")
+    c.model.model_dir, c.data.data_dir, c.batch_size = str(folder), str(tmp_path / "mv"), 5
+    tasks.build(c)
+    assert (c.num_steps, c.optimizer.warmup_steps) == (3, 0)  # ceil(12 / 5), round(0.3)
+
+    c = get_config("paper")
+    c.model.model_dir, c.num_steps = str(folder), 40  # an explicit num_steps wins
+    tasks.build(c)
+    assert (c.num_steps, c.optimizer.warmup_steps) == (40, 4)
