@@ -11,6 +11,8 @@ import pytest
 from configs.clamr import get_config
 from jaxmm import tasks
 from jaxmm.data import clamr_synth
+from jaxmm.tasks.clamr import load_trained
+from jaxmm.train import checkpoint
 from jaxmm.train.optim import epoch_schedule
 from tests.models.qwen2_5_vl.tiny import write_folder
 
@@ -116,3 +118,34 @@ def test_paper_recipe_turns_one_epoch_into_steps(folder, tmp_path):
     c.model.model_dir, c.num_steps = str(folder), 40  # an explicit num_steps wins
     tasks.build(c)
     assert (c.num_steps, c.optimizer.warmup_steps) == (40, 4)
+
+
+def test_load_trained_restores_a_qwen_workdir(folder, tmp_path):
+    """config.json + a checkpoint of random params -> the Qwen task, the same params, and
+    its deterministic query encoder; a moved model folder is named."""
+    c = get_config("qwen_tiny")
+    c.model.model_dir = str(folder)
+    task = tasks.build(c)
+    shapes = nn.meta.unbox(jax.eval_shape(task.init, jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(np.float32), shapes)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(c.to_json_best_effort())
+    ckpt = checkpoint.Checkpointer(
+        str(workdir / "checkpoints"), keep=1, async_save=False, every_steps=1
+    )
+    ckpt.save(3, {"params": params}, {})
+    ckpt.close()
+
+    loaded, restored = load_trained(str(workdir), str(tmp_path / "elsewhere"))
+    assert loaded.qwen and loaded.config.data.data_dir == str(tmp_path / "elsewhere")
+    jax.tree.map(np.testing.assert_array_equal, restored, params)
+    ids, mask = loaded.inputs.queries(["the on-screen text says KALOMI"])
+    emb, keep = loaded.encoders[0](restored, ids, mask)
+    assert emb.shape == (1, c.data.query_len, 128) and int(keep.sum()) == int(mask.sum())
+
+    c.model.model_dir = str(tmp_path / "moved")
+    (workdir / "config.json").write_text(c.to_json_best_effort())
+    with pytest.raises(FileNotFoundError, match="moved"):
+        load_trained(str(workdir))
