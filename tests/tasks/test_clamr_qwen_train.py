@@ -131,6 +131,7 @@ def test_load_trained_restores_a_qwen_workdir(folder, tmp_path):
     params = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(np.float32), shapes)
     workdir = tmp_path / "run"
     workdir.mkdir()
+    c.data.data_dir = str(tmp_path / "trained_on")  # the folder it was trained on
     (workdir / "config.json").write_text(c.to_json_best_effort())
     ckpt = checkpoint.Checkpointer(
         str(workdir / "checkpoints"), keep=1, async_save=False, every_steps=1
