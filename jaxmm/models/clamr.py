@@ -8,9 +8,9 @@ text sequence at placeholder positions). Any Flax module with the `Backbone` cal
 and a `hidden_size` field plugs in; here `MiniLMBackbone` = the real all-MiniLM-L6-v2 BERT
 plus a small trainable frame patch embedder, so the method trains on CPU; `Qwen25VLBackbone`
 = the paper's Qwen2.5-VL (vision tower features at the visual positions, M-RoPE positions,
-the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives it only for
-`configs/clamr.py:qwen_tiny` (random tiny model, MiniLM ids folded into its vocabulary: plumbing);
-`paper` raises NotImplementedError there (no Qwen tokenizer input builder / weight loading).
+the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives both: the
+Qwen inputs come from the checkpoint folder's tokenizer (`clamr_inputs.qwen_layout`), its
+weights from the folder's safetensors (`ClamrTask.pretrained_params`).
 
 Scoring is not here: per-modality MaxSim is `kernels_pallas.maxsim.maxsim_modality`.
 """

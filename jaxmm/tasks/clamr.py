@@ -2,9 +2,10 @@
 
     python launch/train.py --config=configs/clamr.py:tiny --workdir=runs/clamr
 
-Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder; with
-`configs/clamr.py:qwen_tiny` a tiny random Qwen2.5-VL backbone, LoRA + head trained, MiniLM
-token ids folded into its vocabulary as a stand-in tokenizer), objectives
+Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder; or, with
+`configs/clamr.py:paper` / `qwen_tiny`, Qwen2.5-VL from a HF folder: its tokenizer.json builds
+the inputs, its safetensors are the backbone's starting weights, LoRA (with dropout in
+training) + head trained; the epoch recipe becomes num_steps), objectives
 `jaxmm.tasks.clamr_loss`, evaluation (index -> search -> nDCG / recall / modality accuracy)
 `jaxmm.tasks.clamr_eval`. With an empty `config.data.data_dir` the procedural corpus
 (`jaxmm.data.clamr_synth`) is generated into `<workdir>/data` before training.
