@@ -288,8 +288,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "clamr_no_budget_truncation",
         "jaxmm/models/clamr_inputs.py",
-        ".strip())[:budget] if budget",
-        ".strip()) if budget",
+        "(lay.text_prefix + text)[:budget] if budget",
+        "(lay.text_prefix + text) if budget",
         ("tests/models/test_clamr.py::test_overlong_text_is_truncated_to_its_budget",),
     ),
     # --- SFT data and loss -------------------------------------------------------------------
