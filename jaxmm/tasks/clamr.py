@@ -85,22 +85,7 @@ class ClamrTask(Task):
         if m.pooling == "mean" and (loss.scoring != "token_max" or not m.contextualized):
             raise ValueError("mean pooling needs loss.scoring='token_max', model.contextualized")
         if self.qwen:
-            # The checkpoint folder's own tokenizer, Qwen's layout (vision markers, video pads).
-            backbone = qwen_backbone(m)
-            qc = backbone.config
-            tokenizer = load_tokenizer(m.model_dir)
-            layout = qwen_layout(
-                tokenizer,
-                expect={
-                    "<|video_pad|>": qc.video_token_id,
-                    "<|vision_start|>": qc.vision_start_token_id,
-                    "<|vision_end|>": qc.vision_end_token_id,
-                },
-            )
-            self.bert_params = None
-            grid_t = -(-d.num_frames // qc.vision.temporal_patch_size)
-            merge = qc.vision.spatial_merge_size
-            n_vis = grid_t * (d.frame_size // m.patch) ** 2 // merge**2
+            backbone, tokenizer, layout, n_vis = self._qwen_backbone()
         else:
             bert, self.bert_params, tokenizer = load_minilm(
                 m.model_dir or minilm_model_dir(), m.num_layers or None
@@ -131,6 +116,32 @@ class ClamrTask(Task):
         self.root: Path | None = Path(d.data_dir) if d.data_dir else None
         self._splits: dict[str, MultiventSplit] = {}
         self._resolve_epochs()
+
+    def _qwen_backbone(self):
+        """(backbone, the folder's tokenizer, Qwen's token layout, placeholders per video)."""
+        m, d = self.config.model, self.config.data
+        backbone = qwen_backbone(m)
+        qc = backbone.config
+        tokenizer = load_tokenizer(m.model_dir)
+        layout = qwen_layout(
+            tokenizer,
+            expect={
+                "<|video_pad|>": qc.video_token_id,
+                "<|vision_start|>": qc.vision_start_token_id,
+                "<|vision_end|>": qc.vision_end_token_id,
+            },
+        )
+        self.bert_params = None
+        v = qc.vision
+        unit = v.patch_size * v.spatial_merge_size
+        if d.frame_size % unit:
+            raise ValueError(
+                f"config.data.frame_size={d.frame_size}: Qwen2.5-VL frames must be a multiple "
+                f"of {unit} px (patch {v.patch_size} x merge {v.spatial_merge_size})"
+            )
+        grid_t = -(-d.num_frames // v.temporal_patch_size)
+        n_vis = grid_t * (d.frame_size // v.patch_size) ** 2 // v.spatial_merge_size**2
+        return backbone, tokenizer, layout, n_vis
 
     # ------------------------------------------------------------------ data
     def num_train_queries(self) -> int:

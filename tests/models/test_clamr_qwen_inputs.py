@@ -117,4 +117,7 @@ def test_qwen_task_builds_documents_from_the_folder_tokenizer(tmp_path):
         task.video_arrays(split, ["v0"])
     docs = task.inputs.documents([DOC])
     assert (docs.ids[0] == VIDEO_PAD).sum() == N_VIS
+    c.data.frame_size = 50
+    with pytest.raises(ValueError, match="frame_size=50: .* multiple of 28 px"):
+        tasks.build(c)
     assert np.array_equal(docs.ids[0, [0, N_VIS + 1]], [VSTART, VEND])
