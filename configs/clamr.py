@@ -55,6 +55,10 @@ def get_config(arg: str | None = None):
     c.model.lora_rank = {"paper": 128, "qwen_tiny": 8}.get(variant, 0)  # 0: full fine-tune
     c.model.lora_alpha = 16.0 if variant == "qwen_tiny" else 128.0
     c.model.lora_dropout = 0.1
+    # Qwen language model: activation checkpointing per layer (none | full | dots) and
+    # scanned layers; the loaded weights follow (jaxmm.models.clamr.qwen_text_overrides).
+    c.model.remat = "full" if paper else "none"
+    c.model.scan_layers = False
     c.model.second_per_grid_t = 1.0  # Qwen: seconds per temporal patch (2 / sampled fps)
     c.model.lora_targets = (
         *("q_proj", "k_proj", "v_proj", "o_proj"),

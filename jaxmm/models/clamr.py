@@ -206,15 +206,25 @@ class Qwen25VLBackbone(nn.Module):
         return hidden
 
 
+def qwen_text_overrides(model_config) -> dict:
+    """Run-time settings of the language model from `config.model`: the first `num_layers`
+    layers (0: all), `remat`, `scan_layers`. One place, because the weights loaded into the
+    backbone (`qwen2_5_vl.hf.load_hf(..., text_overrides=)`) must have the same tree."""
+    m = model_config
+    out = {"remat": m.get("remat", "none"), "scan_layers": bool(m.get("scan_layers", False))}
+    if m.num_layers:
+        out["num_layers"] = int(m.num_layers)
+    return out
+
+
 def qwen_backbone(model_config, deterministic: bool = True) -> Qwen25VLBackbone:
     """`config.model` of configs/clamr.py (backbone 'qwen2_5_vl') -> the backbone, built from
-    `model_dir` (a HF folder or its config.json; no weights read), `num_layers` > 0 keeping the
-    first text layers, LoRA on the language model when `lora_rank` > 0."""
+    `model_dir` (a HF folder or its config.json; no weights read) with `qwen_text_overrides`,
+    LoRA on the language model when `lora_rank` > 0."""
     m = model_config
     if not m.model_dir:
         raise ValueError("config.model.model_dir: a Qwen2.5-VL folder or config.json is needed")
-    overrides = {"num_layers": m.num_layers} if m.num_layers else None
-    config = Qwen25VLConfig.from_hf(m.model_dir, text_overrides=overrides)
+    config = Qwen25VLConfig.from_hf(m.model_dir, text_overrides=qwen_text_overrides(m))
     if m.lora_rank:
         lora = LoRAConfig(
             rank=m.lora_rank,

@@ -36,6 +36,7 @@ from jaxmm.models.clamr import (
     encode_queries,
     load_minilm,
     qwen_backbone,
+    qwen_text_overrides,
 )
 from jaxmm.models.clamr_inputs import (
     NUM_MODALITIES,
@@ -247,12 +248,11 @@ class ClamrTask(Task):
             return None
         m = self.config.model
         mesh = getattr(getattr(jax.tree.leaves(abstract_params)[0], "sharding", None), "mesh", None)
-        overrides = {"num_layers": m.num_layers} if m.num_layers else None
         _, base = load_hf(
             model_folder(m.model_dir),
             mesh=mesh,
             rules=tuple(self.config.logical_axis_rules),
-            text_overrides=overrides,
+            text_overrides=qwen_text_overrides(m),
         )
         base["lm"].pop("lm_head", None)  # an encoder: hidden states, never logits
         return with_backbone(abstract_params, base, self.init, self.config.seed)

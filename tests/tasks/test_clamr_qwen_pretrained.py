@@ -113,3 +113,17 @@ def _zeros_without_lora(tree):
     if not isinstance(tree, dict):
         return np.zeros(tree.shape, tree.dtype)
     return {k: _zeros_without_lora(v) for k, v in tree.items() if k not in ("lora_a", "lora_b")}
+
+
+def test_scanned_layers_load_the_same_tensors(folder):
+    """`model.scan_layers` / `model.remat` reach both the backbone and the loader, so the
+    stacked [layers, ...] weights are the checkpoint's (layer 1 = model.layers.1)."""
+    task = _task(folder, scan_layers=True, remat="full")
+    assert task.model.backbone.config.text.scan_layers
+    params = task.pretrained_params(_abstract(task))
+    hf = load_file(str(folder / "model.safetensors"))
+    layers = params["backbone"]["lm"]["layers"]
+    np.testing.assert_array_equal(
+        layers["mlp"]["down_proj"]["kernel"][1], hf["model.layers.1.mlp.down_proj.weight"].T
+    )
+    assert layers["self_attn"]["q_proj"]["lora_a"].shape[0] == 2  # LoRA stacked too
