@@ -127,3 +127,26 @@ def test_scanned_layers_load_the_same_tensors(folder):
         layers["mlp"]["down_proj"]["kernel"][1], hf["model.layers.1.mlp.down_proj.weight"].T
     )
     assert layers["self_attn"]["q_proj"]["lora_a"].shape[0] == 2  # LoRA stacked too
+
+
+def test_weights_land_in_the_trainers_shardings(folder):
+    """Abstract params as the trainer passes them (NamedShardings on a data=2 x fsdp=2 x
+    tensor=2 mesh of the 8 fake CPU devices): each loaded tensor comes back in its sharding."""
+    from jaxmm import sharding
+
+    task = _task(folder)
+    boxed = _abstract(task)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    shardings = sharding.params_shardings(boxed, mesh, tuple(task.config.logical_axis_rules))
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        nn.meta.unbox(boxed),
+        shardings,
+    )
+    params = task.pretrained_params(abstract)
+    emb = params["backbone"]["lm"]["embed_tokens"]["embedding"]
+    want = abstract["backbone"]["lm"]["embed_tokens"]["embedding"].sharding
+    assert emb.sharding.is_equivalent_to(want, emb.ndim)
+    assert want.spec != jax.sharding.PartitionSpec()  # actually split over the mesh
+    hf = load_file(str(folder / "model.safetensors"))
+    np.testing.assert_array_equal(np.asarray(emb), hf["model.embed_tokens.weight"])
