@@ -12,15 +12,14 @@ Variants:
 - `runlocal`: `tiny` for 10 steps (smoke test).
 - `paper`: the paper's recipe (Qwen2.5-VL-3B + LoRA r=128 α=128 dropout 0.1 on
   q/k/v/o/gate/up/down + projection head, lr 1e-5 linear decay, warmup 0.1, 1 epoch,
-  batch 4 x 8 devices, 64-token queries, 2048-token documents). `model.model_dir` is a
-  Qwen2.5-VL-3B folder or its config.json; `jaxmm.models.clamr.qwen_backbone(c.model)` builds
-  the backbone (no weights read). The trainer does not drive it yet: building the task
-  raises NotImplementedError (Qwen tokenizer input builder, weight loading not wired).
-- `qwen_tiny`: the same Qwen2.5-VL backbone path on CPU with a tiny random model
-  (`model.model_dir` = a tiny config.json, e.g. the V5 dict of
-  tests/models/qwen2_5_vl/test_config.py), LoRA r=8 on the same targets (+ head trainable),
-  4 frames of 56x56 px. Trains through launch/train.py as plumbing: random weights and the
-  MiniLM tokenizer's ids folded into the tiny vocabulary (`model.minilm_ids_stand_in`).
+  batch 4 x 8 devices, 64-token queries, 2048-token documents). `model.model_dir` is a local
+  Qwen2.5-VL folder (config.json, tokenizer.json, safetensors): the task builds the inputs
+  with its tokenizer, loads its weights into `backbone/` and turns the epoch recipe into
+  `num_steps` / `warmup_steps` from the train split's size (`num_steps=0` here).
+- `qwen_tiny`: the same path on CPU with a tiny Qwen2.5-VL folder (e.g.
+  `python -m tests.models.qwen2_5_vl.tiny <folder>`: a random transformers model saved with
+  `save_pretrained` + a small byte-level BPE tokenizer.json with Qwen's special tokens),
+  LoRA r=8 on the same targets (+ head trainable), 4 frames of 56x56 px.
 """
 
 import ml_collections
@@ -50,23 +49,24 @@ def get_config(arg: str | None = None):
     c.model.model_dir = "Qwen/Qwen2.5-VL-3B-Instruct" if paper else ""
     c.model.num_layers = 2 if variant in ("tiny", "runlocal") else 0  # 0: all layers
     c.model.dim = 128
-    c.model.patch = 14 if qwen else 16
+    c.model.patch = 16  # MiniLM's frame patch embedder (Qwen uses its config's 14 px)
     c.model.pooling = "tokens"  # tokens | mean (single-vector baseline)
     c.model.contextualized = True  # False: one pass per modality, token sets concatenated
     c.model.lora_rank = {"paper": 128, "qwen_tiny": 8}.get(variant, 0)  # 0: full fine-tune
     c.model.lora_alpha = 16.0 if variant == "qwen_tiny" else 128.0
     c.model.lora_dropout = 0.1
-    # qwen_tiny only: MiniLM token ids folded into the tiny vocab (trainer plumbing, no Qwen
-    # tokenizer); paper keeps raising NotImplementedError in the task.
-    c.model.minilm_ids_stand_in = variant == "qwen_tiny"
+    # Qwen language model: activation checkpointing per layer (none | full | dots) and
+    # scanned layers; the loaded weights follow (jaxmm.models.clamr.qwen_text_overrides).
+    c.model.remat = "full" if paper else "none"
+    c.model.scan_layers = False
     c.model.second_per_grid_t = 1.0  # Qwen: seconds per temporal patch (2 / sampled fps)
     c.model.lora_targets = (
         *("q_proj", "k_proj", "v_proj", "o_proj"),
         *("gate_proj", "up_proj", "down_proj"),
     )
 
-    # The paper's schedule is given per epoch; the task turns it into steps once a backbone
-    # that can run it exists (the CPU variants set num_steps / warmup_steps directly).
+    # The paper's schedule is given per epoch: with num_steps = 0 the task sets num_steps and
+    # warmup_steps from the train split's size (the CPU variants set them directly).
     c.recipe = ml_collections.ConfigDict()
     c.recipe.epochs = 1 if paper else 0
     c.recipe.warmup_ratio = 0.1 if paper else 0.0
@@ -88,8 +88,9 @@ def get_config(arg: str | None = None):
     c.data.query_len = 64 if paper else 32
     c.data.num_buffer_tokens = 10
     c.data.budget_ocr = 512 if paper else 8
-    c.data.budget_asr = 512 if paper else 20
-    c.data.budget_description = 512 if paper else 16
+    # qwen_tiny's byte-level BPE spends more tokens per word than MiniLM's WordPiece
+    c.data.budget_asr = {"paper": 512, "qwen_tiny": 24}.get(variant, 20)
+    c.data.budget_description = {"paper": 512, "qwen_tiny": 20}.get(variant, 16)
     c.data.max_doc_len = 2048 if paper else 128
     c.data.eval_split = "test"
     c.data.eval_batch = 32

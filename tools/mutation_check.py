@@ -288,8 +288,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "clamr_no_budget_truncation",
         "jaxmm/models/clamr_inputs.py",
-        ".strip())[:budget] if budget",
-        ".strip()) if budget",
+        "(lay.text_prefix + text)[:budget] if budget",
+        "(lay.text_prefix + text) if budget",
         ("tests/models/test_clamr.py::test_overlong_text_is_truncated_to_its_budget",),
     ),
     # --- SFT data and loss -------------------------------------------------------------------
@@ -829,6 +829,42 @@ MUTANTS: tuple[Mutant, ...] = (
         "neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=2)",
         "neg_s, ids = jax.lax.sort((-cand_s, cand_i), dimension=1, num_keys=1, is_stable=True)",
         ("tests/kernels_pallas/maxsim/test_persistent.py", "-k", "ties"),
+    ),
+    # --- CLaMR paper path: Qwen inputs, weights, dropout, schedule (issue 16) ------------------
+    Mutant(
+        "clamr_qwen_inputs_no_vision_end",
+        "jaxmm/models/clamr_inputs.py",
+        "            run = [*lay.visual_open, *[lay.visual] * n_vis, *lay.visual_close]",
+        "            run = [*lay.visual_open, *[lay.visual] * n_vis]",
+        ("tests/models/test_clamr_qwen_inputs.py",),
+    ),
+    Mutant(
+        "clamr_qwen_inputs_budget_off_by_one",
+        "jaxmm/models/clamr_inputs.py",
+        "self._encode(lay.text_prefix + text)[:budget]",
+        "self._encode(lay.text_prefix + text)[: budget + 1]",
+        ("tests/models/test_clamr_qwen_inputs.py",),
+    ),
+    Mutant(
+        "clamr_pretrained_norms_left_at_init",
+        "jaxmm/tasks/clamr.py",
+        '    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b")',
+        '    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b", "scale")',
+        ("tests/tasks/test_clamr_qwen_pretrained.py", "-k", "match_torch"),
+    ),
+    Mutant(
+        "clamr_qwen_train_model_without_dropout",
+        "jaxmm/tasks/clamr.py",
+        "self.model.clone(backbone=backbone.clone(deterministic=False))",
+        "self.model.clone(backbone=backbone.clone(deterministic=True))",
+        ("tests/tasks/test_clamr_qwen_train.py", "-k", "dropout"),
+    ),
+    Mutant(
+        "epoch_schedule_drops_partial_batch",
+        "jaxmm/train/optim.py",
+        "    num_steps = math.ceil(epochs * num_examples / global_batch)",
+        "    num_steps = int(epochs * num_examples // global_batch)",
+        ("tests/tasks/test_clamr_qwen_train.py", "-k", "epoch"),
     ),
 )
 

@@ -176,6 +176,11 @@ def generate_split(
     return write_multivent(root, split, records)
 
 
+def num_queries(groups: int) -> int:
+    """Queries (= videos) of a split of `groups` groups: one sibling per modality."""
+    return groups * len(MODALITIES)
+
+
 def generate(
     root: str | os.PathLike,
     *,

@@ -8,9 +8,9 @@ text sequence at placeholder positions). Any Flax module with the `Backbone` cal
 and a `hidden_size` field plugs in; here `MiniLMBackbone` = the real all-MiniLM-L6-v2 BERT
 plus a small trainable frame patch embedder, so the method trains on CPU; `Qwen25VLBackbone`
 = the paper's Qwen2.5-VL (vision tower features at the visual positions, M-RoPE positions,
-the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives it only for
-`configs/clamr.py:qwen_tiny` (random tiny model, MiniLM ids folded into its vocabulary: plumbing);
-`paper` raises NotImplementedError there (no Qwen tokenizer input builder / weight loading).
+the decoder's final-norm hidden states). The trainer (`jaxmm.tasks.clamr`) drives both: the
+Qwen inputs come from the checkpoint folder's tokenizer (`clamr_inputs.qwen_layout`), its
+weights from the folder's safetensors (`ClamrTask.pretrained_params`).
 
 Scoring is not here: per-modality MaxSim is `kernels_pallas.maxsim.maxsim_modality`.
 """
@@ -206,15 +206,25 @@ class Qwen25VLBackbone(nn.Module):
         return hidden
 
 
+def qwen_text_overrides(model_config) -> dict:
+    """Run-time settings of the language model from `config.model`: the first `num_layers`
+    layers (0: all), `remat`, `scan_layers`. One place, because the weights loaded into the
+    backbone (`qwen2_5_vl.hf.load_hf(..., text_overrides=)`) must have the same tree."""
+    m = model_config
+    out = {"remat": m.get("remat", "none"), "scan_layers": bool(m.get("scan_layers", False))}
+    if m.num_layers:
+        out["num_layers"] = int(m.num_layers)
+    return out
+
+
 def qwen_backbone(model_config, deterministic: bool = True) -> Qwen25VLBackbone:
     """`config.model` of configs/clamr.py (backbone 'qwen2_5_vl') -> the backbone, built from
-    `model_dir` (a HF folder or its config.json; no weights read), `num_layers` > 0 keeping the
-    first text layers, LoRA on the language model when `lora_rank` > 0."""
+    `model_dir` (a HF folder or its config.json; no weights read) with `qwen_text_overrides`,
+    LoRA on the language model when `lora_rank` > 0."""
     m = model_config
     if not m.model_dir:
         raise ValueError("config.model.model_dir: a Qwen2.5-VL folder or config.json is needed")
-    overrides = {"num_layers": m.num_layers} if m.num_layers else None
-    config = Qwen25VLConfig.from_hf(m.model_dir, text_overrides=overrides)
+    config = Qwen25VLConfig.from_hf(m.model_dir, text_overrides=qwen_text_overrides(m))
     if m.lora_rank:
         lora = LoRAConfig(
             rank=m.lora_rank,
@@ -274,8 +284,10 @@ def encode_documents(
     mask: jax.Array,
     modality: jax.Array,
     frames: jax.Array | None,
+    rngs: dict[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Joint inputs [B, L] -> (emb [B, L, dim], modality ids with 0 where not kept).
+    """Joint inputs [B, L] -> (emb [B, L, dim], modality ids with 0 where not kept); `rngs`
+    (e.g. {"dropout": key}) for a training model with dropout.
 
     Separate inputs [B, P, L] (the non-contextualised ablation: one pass per modality) run as
     B*P sequences and their token sets are concatenated: [B, P*L, dim]. Mean pooling returns
@@ -292,20 +304,21 @@ def encode_documents(
             mask.reshape(b * p, length),
             modality.reshape(b * p, length),
             flat_frames,
+            rngs=rngs,
         )
         if model.pooling == "mean":
             raise ValueError("mean pooling with separate passes is not a CLaMR setting")
         emb = emb.reshape(b, p * length, -1)
         return emb, jnp.where(keep, modality.reshape(b * p, length), 0).reshape(b, p * length)
-    emb, keep = model.apply({"params": params}, ids, mask, modality, frames)
+    emb, keep = model.apply({"params": params}, ids, mask, modality, frames, rngs=rngs)
     if model.pooling == "mean":
         return emb, keep.astype(jnp.int32)
     return emb, jnp.where(keep, modality, 0)
 
 
-def encode_queries(model: Clamr, params, ids: jax.Array, mask: jax.Array):
+def encode_queries(model: Clamr, params, ids: jax.Array, mask: jax.Array, rngs: dict | None = None):
     """(emb [B, Lq, dim], mask [B, Lq] bool); [B, 1, ...] with mean pooling."""
-    return model.apply({"params": params}, ids, mask)
+    return model.apply({"params": params}, ids, mask, rngs=rngs)
 
 
 # ----------------------------------------------------------------------------- MiniLM weights

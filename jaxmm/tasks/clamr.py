@@ -2,9 +2,10 @@
 
     python launch/train.py --config=configs/clamr.py:tiny --workdir=runs/clamr
 
-Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder; with
-`configs/clamr.py:qwen_tiny` a tiny random Qwen2.5-VL backbone, LoRA + head trained, MiniLM
-token ids folded into its vocabulary as a stand-in tokenizer), objectives
+Model `jaxmm.models.clamr` (MiniLM backbone + frame patch embedder; or, with
+`configs/clamr.py:paper` / `qwen_tiny`, Qwen2.5-VL from a HF folder: its tokenizer.json builds
+the inputs, its safetensors are the backbone's starting weights, LoRA (with dropout in
+training) + head trained; the epoch recipe becomes num_steps), objectives
 `jaxmm.tasks.clamr_loss`, evaluation (index -> search -> nDCG / recall / modality accuracy)
 `jaxmm.tasks.clamr_eval`. With an empty `config.data.data_dir` the procedural corpus
 (`jaxmm.data.clamr_synth`) is generated into `<workdir>/data` before training.
@@ -35,15 +36,26 @@ from jaxmm.models.clamr import (
     encode_queries,
     load_minilm,
     qwen_backbone,
+    qwen_text_overrides,
 )
-from jaxmm.models.clamr_inputs import NUM_MODALITIES, ClamrInputs, InputConfig
+from jaxmm.models.clamr_inputs import (
+    NUM_MODALITIES,
+    ClamrInputs,
+    InputConfig,
+    load_tokenizer,
+    model_folder,
+    qwen_layout,
+)
+from jaxmm.models.qwen2_5_vl.hf import load_hf
 from jaxmm.models.text_encoder import minilm_model_dir
 from jaxmm.tasks import clamr_eval
 from jaxmm.tasks.clamr_loss import clamr_loss, in_batch_scores, token_max_modality
 from jaxmm.train import checkpoint
+from jaxmm.train.optim import epoch_schedule
 from jaxmm.train.task import DataShard, Task
 
 SCORINGS = ("modality_max", "token_max")
+BACKBONES = ("minilm", "qwen2_5_vl")
 
 
 class ArraySource:
@@ -64,35 +76,23 @@ class ClamrTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         m, d, loss = config.model, config.data, config.loss
-        self.qwen = m.backbone == "qwen2_5_vl" and bool(m.get("minilm_ids_stand_in", False))
-        if m.backbone != "minilm" and not self.qwen:
-            raise NotImplementedError(
-                f"config.model.backbone={m.backbone!r}: the trainer drives only 'minilm'; the "
-                "Qwen2.5-VL backbone exists (jaxmm.models.clamr.qwen_backbone / "
-                "Qwen25VLBackbone) but its input builder (Qwen tokenizer) and weight loading "
-                "are not wired into this task yet"
+        if m.backbone not in BACKBONES:
+            raise ValueError(
+                f"config.model.backbone must be one of {BACKBONES}, got {m.backbone!r}"
             )
+        self.qwen = m.backbone == "qwen2_5_vl"
         if loss.scoring not in SCORINGS:
             raise ValueError(f"config.loss.scoring must be one of {SCORINGS}, got {loss.scoring!r}")
         if m.pooling == "mean" and (loss.scoring != "token_max" or not m.contextualized):
             raise ValueError("mean pooling needs loss.scoring='token_max', model.contextualized")
         if self.qwen:
-            # Plumbing only (qwen_tiny): the MiniLM tokenizer's ids folded into the tiny random
-            # model's vocabulary (below its special ids); no Qwen tokenizer, no Qwen weights.
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
-            backbone = qwen_backbone(m)
-            self.fold_vocab = min(backbone.config.image_token_id, backbone.config.video_token_id)
-            self.bert_params = None
-            grid_t = -(-d.num_frames // backbone.config.vision.temporal_patch_size)
-            merge = backbone.config.vision.spatial_merge_size
-            n_vis = grid_t * (d.frame_size // m.patch) ** 2 // merge**2
+            backbone, tokenizer, layout, n_vis = self._qwen_backbone()
         else:
             bert, self.bert_params, tokenizer = load_minilm(
                 m.model_dir or minilm_model_dir(), m.num_layers or None
             )
             backbone = MiniLMBackbone(bert, m.patch)
+            layout = None
             n_vis = d.num_frames * (d.frame_size // m.patch) ** 2
         self.inputs = ClamrInputs(
             tokenizer,
@@ -107,12 +107,68 @@ class ClamrTask(Task):
                 ),  # fmt: skip
                 max_doc_len=d.max_doc_len,
             ),
+            layout,
         )
-        self.model = Clamr(backbone, m.dim, m.pooling)
+        self.model = Clamr(backbone, m.dim, m.pooling)  # eval / index: deterministic
+        # Training: LoRA dropout on (Qwen with LoRA and model.lora_dropout > 0); same params.
+        self.train_model = self.model
+        if self.qwen and m.lora_rank and m.lora_dropout > 0:
+            self.train_model = self.model.clone(backbone=backbone.clone(deterministic=False))
         self.root: Path | None = Path(d.data_dir) if d.data_dir else None
         self._splits: dict[str, MultiventSplit] = {}
+        self._resolve_epochs()
+
+    def _qwen_backbone(self):
+        """(backbone, the folder's tokenizer, Qwen's token layout, placeholders per video)."""
+        m, d = self.config.model, self.config.data
+        backbone = qwen_backbone(m)
+        qc = backbone.config
+        tokenizer = load_tokenizer(m.model_dir)
+        layout = qwen_layout(
+            tokenizer,
+            expect={
+                "<|video_pad|>": qc.video_token_id,
+                "<|vision_start|>": qc.vision_start_token_id,
+                "<|vision_end|>": qc.vision_end_token_id,
+            },
+        )
+        self.bert_params = None
+        v = qc.vision
+        unit = v.patch_size * v.spatial_merge_size
+        if d.frame_size % unit:
+            raise ValueError(
+                f"config.data.frame_size={d.frame_size}: Qwen2.5-VL frames must be a multiple "
+                f"of {unit} px (patch {v.patch_size} x merge {v.spatial_merge_size})"
+            )
+        grid_t = -(-d.num_frames // v.temporal_patch_size)
+        n_vis = grid_t * (d.frame_size // v.patch_size) ** 2 // v.spatial_merge_size**2
+        return backbone, tokenizer, layout, n_vis
 
     # ------------------------------------------------------------------ data
+    def num_train_queries(self) -> int:
+        """Training examples per epoch: the train split's queries (the procedural corpus'
+        size is known from its config before it is generated)."""
+        d = self.config.data
+        if not d.data_dir:
+            return clamr_synth.num_queries(d.train_groups)
+        return len(self.split("train").queries)
+
+    def _resolve_epochs(self) -> None:
+        """`recipe.epochs > 0` (the paper: 1 epoch, warmup 0.1) with `num_steps == 0` sets
+        num_steps and warmup_steps from the train split's size; an explicit num_steps wins
+        (then warmup is still the ratio of it). The resolved values land in config.json."""
+        c = self.config
+        recipe = c.get("recipe")
+        if recipe is None or recipe.epochs <= 0:
+            return
+        with c.unlocked():
+            if c.num_steps <= 0:
+                c.num_steps, _ = epoch_schedule(
+                    recipe.epochs, self.num_train_queries(), c.batch_size
+                )
+            if recipe.warmup_ratio > 0:
+                c.optimizer.warmup_steps = round(recipe.warmup_ratio * c.num_steps)
+
     def prepare(self, workdir: str) -> None:
         """Generates the procedural corpus into `<workdir>/data` when no data_dir is set."""
         d = self.config.data
@@ -144,16 +200,11 @@ class ClamrTask(Task):
             texts, separate=not self.config.model.contextualized, names=video_ids
         )
         frames = np.stack([load_frames(v, d.num_frames, d.frame_size) for v in videos])
-        ids = self._fold(docs.ids)
-        return {"d_ids": ids, "d_mask": docs.mask, "d_mod": docs.modality, "frames": frames}
-
-    def _fold(self, ids: np.ndarray) -> np.ndarray:
-        return ids % self.fold_vocab if self.qwen else ids
+        return {"d_ids": docs.ids, "d_mask": docs.mask, "d_mod": docs.modality, "frames": frames}
 
     def query_arrays(self, split: MultiventSplit, query_ids: list[str]) -> dict[str, np.ndarray]:
         queries = [split.queries[q] for q in query_ids]
         ids, mask = self.inputs.queries([q.text for q in queries])
-        ids = self._fold(ids)
         gold = np.array([q.modality_id for q in queries], np.int32)
         return {"q_ids": ids, "q_mask": mask, "gold_modality": gold}
 
@@ -188,6 +239,24 @@ class ClamrTask(Task):
         bert = jax.tree.map(load, params["backbone"]["bert"], pretrained, is_leaf=is_box)
         return {**params, "backbone": {**params["backbone"], "bert": bert}}
 
+    def pretrained_params(self, abstract_params):
+        """Qwen2.5-VL: the checkpoint folder's safetensors (`load_hf`, each tensor straight into
+        its shards) under `backbone/`; the head and the LoRA factors as `init` makes them (a
+        jitted init that returns only those, so the backbone's random weights are never
+        materialised). MiniLM's weights come in through `init` (None here)."""
+        if not self.qwen:
+            return None
+        m = self.config.model
+        mesh = getattr(getattr(jax.tree.leaves(abstract_params)[0], "sharding", None), "mesh", None)
+        _, base = load_hf(
+            model_folder(m.model_dir),
+            mesh=mesh,
+            rules=tuple(self.config.logical_axis_rules),
+            text_overrides=qwen_text_overrides(m),
+        )
+        base["lm"].pop("lm_head", None)  # an encoder: hidden states, never logits
+        return with_backbone(abstract_params, base, self.init, self.config.seed)
+
     def trainable_mask(self, params):
         """LoRA backbones: the LoRA factors and the projection head; else everything."""
         if not (self.qwen and self.config.model.lora_rank):
@@ -197,11 +266,22 @@ class ClamrTask(Task):
             lambda p, _: any(getattr(k, "key", None) in keys for k in p), params
         )
 
-    def scores(self, params, batch) -> tuple[jax.Array, int]:
-        """In-batch per-modality scores [B, B, M] (M = 1 for token-max / mean pooling)."""
-        q_emb, q_keep = encode_queries(self.model, params, batch["q_ids"], batch["q_mask"])
+    def scores(self, params, batch, rng: jax.Array | None = None) -> tuple[jax.Array, int]:
+        """In-batch per-modality scores [B, B, M] (M = 1 for token-max / mean pooling). With
+        `rng` (training) the dropout model runs, queries and documents on their own keys."""
+        model, q_rngs, d_rngs = self.model, None, None
+        if rng is not None:
+            q_key, d_key = jax.random.split(rng)
+            model, q_rngs, d_rngs = self.train_model, {"dropout": q_key}, {"dropout": d_key}
+        q_emb, q_keep = encode_queries(model, params, batch["q_ids"], batch["q_mask"], rngs=q_rngs)
         d_emb, d_mod = encode_documents(
-            self.model, params, batch["d_ids"], batch["d_mask"], batch["d_mod"], batch["frames"]
+            model,
+            params,
+            batch["d_ids"],
+            batch["d_mask"],
+            batch["d_mod"],
+            batch["frames"],
+            rngs=d_rngs,
         )
         m = NUM_MODALITIES
         if self.config.loss.scoring == "token_max" or self.model.pooling == "mean":
@@ -213,7 +293,7 @@ class ClamrTask(Task):
         return per_mod, m
 
     def loss(self, params, batch, rng):
-        per_mod, _ = self.scores(params, batch)
+        per_mod, _ = self.scores(params, batch, rng)
         return clamr_loss(
             per_mod,
             batch["gold_modality"],
@@ -245,6 +325,52 @@ class ClamrTask(Task):
                 )
                 metrics |= {f"only_{name}/{k}": v for k, v in only.items()}
         return metrics
+
+
+def _is_fresh(path) -> bool:
+    """Leaves `init` owns in a pretrained run: everything outside backbone/, LoRA factors."""
+    keys = [getattr(k, "key", None) for k in path]
+    return keys[0] != "backbone" or keys[-1] in ("lora_a", "lora_b")
+
+
+def with_backbone(abstract_params, backbone, init_fn, seed: int):
+    """Full params: `backbone` (e.g. HF weights) under backbone/ + the head and LoRA factors
+    from `init_fn(key(seed))`. Structure and shapes are checked against `abstract_params`;
+    a mismatch names the param (a checkpoint of another base model)."""
+    abstract = nn.meta.unbox(abstract_params)
+    name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+
+    def fresh_fn(rng):
+        leaves = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(init_fn(rng)))
+        return {name(p): v for p, v in leaves if _is_fresh(p)}
+
+    fresh = jax.jit(fresh_fn)(jax.random.key(seed))  # XLA drops the unused random weights
+    used = set()
+
+    def pick(path, want):
+        key = name(path)
+        if _is_fresh(path):
+            return fresh[key]
+        node = backbone
+        for k in path[1:]:
+            if not isinstance(node, dict) or k.key not in node:
+                raise ValueError(f"pretrained backbone has no param {key} (another base model?)")
+            node = node[k.key]
+        if tuple(node.shape) != tuple(want.shape):
+            raise ValueError(
+                f"pretrained {key} has shape {tuple(node.shape)}, the model wants "
+                f"{tuple(want.shape)} (a checkpoint of another base model?)"
+            )
+        used.add(key)
+        return node
+
+    out = jax.tree_util.tree_map_with_path(pick, abstract)
+    extra = {"backbone/" + name(p) for p, _ in jax.tree_util.tree_leaves_with_path(backbone)}
+    if extra - used:
+        raise ValueError(
+            f"pretrained backbone params the model does not use: {sorted(extra - used)[:5]}"
+        )
+    return out
 
 
 def load_trained(workdir: str, data_dir: str = "") -> tuple[ClamrTask, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -24,6 +25,23 @@ def make_schedule(opt_cfg: ml_collections.ConfigDict, num_steps: int) -> optax.S
     if warmup == 0:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def epoch_schedule(
+    epochs: float, num_examples: int, global_batch: int, warmup_ratio: float = 0.0
+) -> tuple[int, int]:
+    """A recipe given in epochs -> (num_steps, warmup_steps) for the trainer, which counts
+    steps: num_steps = ceil(epochs * num_examples / global_batch) (the last partial batch is
+    a step), warmup = round(warmup_ratio * num_steps)."""
+    if epochs <= 0 or num_examples <= 0 or global_batch <= 0:
+        raise ValueError(
+            f"epoch_schedule: epochs ({epochs}), num_examples ({num_examples}) and global_batch "
+            f"({global_batch}) must all be > 0"
+        )
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"epoch_schedule: warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    num_steps = math.ceil(epochs * num_examples / global_batch)
+    return num_steps, round(warmup_ratio * num_steps)
 
 
 def decay_mask(params: Any, min_ndim: int) -> Any:

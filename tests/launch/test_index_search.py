@@ -34,7 +34,8 @@ QRELS = {"q1": {"volcano": 1}, "q2": {"pasta": 1}, "q3": {"rocket": 2, "glacier"
 def _run(script, *args, expect_rc=0):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user would run it
-    env.pop("PYTHONPATH", None)  # the scripts find the repo themselves
+    # this checkout's jaxmm, not whichever one the environment has installed
+    env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run(
         [sys.executable, str(ROOT / "launch" / script), *args],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT.parent,
@@ -120,3 +121,48 @@ def test_clamr_index_then_search_from_a_multivent_folder(tmp_path):
                                        ("video", "ocr", "asr", "description")}  # fmt: skip
     assert "--clamr_workdir" in _run("index.py", f"--multivent_dir={data}",
                                      f"--index_dir={index_dir}", expect_rc=1)  # fmt: skip
+
+
+@pytest.mark.slow  # ~1-2 min on a loaded 2-core CPU: 3 training steps of qwen_tiny first
+def test_clamr_qwen_index_then_search_from_a_multivent_folder(tmp_path):
+    """qwen_tiny from a tiny transformers checkpoint folder (weights + tokenizer.json) through
+    the trainer, then the CLIs: the index holds every modality, search reproduces the trainer's
+    nDCG@10, and the frozen base weights in the checkpoint are the HF ones."""
+    pytest.importorskip("torch")
+    import jax
+    from safetensors.numpy import load_file
+
+    from jaxmm import config as config_lib
+    from jaxmm import tasks
+    from jaxmm.data import clamr_synth
+    from jaxmm.tasks.clamr import load_trained
+    from jaxmm.train import trainer
+    from tests.models.qwen2_5_vl.tiny import write_folder
+
+    model_dir = write_folder(tmp_path / "qwen_tiny")
+    data = tmp_path / "data"
+    clamr_synth.generate(data, splits={"train": 2, "test": 2}, n_frames=4, frame_size=56)
+    c = config_lib.load_config_file(str(ROOT / "configs/clamr.py:qwen_tiny"))
+    overrides = {
+        "num_steps": 3, "batch_size": 4, "optimizer.warmup_steps": 0,
+        "model.model_dir": str(model_dir), "data.data_dir": str(data),
+        "checkpoint.async_save": False,
+    }  # fmt: skip
+    with c.unlocked():
+        for k, v in overrides.items():
+            config_lib.set_key(c, k, v)
+    workdir = tmp_path / "run"
+    result = trainer.train(c, str(workdir), tasks.build(c), devices=jax.devices()[:1])
+    _, params = load_trained(str(workdir))
+    hf = load_file(str(model_dir / "model.safetensors"))
+    np.testing.assert_array_equal(
+        params["backbone"]["lm"]["embed_tokens"]["embedding"], hf["model.embed_tokens.weight"]
+    )
+    index_dir, run_path = tmp_path / "index", tmp_path / "run.trec"
+    flags = [f"--multivent_dir={data}", f"--clamr_workdir={workdir}", f"--index_dir={index_dir}"]
+    assert "docs=8" in _run("index.py", *flags)
+    index = MultiVectorIndex.load(index_dir)
+    assert index.modality is not None and set(np.unique(index.modality)) == {1, 2, 3, 4}
+    out = json.loads(_run("search.py", *flags, f"--run_out={run_path}").strip().splitlines()[-1])
+    assert out["ndcg@10"] == pytest.approx(result.eval_metrics["eval/ndcg@10"], abs=1e-6)
+    assert len(read_run(run_path)) == 8

@@ -51,8 +51,8 @@ def test_query_layout_has_buffer_tokens_and_fixed_length():
     ids, mask = inputs.queries(["a red circle", "x"])
     assert ids.shape == mask.shape == (2, 24)
     n = int(mask[0].sum())
-    assert ids[0, 0] == inputs.cls and ids[0, n - 1] == inputs.sep
-    assert list(ids[0, n - 11 : n - 1]) == [inputs.mask_id] * 10
+    assert (ids[0, 0], ids[0, n - 1]) == (*inputs.layout.query_open, *inputs.layout.query_close)
+    assert list(ids[0, n - 11 : n - 1]) == [inputs.layout.buffer] * 10
     assert _decode(inputs, ids[0, 1 : n - 11]) == "query : a red circle"
     assert not mask[0, n:].any() and (ids[0, n:] == inputs.pad).all()
     with pytest.raises(QueryTooLongError, match="query 0 .* query_len is 24"):

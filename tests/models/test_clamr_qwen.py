@@ -24,7 +24,7 @@ from jaxmm.models.qwen2_5_vl.model import Qwen25VL
 from jaxmm.models.qwen2_5_vl.mrope import rope_index
 from jaxmm.models.qwen2_5_vl.processor import Qwen25VLProcessor
 from jaxmm.models.qwen2_5_vl.vision import vision_layout
-from tests.models.qwen2_5_vl.test_config import V5
+from tests.models.qwen2_5_vl.tiny import write_folder
 
 VIDEO_ID, VS, VE = 251, 252, 253
 N_VIS = 8  # 4 frames of 56x56 px: grid (2, 4, 4) -> 2 * 4 * 4 / 4 merged tokens
@@ -33,10 +33,9 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def write_tiny_qwen(folder) -> str:
-    """A tiny random-shaped Qwen2.5-VL config.json (the parity tests' shapes) -> its path."""
-    path = folder / "config.json"
-    path.write_text(json.dumps(V5))
-    return str(path)
+    """A tiny Qwen2.5-VL folder (the parity tests' config.json + the tiny BPE tokenizer.json,
+    no weights) -> its path."""
+    return str(write_folder(folder, weights=False))
 
 
 def _model_config(tmp_path, **overrides):

@@ -156,12 +156,12 @@ def _config(variant="runlocal", **overrides):
     return c
 
 
-def test_paper_variant_names_the_missing_backbone():
+def test_paper_variant_names_the_missing_checkpoint_folder():
     c = _config("paper")
     assert c.model.lora_rank == 128 and c.model.lora_alpha == 128 and c.loss.temperature == 0.02
     assert c.optimizer.learning_rate == 1e-5 and c.recipe.warmup_ratio == 0.1
-    with pytest.raises(NotImplementedError, match="Qwen2.5-VL"):
-        tasks.build(c)
+    with pytest.raises(FileNotFoundError, match="Qwen2.5-VL-3B-Instruct"):
+        tasks.build(c)  # the default model_dir is the hub name: a local folder is needed
 
 
 def test_bad_scoring_is_named():

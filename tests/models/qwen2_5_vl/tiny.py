@@ -63,3 +63,75 @@ def torch_model(torch, transformers, seed: int = 0, tie: bool = False):
 def text_tokens(batch: int, length: int, seed: int) -> np.ndarray:
     """Random text ids below the special ids."""
     return np.random.default_rng(seed).integers(0, 240, (batch, length), dtype=np.int64)
+
+
+# Qwen's special tokens under their real names, at the tiny config's ids (250..255).
+SPECIAL_TOKENS = (
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE `tokenizers.Tokenizer` (as Qwen's, 250 entries learned from printable
+    ASCII and the procedural corpus' words) + Qwen's special tokens at ids 250..255."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from jaxmm.data import clamr_synth
+
+    words = [
+        *clamr_synth.COLORS,
+        *clamr_synth.SHAPES,
+        *clamr_synth.MOTIONS,
+        *clamr_synth._SYLLABLES,
+        *(s.upper() for s in clamr_synth._SYLLABLES),
+        *clamr_synth.QUERY_TEMPLATES.values(),
+        "Query: OCR: ASR: Description: hello and welcome, today the reporter talks about the",
+        "festival a news report on the in today",
+    ]
+    # every word as its own frequent line: the merges then spell whole words
+    corpus = [string.printable] + [" " + w for w in " ".join(words).split()] * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB - len(SPECIAL_TOKENS), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    if tok.get_vocab_size() != VOCAB - len(SPECIAL_TOKENS):
+        raise AssertionError(f"tiny BPE learned {tok.get_vocab_size()} entries, want 250")
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    assert tok.token_to_id("<|video_pad|>") == VIDEO_TOKEN
+    assert tok.token_to_id("<|vision_start|>") == VISION_START
+    return tok
+
+
+def write_folder(folder, *, weights: bool = True, seed: int = 0):
+    """A tiny Qwen2.5-VL HF folder: config.json + tokenizer.json (+ model.safetensors of the
+    random torch model, `save_pretrained`, with `weights`). Returns the folder."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if weights:
+        import torch
+        import transformers
+
+        torch_model(torch, transformers, seed=seed).save_pretrained(folder)
+    else:
+        from tests.models.qwen2_5_vl.test_config import V5
+
+        (folder / "config.json").write_text(json.dumps(V5))
+    tiny_tokenizer().save(str(folder / "tokenizer.json"))
+    return folder
+
+
+if __name__ == "__main__":  # python -m tests.models.qwen2_5_vl.tiny <folder>
+    import sys
+
+    print(write_folder(sys.argv[1]))
