@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import sharding
-from jaxmm.generate import model_folder, steps
+from jaxmm.generate import image_parts, model_folder, steps
+from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.requests import (
     Completion,
@@ -46,10 +47,20 @@ from jaxmm.generate.requests import (
     per_prompt,
 )
 from jaxmm.generate.text import TextTracker
+from jaxmm.generate.vision import IMAGE_MARKER, ImageEncoder
 from jaxmm.models import gguf, hf, llm
 
 Message = Mapping[str, Any]
-__all__ = ["Completion", "Engine", "InvalidTokenError", "PromptTooLongError", "StreamEvent"]
+Images = np.ndarray | Sequence[np.ndarray] | None
+__all__ = [
+    "Completion",
+    "Engine",
+    "ImageEncoder",
+    "ImageInputError",
+    "InvalidTokenError",
+    "PromptTooLongError",
+    "StreamEvent",
+]
 DEFAULT_MAX_SEQ_LEN = 8192
 
 
@@ -72,6 +83,10 @@ class Engine:
         axes and every call runs under the mesh and the logical-axis rules.
       vocab_size: the model's embedding rows; prompt token ids must be below it (default:
         the tokenizer's size).
+      image_encoder: lets requests carry images (`jaxmm.generate.vision.ImageEncoder`):
+        each is encoded once at admission (one jitted call for all images admitted together)
+        and its features replace the embeddings of its placeholder tokens during prefill;
+        `apply_fn` must then take `inputs_embeds=`. Decoding is unchanged.
     """
 
     def __init__(
@@ -91,6 +106,7 @@ class Engine:
         rules: Sequence[tuple[str, Any]] | None = None,
         cache_logical_axes: Any = None,
         vocab_size: int | None = None,
+        image_encoder: ImageEncoder | None = None,
     ):
         if max_seq_len < 2:
             raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
@@ -141,6 +157,14 @@ class Engine:
             donate_argnums=(1,),
             static_argnames=("n_steps",),
         )
+        self.image_encoder = image_encoder
+        if image_encoder is not None:
+            if not 0 <= image_encoder.image_token_id < self.vocab_size:
+                raise ValueError(
+                    f"image_token_id {image_encoder.image_token_id} is outside the "
+                    f"vocabulary (0..{self.vocab_size - 1})"
+                )
+            self._encode_images = jax.jit(image_encoder.encode_fn)
 
         # Host-side per-slot state; the device sees it as small arrays each call.
         s = self.max_batch
@@ -171,9 +195,14 @@ class Engine:
         model_name: str | None = None,
         mesh: jax.sharding.Mesh | None = None,
         rules: Sequence[tuple[str, Any]] | None = None,
+        vision: str | None = None,
     ) -> Engine:
         """Load a Hugging Face folder (config.json + safetensors + tokenizer files), or a
         llama.cpp `.gguf` file (converted once into a cached HF folder: `jaxmm.models.gguf`).
+
+        `vision="tiny_random"` adds a random SigLIP-style tower + projector
+        (`jaxmm.generate.vision.tiny_random_encoder`) so the engine takes images: for testing
+        orchestration only, the tower has learnt nothing.
 
         `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
         defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
@@ -195,6 +224,15 @@ class Engine:
         model = llm.LLM(config)
         max_seq_len = max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN)
         eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
+        image_encoder = None
+        if vision == "tiny_random":
+            from jaxmm.generate import vision as gen_vision
+
+            image_encoder = gen_vision.tiny_random_encoder(
+                config, gen_vision.placeholder_token(tokenizer)
+            )
+        elif vision is not None:
+            raise ValueError(f"vision={vision!r}: the only vision tower option is 'tiny_random'")
         return cls(
             model.apply,
             params,
@@ -210,6 +248,7 @@ class Engine:
             rules=rules,
             cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
             vocab_size=config.vocab_size,
+            image_encoder=image_encoder,
         )
 
     def _context(self) -> contextlib.AbstractContextManager:
@@ -246,13 +285,47 @@ class Engine:
         """
         if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
             raise ValueError("continue_final_message needs an assistant message last")
+        ids, images = self.chat_inputs(messages, continue_final_message)
+        if images is not None:
+            raise ImageInputError("the conversation has image parts: use chat_inputs")
+        return ids
+
+    def chat_inputs(
+        self, messages: Sequence[Message], continue_final_message: bool = False
+    ) -> tuple[list[int], list[np.ndarray] | None]:
+        """Prompt ids and images (None without image parts) of a conversation whose contents
+        may be OpenAI-style part lists. Each image part becomes `tokens_per_image`
+        placeholder ids at its place in the rendered template (text around it is tokenised
+        piecewise, as LLaVA processors do around their special image token)."""
+        if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
+            raise ValueError("continue_final_message needs an assistant message last")
+        if image_parts.has_images(messages) and self.image_encoder is None:
+            raise ImageInputError(
+                f"the conversation has image parts but model {self.model_name!r} takes no "
+                "images (the engine has no image_encoder)"
+            )
+        messages, images = image_parts.split_images(messages, IMAGE_MARKER)
         text = self.tokenizer.apply_chat_template(
-            list(messages),
+            messages,
             add_generation_prompt=not continue_final_message,
             continue_final_message=continue_final_message,
             tokenize=False,
         )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not images:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), None
+        enc = self.image_encoder
+        pieces = text.split(IMAGE_MARKER)
+        if len(pieces) != len(images) + 1:  # the template dropped or repeated a message
+            raise ImageInputError(
+                f"the chat template kept {len(pieces) - 1} of {len(images)} image parts"
+            )
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if i:
+                ids += [enc.image_token_id] * enc.tokens_per_image
+            if piece:
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids, images
 
     # ------------------------------------------------------------------ scheduling
     def submit(self, prompt: str | Sequence[int], params: GenerationParams) -> int:
@@ -263,14 +336,47 @@ class Engine:
         self,
         prompts: Sequence[str | Sequence[int]],
         params: GenerationParams | Sequence[GenerationParams],
+        images: Sequence[Images] | None = None,
     ) -> list[int]:
-        """Queue several requests, all or none: every prompt is checked before any is queued."""
+        """Queue several requests, all or none: every prompt is checked before any is queued.
+
+        `images[i]`: prompt i's images (uint8 [N, H, W, 3] or a list of [H, W, 3], or float
+        [N, S, S, 3] already preprocessed), matching its placeholder tokens in order."""
         plist = per_prompt(params, len(prompts))
-        reqs = [self._make_request(p, q) for p, q in zip(prompts, plist, strict=True)]
+        if images is None:
+            images = [None] * len(prompts)
+        elif len(images) != len(prompts):
+            raise ValueError(f"got images for {len(images)} prompts, expected {len(prompts)}")
+        reqs = [
+            self._make_request(p, q, im) for p, q, im in zip(prompts, plist, images, strict=True)
+        ]
         self._waiting.extend(reqs)
         return [r.rid for r in reqs]
 
-    def _make_request(self, prompt: str | Sequence[int], params: GenerationParams) -> Request:
+    def _check_images(self, prompt_ids: list[int], images: Images) -> np.ndarray | None:
+        """Preprocessed images [N, S, S, 3] (None for none), checked against the prompt's
+        placeholders: their count must be N * tokens_per_image."""
+        enc = self.image_encoder
+        n_images = 0 if images is None else len(images)
+        if enc is None:
+            if n_images:
+                raise ImageInputError(
+                    f"the request has {n_images} images but model {self.model_name!r} takes "
+                    "no images (the engine has no image_encoder)"
+                )
+            return None
+        slots = sum(t == enc.image_token_id for t in prompt_ids)
+        if slots != n_images * enc.tokens_per_image:
+            raise ImageInputError(
+                f"the prompt has {slots} image placeholder tokens (id {enc.image_token_id}) "
+                f"but {n_images} images x {enc.tokens_per_image} tokens need "
+                f"{n_images * enc.tokens_per_image}"
+            )
+        return enc.preprocess(images) if n_images else None
+
+    def _make_request(
+        self, prompt: str | Sequence[int], params: GenerationParams, images: Images = None
+    ) -> Request:
         prompt_ids = self.encode(prompt)
         n = len(prompt_ids)
         if n == 0:
@@ -286,6 +392,7 @@ class Engine:
                 f"prompt has {n} tokens and max_tokens is {max_new}: {n + max_new} exceeds "
                 f"max_seq_len {self.max_seq_len}"
             )
+        pixels = self._check_images(prompt_ids, images)
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
         return Request(
             rid=next(self._ids),
@@ -294,6 +401,7 @@ class Engine:
             max_new=max_new,
             seed=seed % (1 << 32),
             tracker=TextTracker(self.tokenizer, params.stop),
+            images=pixels,
         )
 
     def pop_result(self, rid: int) -> Completion:
@@ -374,12 +482,13 @@ class Engine:
         self,
         prompts: Sequence[str | Sequence[int]],
         params: GenerationParams | Sequence[GenerationParams],
+        images: Sequence[Images] | None = None,
     ) -> Iterator[StreamEvent]:
         """Generate for all prompts, yielding deltas as they become final.
 
         `StreamEvent.request_id` is the index of the prompt in `prompts`.
         """
-        rids = self.submit_many(prompts, params)
+        rids = self.submit_many(prompts, params, images)
         index = {rid: i for i, rid in enumerate(rids)}
         pending = set(rids)
         try:
@@ -398,9 +507,10 @@ class Engine:
         self,
         prompts: Sequence[str | Sequence[int]],
         params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+        images: Sequence[Images] | None = None,
     ) -> list[Completion]:
         """Generate for all prompts (batched) and return full completions in order."""
-        rids = self.submit_many(prompts, params)
+        rids = self.submit_many(prompts, params, images)
         pending = set(rids)
         while pending:
             self.step()
@@ -412,7 +522,9 @@ class Engine:
         conversations: Sequence[Sequence[Message]],
         params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
     ) -> list[Completion]:
-        return self.generate([self.chat_prompt_ids(c) for c in conversations], params)
+        """Answer conversations; contents may be part lists with images (see chat_inputs)."""
+        inputs = [self.chat_inputs(c) for c in conversations]
+        return self.generate([i for i, _ in inputs], params, [im for _, im in inputs])
 
     # ------------------------------------------------------------------ host bookkeeping
     def _admit(self, slots: list[int], reqs: list[Request], events: list[StreamEvent]) -> None:
@@ -433,6 +545,7 @@ class Engine:
         for i, r in enumerate(rows):
             tokens[i, : len(r.prompt_ids)] = r.prompt_ids
         with self._context():
+            splice = self._image_splice(rows)
             first, self._cache = self._prefill(
                 self.params,
                 self._cache,
@@ -443,6 +556,7 @@ class Engine:
                 np.array([r.params.temperature for r in rows], np.float32),
                 np.array([r.params.top_k for r in rows], np.int32),
                 np.array([r.params.top_p for r in rows], np.float32),
+                splice,
             )
         first = np.asarray(first)
         for i, (slot, req) in enumerate(zip(slots, reqs, strict=True)):
@@ -458,6 +572,31 @@ class Engine:
             self._consume(req, int(first[i]), events)
             if req.finish_reason is not None:
                 self._slots[slot] = None
+
+    def _image_splice(self, rows: list[Request]) -> steps.ImageSplice | None:
+        """Encode the images of the admitted rows in one call (image count padded to a
+        power of two by repeating the first); None when no row has images."""
+        owners = {id(r): r for r in rows if r.images is not None}
+        if not owners:
+            return None
+        enc = self.image_encoder
+        pixels = [r.images for r in owners.values()]
+        n = sum(len(p) for p in pixels)
+        n_pad = steps.bucket(n, cap=1 << 30, minimum=1)
+        batch = np.concatenate([*pixels, np.repeat(pixels[0][:1], n_pad - n, axis=0)])
+        feats = self._encode_images(enc.params, batch)  # [n_pad * tokens_per_image, E]
+        tpi = enc.tokens_per_image
+        width = steps.bucket(max(len(p) for p in pixels) * tpi, cap=1 << 30, minimum=1)
+        offset, start = 0, {}
+        for key, r in owners.items():
+            start[key] = offset
+            offset += len(r.images) * tpi
+        index = np.zeros((len(rows), width), np.int32)
+        for i, r in enumerate(rows):
+            if r.images is not None:
+                m = len(r.images) * tpi
+                index[i, :m] = start[id(r)] + np.arange(m)
+        return steps.ImageSplice(enc.embed_fn, enc.image_token_id, feats, index)
 
     def _consume(self, req: Request, token: int, events: list[StreamEvent]) -> None:
         """Account one generated token of `req`; set its finish_reason when it ends."""

@@ -1,0 +1,150 @@
+"""The engine's image input: how images become LM input embeddings (LLaVA-style).
+
+An `ImageEncoder` bundles the jittable vision tower + projector (`encode_fn(params, images
+[N, S, S, 3] float) -> [N * tokens_per_image, E]`), the LM's token embedding
+(`embed_fn(lm_params, tokens) -> [B, T, E]`, so the engine can splice features into it), the
+placeholder token id and the preprocessing (resize to S, scale to [0, 1], normalise). The
+prompt carries `tokens_per_image` placeholder ids per image (the chat builder expands each
+image part into them); prefill replaces their embeddings by the image features, in order.
+
+`tiny_random_encoder` builds a random SigLIP-style tower for a real LM: it exercises every
+code path of a VLM (orchestration, batching, caching) but has learnt nothing, so what the
+model says about an image is noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmm.generate.image_parts import ImageInputError
+from jaxmm.models import llm, vision
+
+# The text that stands for one image in a rendered chat prompt before it is tokenised (the
+# prompt builder splits on it and inserts the placeholder ids between the pieces).
+IMAGE_MARKER = "<|jaxmm:image|>"
+# Reserved tokens of SmolLM2's tokenizer (code-pretraining markers) that chat never uses.
+_UNUSED_TOKENS = ("<empty_output>", "<jupyter_script>")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEncoder:
+    """Everything the engine needs to take images (see module docstring).
+
+    `mean`/`std` normalise [0, 1] pixels per channel (SigLIP: 0.5 / 0.5)."""
+
+    encode_fn: Callable[[Any, jax.Array], jax.Array]
+    params: Any
+    embed_fn: Callable[[Any, jax.Array], jax.Array]
+    image_token_id: int
+    tokens_per_image: int
+    image_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    name: str = "vision"
+
+    def __post_init__(self):
+        if self.tokens_per_image < 1 or self.image_size < 1:
+            raise ValueError(
+                f"ImageEncoder: tokens_per_image={self.tokens_per_image} and "
+                f"image_size={self.image_size} must be >= 1"
+            )
+
+    def preprocess(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 RGB images (a [N, H, W, 3] array or a list of [H, W, 3], any size) ->
+        float32 [N, S, S, 3] resized and normalised; a float [N, S, S, 3] array is taken as
+        already preprocessed."""
+        s = self.image_size
+        if isinstance(images, np.ndarray) and images.dtype.kind == "f":
+            if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+                raise ImageInputError(
+                    f"preprocessed images must be float [N, {s}, {s}, 3], got {images.shape}"
+                )
+            return images.astype(np.float32)
+        from PIL import Image
+
+        out = np.empty((len(images), s, s, 3), np.float32)
+        for i, img in enumerate(images):
+            img = np.asarray(img)
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ImageInputError(
+                    f"images[{i}] must be uint8 [H, W, 3] (RGB), got {img.dtype} {img.shape}"
+                )
+            if img.shape[:2] != (s, s):
+                img = np.asarray(Image.fromarray(img).resize((s, s), Image.BILINEAR))
+            out[i] = img
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return (out / 255.0 - mean) / std
+
+
+def llm_embed_fn(config: llm.LLMConfig) -> Callable[[Any, jax.Array], jax.Array]:
+    """The token embedding of `jaxmm.models.llm.LLM` as `embed_fn(lm_params, tokens)`."""
+    model = llm.LLM(config)
+    return lambda params, tokens: model.apply({"params": params}, tokens, method=llm.LLM.embed)
+
+
+def tower_encode_fn(
+    vision_config: vision.VisionConfig, lm_hidden: int, dtype: str = "float32"
+) -> Callable[[Any, jax.Array], jax.Array]:
+    """`encode_fn` of a SigLIP-style `VisionEncoder` + LLaVA `Projector` whose params are
+    `{"vision": ..., "projector": ...}` (the names inside `jaxmm.models.vision.VLM`)."""
+    tower = vision.VisionEncoder(vision_config)
+    projector = vision.Projector(lm_hidden, dtype, dtype)
+
+    def encode(params: Any, images: jax.Array) -> jax.Array:
+        feats = tower.apply({"params": params["vision"]}, images)
+        feats = projector.apply({"params": params["projector"]}, feats)
+        return feats.reshape(-1, feats.shape[-1])
+
+    return encode
+
+
+def placeholder_token(tokenizer: Any) -> int:
+    """An id of the tokenizer that chat text never produces, for the image placeholders."""
+    vocab = tokenizer.get_vocab()
+    for tok in _UNUSED_TOKENS:
+        if tok in vocab:
+            return int(vocab[tok])
+    raise ValueError(
+        f"the tokenizer has none of the reserved tokens {list(_UNUSED_TOKENS)} to use as the "
+        "image placeholder; pass image_token_id explicitly"
+    )
+
+
+TINY_VISION = vision.VisionConfig(
+    image_size=64, patch_size=16, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4
+)
+
+
+def tiny_random_encoder(
+    lm_config: llm.LLMConfig, image_token_id: int, seed: int = 0
+) -> ImageEncoder:
+    """A random 2-layer SigLIP-style tower (64-px images, 16-px patches: 16 tokens per image)
+    and projector into `lm_config`'s width. Orchestration only: it has learnt nothing."""
+    cfg = TINY_VISION
+    encode = tower_encode_fn(cfg, lm_config.hidden_size)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    dummy = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+    v_params = vision.VisionEncoder(cfg).init(k1, dummy)["params"]
+    p_params = vision.Projector(lm_config.hidden_size).init(
+        k2, jnp.zeros((1, cfg.num_patches, cfg.hidden_size))
+    )["params"]
+    params = jax.tree.map(
+        lambda x: x.unbox() if hasattr(x, "unbox") else x,
+        {"vision": v_params, "projector": p_params},
+        is_leaf=lambda x: hasattr(x, "unbox"),
+    )
+    return ImageEncoder(
+        encode_fn=encode,
+        params=params,
+        embed_fn=llm_embed_fn(lm_config),
+        image_token_id=image_token_id,
+        tokens_per_image=cfg.num_patches,
+        image_size=cfg.image_size,
+        name="tiny_random",
+    )
