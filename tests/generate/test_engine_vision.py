@@ -2,67 +2,21 @@
 greedy decode with `VLM.apply` (no cache), with an image straddling a prefill-chunk boundary,
 rows with and without images in one batch; and the image actually reaches the logits."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmm.generate.engine import Engine
 from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.params import GenerationParams
-from jaxmm.generate.vision import ImageEncoder, llm_embed_fn, tower_encode_fn
-from jaxmm.models import llm
-from jaxmm.models.vision import VLM, VisionConfig
+from tests.generate.fixtures import IMG, TPI
 
-IMG = 3  # "<|system|>" of the test tokenizer: never produced by the prompts below
-VCFG = VisionConfig(
-    image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2
-)
-TPI = VCFG.num_patches  # 4 placeholders per image
 MAX_NEW = 8
 
 
 @pytest.fixture(scope="module")
-def vlm(hf_tokenizer):
-    cfg = llm.LLMConfig(
-        vocab_size=len(hf_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=8,
-        max_position_embeddings=64,
-    )
-    model = VLM(cfg, VCFG, IMG)
-    tokens = jnp.zeros((1, 2 * TPI), jnp.int32)
-    images = jnp.zeros((1, 2, 16, 16, 3))
-    params = nn.meta.unbox(model.init(jax.random.key(0), tokens, images=images)["params"])
-    # Larger LM weights: peaked logits, so greedy ties cannot blur the comparison.
-    params["lm"] = jax.tree.map(lambda x: x * 5.0 if x.ndim >= 2 else x, params["lm"])
-    # Image features as large as the (scaled) token embeddings, so images steer the answer.
-    params["projector"]["linear_2"]["kernel"] *= 20.0
-    encoder = ImageEncoder(
-        encode_fn=tower_encode_fn(VCFG, cfg.hidden_size),
-        params={"vision": params["vision"], "projector": params["projector"]},
-        embed_fn=llm_embed_fn(cfg),
-        image_token_id=IMG,
-        tokens_per_image=TPI,
-        image_size=VCFG.image_size,
-    )
-    engine = Engine(
-        llm.LLM(cfg).apply,
-        params["lm"],
-        hf_tokenizer,
-        lambda b, n: llm.init_cache(cfg, b, n),
-        max_seq_len=64,
-        max_batch=4,
-        steps_per_call=4,
-        prefill_chunk=16,
-        image_encoder=encoder,
-    )
-    return model, params, engine
+def vlm(tiny_vlm):
+    return tiny_vlm
 
 
 def _prompt(n_text_before: int, n_images: int) -> list[int]:
