@@ -86,12 +86,13 @@ IMG = 3  # "<|system|>": the tiny VLM's image placeholder (its tests send no sys
 TPI = 4  # placeholders per image: 16-px images, 8-px patches
 
 
-def build_tiny_vlm(tokenizer):
+def build_tiny_vlm(tokenizer, max_seq_len: int = 64):
     """A tiny random `VLM` (2-layer LM, 1-layer vision tower) and an engine over the same
     weights with an image encoder: (model, params, engine)."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from jaxmm.generate.engine import Engine
     from jaxmm.generate.vision import ImageEncoder, llm_embed_fn, tower_encode_fn
@@ -110,16 +111,29 @@ def build_tiny_vlm(tokenizer):
         num_heads=4,
         num_kv_heads=2,
         head_dim=8,
-        max_position_embeddings=64,
+        max_position_embeddings=max_seq_len,
     )
     model = VLM(cfg, vcfg, IMG)
     tokens = jnp.zeros((1, 2 * TPI), jnp.int32)
     images = jnp.zeros((1, 2, 16, 16, 3))
-    params = nn.meta.unbox(model.init(jax.random.key(0), tokens, images=images)["params"])
-    # Larger LM weights: peaked logits, so greedy ties cannot blur the comparison.
-    params["lm"] = jax.tree.map(lambda x: x * 5.0 if x.ndim >= 2 else x, params["lm"])
-    # Image features as large as the (scaled) token embeddings, so images steer the answer.
-    params["projector"]["linear_2"]["kernel"] *= 20.0
+    shapes = nn.meta.unbox(
+        jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, images=images))
+    )
+    # Random weights filled on the host (no compile): std 0.1 gives peaked logits, so greedy
+    # ties cannot blur comparisons; the projector makes image features larger than token
+    # embeddings, so images steer the answer. Norm scales 1, biases 0.
+    rng = np.random.default_rng(0)
+
+    def fill(path, x):
+        name = jax.tree_util.keystr(path)
+        if "norm" in name:
+            return (
+                np.ones(x.shape, np.float32) if "scale" in name else np.zeros(x.shape, np.float32)
+            )
+        std = 0.3 if "projector" in name else 0.1
+        return std * rng.standard_normal(x.shape).astype(np.float32)
+
+    params = jax.tree.map(jnp.asarray, jax.tree_util.tree_map_with_path(fill, shapes["params"]))
     encoder = ImageEncoder(
         encode_fn=tower_encode_fn(vcfg, cfg.hidden_size),
         params={"vision": params["vision"], "projector": params["projector"]},
@@ -133,7 +147,7 @@ def build_tiny_vlm(tokenizer):
         params["lm"],
         tokenizer,
         lambda b, n: llm.init_cache(cfg, b, n),
-        max_seq_len=64,
+        max_seq_len=max_seq_len,
         max_batch=4,
         steps_per_call=4,
         prefill_chunk=16,
