@@ -135,3 +135,38 @@ def test_server_takes_images_when_its_engine_does(tiny_vlm, served):  # noqa: F8
     status, text, _ = post(text_server.url + "/chat/completions", {"messages": _conv(frames)})
     err = json.loads(text)["error"]
     assert status == 400 and err["param"] == "messages" and "takes no images" in err["message"]
+
+
+def test_tiny_random_tower_shapes_and_placeholder(hf_tokenizer):
+    from jaxmm.generate.vision import placeholder_token, tiny_random_encoder
+    from jaxmm.models.llm import LLMConfig
+
+    cfg = LLMConfig(320, 24, 48, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=12)
+    enc = tiny_random_encoder(cfg, image_token_id=7)
+    assert (enc.tokens_per_image, enc.image_size) == (16, 64)  # 64-px images, 16-px patches
+    frames = np.random.default_rng(0).integers(0, 256, (3, 120, 160, 3), dtype=np.uint8)
+    pixels = enc.preprocess(frames)  # resized to 64 x 64, scaled to [-1, 1]
+    assert pixels.shape == (3, 64, 64, 3) and -1 <= pixels.min() < pixels.max() <= 1
+    feats = enc.encode_fn(enc.params, pixels)
+    assert feats.shape == (3 * 16, 24) and np.isfinite(np.asarray(feats)).all()
+    with pytest.raises(ValueError, match="none of the reserved tokens.*image placeholder"):
+        placeholder_token(hf_tokenizer)  # the test tokenizer has no reserved code tokens
+
+
+@pytest.mark.slow  # loads SmolLM2-135M (~30 s on a loaded 2-core CPU)
+def test_smollm2_with_a_tiny_random_tower_from_the_spec():
+    from jaxmm.models.gguf import default_instruct_model
+
+    backend = backend_from_spec(
+        f"engine:{default_instruct_model()},max_seq_len=256,max_batch=2,vision=tiny_random"
+    )
+    engine = backend.engine
+    assert backend.accepts_images and engine.image_encoder.name == "tiny_random"
+    assert engine.tokenizer.convert_ids_to_tokens(engine.image_encoder.image_token_id) == (
+        "<empty_output>"
+    )
+    frames = np.random.default_rng(0).integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
+    ids, images = engine.chat_inputs(_conv(frames))
+    assert ids.count(engine.image_encoder.image_token_id) == 2 * 16 and len(images) == 2
+    (text,) = backend.chat([_conv(frames)], GenerationParams(max_tokens=4))
+    assert isinstance(text, str)
