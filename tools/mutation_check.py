@@ -780,6 +780,28 @@ MUTANTS: tuple[Mutant, ...] = (
         '        *("gate_proj", "up_proj"),',
         ("tests/models/test_clamr_qwen.py", "-k", "paper_config"),
     ),
+    # --- engine image path (VLM backends) --------------------------------------------------
+    Mutant(
+        "engine_image_rows_read_the_first_requests_features",
+        "jaxmm/generate/engine.py",
+        "                index[i, :m] = start[id(r)] + np.arange(m)",
+        "                index[i, :m] = np.arange(m)",
+        ("tests/generate/test_engine_vision.py", "-k", "match_full_sequence"),
+    ),
+    Mutant(
+        "prefill_drops_image_features",
+        "jaxmm/generate/steps.py",
+        "            embeds = jnp.where(here, feats, embeds)",
+        "            embeds = jnp.where(here, embeds, embeds)",
+        ("tests/generate/test_engine_vision.py", "-k", "changing_an_image"),
+    ),
+    Mutant(
+        "reagent_v_never_attaches_frames",
+        "jaxmm/pipelines/reagent_v.py",
+        '        if not getattr(backend, "accepts_images", False):\n            return prompt',
+        "        if True:\n            return prompt",
+        (REAGENT_TESTS, "-k", "selected_frames_with_the_answer_prompt"),
+    ),
 )
 
 
