@@ -783,9 +783,9 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- engine image path (VLM backends) --------------------------------------------------
     Mutant(
         "engine_image_rows_read_the_first_requests_features",
-        "jaxmm/generate/engine.py",
-        "                index[i, :m] = start[id(r)] + np.arange(m)",
-        "                index[i, :m] = np.arange(m)",
+        "jaxmm/generate/vision.py",
+        "                index[i, : len(p) * tpi] = start[id(p)] + np.arange(len(p) * tpi)",
+        "                index[i, : len(p) * tpi] = np.arange(len(p) * tpi)",
         ("tests/generate/test_engine_vision.py", "-k", "match_full_sequence"),
     ),
     Mutant(

@@ -313,19 +313,7 @@ class Engine:
         )
         if not images:
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), None
-        enc = self.image_encoder
-        pieces = text.split(IMAGE_MARKER)
-        if len(pieces) != len(images) + 1:  # the template dropped or repeated a message
-            raise ImageInputError(
-                f"the chat template kept {len(pieces) - 1} of {len(images)} image parts"
-            )
-        ids: list[int] = []
-        for i, piece in enumerate(pieces):
-            if i:
-                ids += [enc.image_token_id] * enc.tokens_per_image
-            if piece:
-                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
-        return ids, images
+        return self.image_encoder.tokenize(self.tokenizer, text, len(images)), images
 
     # ------------------------------------------------------------------ scheduling
     def submit(self, prompt: str | Sequence[int], params: GenerationParams) -> int:
@@ -356,23 +344,14 @@ class Engine:
     def _check_images(self, prompt_ids: list[int], images: Images) -> np.ndarray | None:
         """Preprocessed images [N, S, S, 3] (None for none), checked against the prompt's
         placeholders: their count must be N * tokens_per_image."""
-        enc = self.image_encoder
-        n_images = 0 if images is None else len(images)
-        if enc is None:
-            if n_images:
+        if self.image_encoder is None:
+            if images is not None and len(images):
                 raise ImageInputError(
-                    f"the request has {n_images} images but model {self.model_name!r} takes "
-                    "no images (the engine has no image_encoder)"
+                    f"the request has {len(images)} images but model {self.model_name!r} "
+                    "takes no images (the engine has no image_encoder)"
                 )
             return None
-        slots = sum(t == enc.image_token_id for t in prompt_ids)
-        if slots != n_images * enc.tokens_per_image:
-            raise ImageInputError(
-                f"the prompt has {slots} image placeholder tokens (id {enc.image_token_id}) "
-                f"but {n_images} images x {enc.tokens_per_image} tokens need "
-                f"{n_images * enc.tokens_per_image}"
-            )
-        return enc.preprocess(images) if n_images else None
+        return self.image_encoder.check(prompt_ids, images)
 
     def _make_request(
         self, prompt: str | Sequence[int], params: GenerationParams, images: Images = None
@@ -574,29 +553,10 @@ class Engine:
                 self._slots[slot] = None
 
     def _image_splice(self, rows: list[Request]) -> steps.ImageSplice | None:
-        """Encode the images of the admitted rows in one call (image count padded to a
-        power of two by repeating the first); None when no row has images."""
-        owners = {id(r): r for r in rows if r.images is not None}
-        if not owners:
+        """The admitted rows' images encoded in one call (`ImageEncoder.splice`)."""
+        if all(r.images is None for r in rows):
             return None
-        enc = self.image_encoder
-        pixels = [r.images for r in owners.values()]
-        n = sum(len(p) for p in pixels)
-        n_pad = steps.bucket(n, cap=1 << 30, minimum=1)
-        batch = np.concatenate([*pixels, np.repeat(pixels[0][:1], n_pad - n, axis=0)])
-        feats = self._encode_images(enc.params, batch)  # [n_pad * tokens_per_image, E]
-        tpi = enc.tokens_per_image
-        width = steps.bucket(max(len(p) for p in pixels) * tpi, cap=1 << 30, minimum=1)
-        offset, start = 0, {}
-        for key, r in owners.items():
-            start[key] = offset
-            offset += len(r.images) * tpi
-        index = np.zeros((len(rows), width), np.int32)
-        for i, r in enumerate(rows):
-            if r.images is not None:
-                m = len(r.images) * tpi
-                index[i, :m] = start[id(r)] + np.arange(m)
-        return steps.ImageSplice(enc.embed_fn, enc.image_token_id, feats, index)
+        return self.image_encoder.splice(self._encode_images, [r.images for r in rows])
 
     def _consume(self, req: Request, token: int, events: list[StreamEvent]) -> None:
         """Account one generated token of `req`; set its finish_reason when it ends."""

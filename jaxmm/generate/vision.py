@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm.generate.image_parts import ImageInputError
+from jaxmm.generate.steps import ImageSplice, bucket
 from jaxmm.models import llm, vision
 
 # The text that stands for one image in a rendered chat prompt before it is tokenised (the
@@ -80,6 +81,59 @@ class ImageEncoder:
             out[i] = img
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return (out / 255.0 - mean) / std
+
+    def tokenize(self, tokenizer: Any, text: str, n_images: int) -> list[int]:
+        """Ids of a rendered chat prompt holding `n_images` IMAGE_MARKERs, each replaced by
+        `tokens_per_image` placeholder ids (the text around them tokenised piecewise, as
+        LLaVA processors do around their special image token)."""
+        pieces = text.split(IMAGE_MARKER)
+        if len(pieces) != n_images + 1:  # the template dropped or repeated a message
+            raise ImageInputError(
+                f"the chat template kept {len(pieces) - 1} of {n_images} image parts"
+            )
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if i:
+                ids += [self.image_token_id] * self.tokens_per_image
+            if piece:
+                ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def check(self, prompt_ids: Sequence[int], images: Any) -> np.ndarray | None:
+        """A request's images preprocessed (None for none), after checking that the prompt
+        holds exactly `tokens_per_image` placeholders per image."""
+        n_images = 0 if images is None else len(images)
+        slots = sum(t == self.image_token_id for t in prompt_ids)
+        if slots != n_images * self.tokens_per_image:
+            raise ImageInputError(
+                f"the prompt has {slots} image placeholder tokens (id {self.image_token_id}) "
+                f"but {n_images} images x {self.tokens_per_image} tokens need "
+                f"{n_images * self.tokens_per_image}"
+            )
+        return self.preprocess(images) if n_images else None
+
+    def splice(
+        self, encode: Callable[[Any, Any], jax.Array], rows: Sequence[np.ndarray | None]
+    ) -> ImageSplice:
+        """One prefill's image features: every distinct row's images (preprocessed) encoded
+        by `encode` (the jitted `encode_fn`) in one call, the image count padded to a power
+        of two by repeating the first image; row b's n-th placeholder reads
+        `feats[feat_index[b, n]]`. Rows repeated as padding share their features."""
+        owners = {id(p): p for p in rows if p is not None}
+        pixels = list(owners.values())
+        n = sum(len(p) for p in pixels)
+        pad = np.repeat(pixels[0][:1], bucket(n, cap=1 << 30, minimum=1) - n, axis=0)
+        feats = encode(self.params, np.concatenate([*pixels, pad]))  # [images * tpi, E]
+        tpi = self.tokens_per_image
+        start, offset = {}, 0
+        for key, p in owners.items():
+            start[key], offset = offset, offset + len(p) * tpi
+        width = bucket(max(len(p) for p in pixels) * tpi, cap=1 << 30, minimum=1)
+        index = np.zeros((len(rows), width), np.int32)
+        for i, p in enumerate(rows):
+            if p is not None:
+                index[i, : len(p) * tpi] = start[id(p)] + np.arange(len(p) * tpi)
+        return ImageSplice(self.embed_fn, self.image_token_id, feats, index)
 
 
 def llm_embed_fn(config: llm.LLMConfig) -> Callable[[Any, jax.Array], jax.Array]:
