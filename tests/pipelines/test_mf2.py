@@ -205,4 +205,5 @@ def test_launcher_end_to_end(release, tmp_path):
         assert len(seen) == calls == 2 * 14 * 2
         cmd[-3] = "--settings=video"
         bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert bad.returncode == 1 and "need a backend that takes images" in bad.stderr
+        assert bad.returncode == 1 and "['video'] send video frames" in bad.stderr
+        assert "takes no images" in bad.stderr
