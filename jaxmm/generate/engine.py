@@ -15,6 +15,10 @@ module is the host-side scheduler.
 
 The model is anything with the `jaxmm.models.llm` contract:
 `logits, cache = apply(params, tokens [B,T], positions [B,T], cache=cache)`.
+
+Images (optional, `image_encoder`): a request's images are encoded once when it is admitted
+and their features replace the embeddings of its placeholder tokens during prefill
+(`jaxmm.generate.vision`); the KV cache then holds them, so decoding is unchanged.
 """
 
 from __future__ import annotations
