@@ -802,6 +802,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if True:\n            return prompt",
         (REAGENT_TESTS, "-k", "selected_frames_with_the_answer_prompt"),
     ),
+    Mutant(
+        "vision_feature_layer_ignored",
+        "jaxmm/models/vision.py",
+        "            return hidden_states[cfg.feature_layer]",
+        "            return hidden_states[-1]",
+        ("tests/models/test_llava_hf.py", "-k", "matches_transformers"),
+    ),
 )
 
 

@@ -52,7 +52,7 @@ from jaxmm.generate.requests import (
 )
 from jaxmm.generate.text import TextTracker
 from jaxmm.generate.vision import IMAGE_MARKER, ImageEncoder
-from jaxmm.models import gguf, hf, llm
+from jaxmm.models import gguf, hf, llava_hf, llm
 
 Message = Mapping[str, Any]
 Images = np.ndarray | Sequence[np.ndarray] | None
@@ -206,7 +206,8 @@ class Engine:
 
         `vision="tiny_random"` adds a random SigLIP-style tower + projector
         (`jaxmm.generate.vision.tiny_random_encoder`) so the engine takes images: for testing
-        orchestration only, the tower has learnt nothing.
+        orchestration only, the tower has learnt nothing. A LLaVA folder (`model_type:
+        llava`, SigLIP tower: `jaxmm.models.llava_hf`) loads with its own tower and projector.
 
         `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
         defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
@@ -219,6 +220,12 @@ class Engine:
             model_dir = gguf.ensure_hf_folder(model_dir)
         if not os.path.exists(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
+        if llava_hf.is_llava_folder(model_dir):
+            if mesh is not None or vision is not None:
+                raise ValueError("a LLaVA folder loads on one device with its own vision tower")
+            return cls._from_llava(
+                model_dir, max_seq_len, max_batch, dtype, steps_per_call, prefill_chunk, model_name
+            )
         # The tokenizer first: a folder without one fails before minutes of weight loading.
         vocab_size = llm.LLMConfig.from_hf(model_dir).vocab_size
         tokenizer = model_folder.load_tokenizer(model_dir, vocab_size)
@@ -253,6 +260,33 @@ class Engine:
             cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
             vocab_size=config.vocab_size,
             image_encoder=image_encoder,
+        )
+
+    @classmethod
+    def _from_llava(
+        cls, model_dir, max_seq_len, max_batch, dtype, steps_per_call, prefill_chunk, model_name
+    ) -> Engine:
+        """A LLaVA folder: its LM, with its vision tower + projector as the image encoder
+        (single device)."""
+        from jaxmm.generate import vision as gen_vision
+
+        loaded = llava_hf.load_llava(model_dir, dtype=dtype)
+        config = loaded.lm_config
+        tokenizer = model_folder.load_tokenizer(model_dir, config.vocab_size)
+        eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
+        return cls(
+            llm.LLM(config).apply,
+            loaded.lm_params,
+            tokenizer,
+            lambda b, n: llm.init_cache(config, b, n, dtype),
+            max_seq_len=max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN),
+            max_batch=max_batch,
+            eos_token_ids=sorted(eos),
+            steps_per_call=steps_per_call,
+            prefill_chunk=prefill_chunk,
+            model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
+            vocab_size=config.vocab_size,
+            image_encoder=gen_vision.llava_encoder(model_dir, loaded),
         )
 
     def _context(self) -> contextlib.AbstractContextManager:

@@ -15,6 +15,8 @@ model says about an image is noise.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.steps import ImageSplice, bucket
-from jaxmm.models import llm, vision
+from jaxmm.models import llava_hf, llm, vision
 
 # The text that stands for one image in a rendered chat prompt before it is tokenised (the
 # prompt builder splits on it and inserts the placeholder ids between the pieces).
@@ -167,6 +169,30 @@ def placeholder_token(tokenizer: Any) -> int:
     raise ValueError(
         f"the tokenizer has none of the reserved tokens {list(_UNUSED_TOKENS)} to use as the "
         "image placeholder; pass image_token_id explicitly"
+    )
+
+
+def llava_encoder(model_dir: str, llava: llava_hf.Llava) -> ImageEncoder:
+    """The image encoder of a loaded LLaVA folder; pixel statistics and size from its
+    `preprocessor_config.json` when present (resize to the tower's size, no crop)."""
+    cfg = llava.vision_config
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    path = os.path.join(model_dir, "preprocessor_config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            pre = json.load(f)
+        mean = tuple(pre.get("image_mean", mean))
+        std = tuple(pre.get("image_std", std))
+    return ImageEncoder(
+        encode_fn=tower_encode_fn(cfg, llava.lm_config.hidden_size, llava.lm_config.dtype),
+        params={"vision": llava.vision_params, "projector": llava.projector_params},
+        embed_fn=llm_embed_fn(llava.lm_config),
+        image_token_id=llava.image_token_id,
+        tokens_per_image=cfg.num_patches,
+        image_size=cfg.image_size,
+        mean=mean,
+        std=std,
+        name="llava",
     )
 
 
