@@ -39,7 +39,8 @@ _UNUSED_TOKENS = ("<empty_output>", "<jupyter_script>")
 class ImageEncoder:
     """Everything the engine needs to take images (see module docstring).
 
-    `mean`/`std` normalise [0, 1] pixels per channel (SigLIP: 0.5 / 0.5)."""
+    `mean`/`std` normalise [0, 1] pixels per channel (SigLIP: 0.5 / 0.5); `resample` is the
+    PIL filter of the resize (2 bilinear, 3 bicubic as in SigLIP's processor)."""
 
     encode_fn: Callable[[Any, jax.Array], jax.Array]
     params: Any
@@ -49,6 +50,7 @@ class ImageEncoder:
     image_size: int
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resample: int = 2
     name: str = "vision"
 
     def __post_init__(self):
@@ -79,7 +81,7 @@ class ImageEncoder:
                     f"images[{i}] must be uint8 [H, W, 3] (RGB), got {img.dtype} {img.shape}"
                 )
             if img.shape[:2] != (s, s):
-                img = np.asarray(Image.fromarray(img).resize((s, s), Image.BILINEAR))
+                img = np.asarray(Image.fromarray(img).resize((s, s), self.resample))
             out[i] = img
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return (out / 255.0 - mean) / std
@@ -176,13 +178,13 @@ def llava_encoder(model_dir: str, llava: llava_hf.Llava) -> ImageEncoder:
     """The image encoder of a loaded LLaVA folder; pixel statistics and size from its
     `preprocessor_config.json` when present (resize to the tower's size, no crop)."""
     cfg = llava.vision_config
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    pre = {}
     path = os.path.join(model_dir, "preprocessor_config.json")
     if os.path.exists(path):
         with open(path) as f:
             pre = json.load(f)
-        mean = tuple(pre.get("image_mean", mean))
-        std = tuple(pre.get("image_std", std))
+    mean = tuple(pre.get("image_mean", (0.5, 0.5, 0.5)))
+    std = tuple(pre.get("image_std", (0.5, 0.5, 0.5)))
     return ImageEncoder(
         encode_fn=tower_encode_fn(cfg, llava.lm_config.hidden_size, llava.lm_config.dtype),
         params={"vision": llava.vision_params, "projector": llava.projector_params},
@@ -192,6 +194,7 @@ def llava_encoder(model_dir: str, llava: llava_hf.Llava) -> ImageEncoder:
         image_size=cfg.image_size,
         mean=mean,
         std=std,
+        resample=int(pre.get("resample", 3)),
         name="llava",
     )
 
