@@ -10,7 +10,8 @@ pair), run the `mf2` pipeline (resumable, every model call cached), print the ta
 Writes `<out_dir>/input.jsonl` (the records, context inline), `<out_dir>/out.jsonl` (answers,
 verdicts of every parser, correct), `out.jsonl.metrics.json`, `.manifest.json`, the call
 cache `out.jsonl.cache/`, and `table.md`. Video settings need a backend that takes images
-(none yet: they stop with NotImplementedError before any model call). See docs/video.md.
+(`engine:<model>,vision=tiny_random` for a random tower, orchestration only, or
+`openai:<url>,images=true`); with any other they stop before any model call. See docs/video.md.
 """
 
 import json
@@ -63,11 +64,8 @@ def main(argv) -> None:
     del argv
     backend = backend_from_spec(_BACKEND.value)
     video = [s for s in _SETTINGS.value if mf2.uses(s)[2]]
-    if video and not backend.accepts_images:
-        raise NotImplementedError(
-            f"settings {video} need a backend that takes images; {backend.name!r} does not "
-            "(see jaxmm.pipelines.mf2: Backend.accepts_images, frame_parts)"
-        )
+    if video:
+        mf2.require_images(backend, video)
     records = mf2.build_records(
         _DATA.value,
         _SETTINGS.value,
@@ -115,6 +113,5 @@ if __name__ == "__main__":
             MF2DataError,
             VideoError,
             SubtitleError,
-            NotImplementedError,
         ),
     )

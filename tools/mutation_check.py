@@ -866,6 +866,35 @@ MUTANTS: tuple[Mutant, ...] = (
         "    num_steps = int(epochs * num_examples // global_batch)",
         ("tests/tasks/test_clamr_qwen_train.py", "-k", "epoch"),
     ),
+    # --- engine image path (VLM backends) --------------------------------------------------
+    Mutant(
+        "engine_image_rows_read_the_first_requests_features",
+        "jaxmm/generate/vision.py",
+        "                index[i, : len(p) * tpi] = start[id(p)] + np.arange(len(p) * tpi)",
+        "                index[i, : len(p) * tpi] = np.arange(len(p) * tpi)",
+        ("tests/generate/test_engine_vision.py", "-k", "match_full_sequence"),
+    ),
+    Mutant(
+        "prefill_drops_image_features",
+        "jaxmm/generate/steps.py",
+        "            embeds = jnp.where(here, feats, embeds)",
+        "            embeds = jnp.where(here, embeds, embeds)",
+        ("tests/generate/test_engine_vision.py", "-k", "changing_an_image"),
+    ),
+    Mutant(
+        "reagent_v_never_attaches_frames",
+        "jaxmm/pipelines/reagent_v.py",
+        '        if not getattr(backend, "accepts_images", False):\n            return prompt',
+        "        if True:\n            return prompt",
+        (REAGENT_TESTS, "-k", "selected_frames_with_the_answer_prompt"),
+    ),
+    Mutant(
+        "vision_feature_layer_ignored",
+        "jaxmm/models/vision.py",
+        "            return hidden_states[cfg.feature_layer]",
+        "            return hidden_states[-1]",
+        ("tests/models/test_llava_hf.py", "-k", "matches_transformers"),
+    ),
 )
 
 

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from jaxmm.generate import image_parts
+from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.params import GenerationParams
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "CachedBackend",
     "EngineBackend",
     "GenerationParams",
+    "ImageInputError",
     "OpenAIBackend",
 ]
 
@@ -55,7 +58,8 @@ class Backend(abc.ABC):
     name: str = "backend"
     model: str = ""
     # True when chat messages may carry OpenAI-style content-part lists with `image_url`
-    # parts (the image-input interface of jaxmm.pipelines.mf2); no jaxmm backend does yet.
+    # data-URL parts (`jaxmm.generate.image_parts`; `jaxmm.pipelines.mf2.frame_parts` writes
+    # them): an engine with an image encoder, or an OpenAI server opted in with `images=True`.
     accepts_images: bool = False
 
     @abc.abstractmethod
@@ -77,13 +81,15 @@ class Backend(abc.ABC):
 
 # ---------------------------------------------------------------------------- engine
 class EngineBackend(Backend):
-    """The in-process jaxmm engine; all prompts of a call are batched on the device."""
+    """The in-process jaxmm engine; all prompts of a call are batched on the device. Takes
+    images when the engine has an image encoder (`Engine(image_encoder=...)`)."""
 
     name = "jaxmm-engine"
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self.model = engine.model_name
+        self.accepts_images = getattr(engine, "image_encoder", None) is not None
         self._lock = threading.Lock()  # the engine is single-threaded
 
     def complete(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
@@ -93,7 +99,7 @@ class EngineBackend(Backend):
 
     def chat(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[str]:
         for c in conversations:
-            check_conversation(c)
+            check_conversation(c, self.accepts_images)
         with self._lock:
             return [c.text for c in self.engine.chat(list(conversations), params)]
 
@@ -105,10 +111,10 @@ class EngineBackend(Backend):
                     yield ev.delta
 
     def stream_chat(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        check_conversation(conversation)
+        check_conversation(conversation, self.accepts_images)
         with self._lock:
-            ids = self.engine.chat_prompt_ids(conversation)
-            for ev in self.engine.stream([ids], params):
+            ids, images = self.engine.chat_inputs(conversation)
+            for ev in self.engine.stream([ids], params, [images]):
                 if ev.delta:
                     yield ev.delta
 
@@ -124,6 +130,8 @@ class OpenAIBackend(Backend):
       max_retries: retries of connection errors, 408/409/429 and 5xx, with exponential
         backoff and jitter; other 4xx fail at once with the server's message.
       max_concurrency: requests in flight at once for a batch of prompts.
+      images: the server takes image parts (a VLM server): conversations may carry
+        OpenAI-style `image_url` parts, forwarded as they are.
     """
 
     name = "openai"
@@ -138,6 +146,7 @@ class OpenAIBackend(Backend):
         max_retries: int = 4,
         backoff_s: float = 0.5,
         max_concurrency: int = 8,
+        images: bool = False,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -148,6 +157,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_concurrency = max_concurrency
+        self.accepts_images = bool(images)
 
     # -- public API
     def complete(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
@@ -158,7 +168,7 @@ class OpenAIBackend(Backend):
 
     def chat(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[str]:
         for c in conversations:
-            check_conversation(c)
+            check_conversation(c, self.accepts_images)
         return self._map(
             lambda c: self._text(self._post("/chat/completions", self._body(c, params))),
             conversations,
@@ -169,7 +179,7 @@ class OpenAIBackend(Backend):
         yield from self._stream("/completions", self._body(prompt, params))
 
     def stream_chat(self, conversation: Conversation, params: GenerationParams) -> Iterator[str]:
-        check_conversation(conversation)
+        check_conversation(conversation, self.accepts_images)
         yield from self._stream("/chat/completions", self._body(conversation, params))
 
     def models(self) -> list[str]:
@@ -389,13 +399,21 @@ def check_prompts(prompts: Sequence[str]) -> None:
             raise TypeError(f"prompts[{i}] must be a string, got {type(p).__name__}")
 
 
-def check_conversation(conversation: Conversation) -> None:
+def check_conversation(conversation: Conversation, images: bool = False) -> None:
+    """Messages are {"role": str, "content": str}; with `images`, a content may also be a
+    list of text / image_url parts (ImageInputError names a bad part)."""
     if isinstance(conversation, str | Mapping) or not conversation:
         raise TypeError("a conversation must be a non-empty list of {'role', 'content'} dicts")
     for i, m in enumerate(conversation):
-        if (
-            not isinstance(m, Mapping)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
             raise TypeError(f"messages[{i}] must be a dict with string 'role' and 'content'")
+        if isinstance(m.get("content"), list):
+            if not images:
+                raise ImageInputError(
+                    f"messages[{i}].content is a list of parts, but this backend takes no "
+                    "images (Backend.accepts_images is False): send string contents"
+                )
+        elif not isinstance(m.get("content"), str):
+            raise TypeError(f"messages[{i}] must be a dict with string 'role' and 'content'")
+    if images:
+        image_parts.check_parts(conversation)

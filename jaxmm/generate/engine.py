@@ -15,6 +15,10 @@ module is the host-side scheduler.
 
 The model is anything with the `jaxmm.models.llm` contract:
 `logits, cache = apply(params, tokens [B,T], positions [B,T], cache=cache)`.
+
+Images (optional, `image_encoder`): a request's images are encoded once when it is admitted
+and their features replace the embeddings of its placeholder tokens during prefill
+(`jaxmm.generate.vision`); the KV cache then holds them, so decoding is unchanged.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmm import sharding
-from jaxmm.generate import model_folder, steps
+from jaxmm.generate import image_parts, model_folder, steps
+from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.requests import (
     Completion,
@@ -46,10 +51,20 @@ from jaxmm.generate.requests import (
     per_prompt,
 )
 from jaxmm.generate.text import TextTracker
-from jaxmm.models import gguf, hf, llm
+from jaxmm.generate.vision import IMAGE_MARKER, ImageEncoder
+from jaxmm.models import gguf, hf, llava_hf, llm
 
 Message = Mapping[str, Any]
-__all__ = ["Completion", "Engine", "InvalidTokenError", "PromptTooLongError", "StreamEvent"]
+Images = np.ndarray | Sequence[np.ndarray] | None
+__all__ = [
+    "Completion",
+    "Engine",
+    "ImageEncoder",
+    "ImageInputError",
+    "InvalidTokenError",
+    "PromptTooLongError",
+    "StreamEvent",
+]
 DEFAULT_MAX_SEQ_LEN = 8192
 
 
@@ -72,6 +87,10 @@ class Engine:
         axes and every call runs under the mesh and the logical-axis rules.
       vocab_size: the model's embedding rows; prompt token ids must be below it (default:
         the tokenizer's size).
+      image_encoder: lets requests carry images (`jaxmm.generate.vision.ImageEncoder`):
+        each is encoded once at admission (one jitted call for all images admitted together)
+        and its features replace the embeddings of its placeholder tokens during prefill;
+        `apply_fn` must then take `inputs_embeds=`. Decoding is unchanged.
     """
 
     def __init__(
@@ -91,6 +110,7 @@ class Engine:
         rules: Sequence[tuple[str, Any]] | None = None,
         cache_logical_axes: Any = None,
         vocab_size: int | None = None,
+        image_encoder: ImageEncoder | None = None,
     ):
         if max_seq_len < 2:
             raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
@@ -141,6 +161,14 @@ class Engine:
             donate_argnums=(1,),
             static_argnames=("n_steps",),
         )
+        self.image_encoder = image_encoder
+        if image_encoder is not None:
+            if not 0 <= image_encoder.image_token_id < self.vocab_size:
+                raise ValueError(
+                    f"image_token_id {image_encoder.image_token_id} is outside the "
+                    f"vocabulary (0..{self.vocab_size - 1})"
+                )
+            self._encode_images = jax.jit(image_encoder.encode_fn)
 
         # Host-side per-slot state; the device sees it as small arrays each call.
         s = self.max_batch
@@ -171,9 +199,15 @@ class Engine:
         model_name: str | None = None,
         mesh: jax.sharding.Mesh | None = None,
         rules: Sequence[tuple[str, Any]] | None = None,
+        vision: str | None = None,
     ) -> Engine:
         """Load a Hugging Face folder (config.json + safetensors + tokenizer files), or a
         llama.cpp `.gguf` file (converted once into a cached HF folder: `jaxmm.models.gguf`).
+
+        `vision="tiny_random"` adds a random SigLIP-style tower + projector
+        (`jaxmm.generate.vision.tiny_random_encoder`) so the engine takes images: for testing
+        orchestration only, the tower has learnt nothing. A LLaVA folder (`model_type:
+        llava`, SigLIP tower: `jaxmm.models.llava_hf`) loads with its own tower and projector.
 
         `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
         defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
@@ -186,6 +220,12 @@ class Engine:
             model_dir = gguf.ensure_hf_folder(model_dir)
         if not os.path.exists(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
+        if llava_hf.is_llava_folder(model_dir):
+            if mesh is not None or vision is not None:
+                raise ValueError("a LLaVA folder loads on one device with its own vision tower")
+            return cls._from_llava(
+                model_dir, max_seq_len, max_batch, dtype, steps_per_call, prefill_chunk, model_name
+            )
         # The tokenizer first: a folder without one fails before minutes of weight loading.
         vocab_size = llm.LLMConfig.from_hf(model_dir).vocab_size
         tokenizer = model_folder.load_tokenizer(model_dir, vocab_size)
@@ -195,6 +235,15 @@ class Engine:
         model = llm.LLM(config)
         max_seq_len = max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN)
         eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
+        image_encoder = None
+        if vision == "tiny_random":
+            from jaxmm.generate import vision as gen_vision
+
+            image_encoder = gen_vision.tiny_random_encoder(
+                config, gen_vision.placeholder_token(tokenizer)
+            )
+        elif vision is not None:
+            raise ValueError(f"vision={vision!r}: the only vision tower option is 'tiny_random'")
         return cls(
             model.apply,
             params,
@@ -210,6 +259,34 @@ class Engine:
             rules=rules,
             cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
             vocab_size=config.vocab_size,
+            image_encoder=image_encoder,
+        )
+
+    @classmethod
+    def _from_llava(
+        cls, model_dir, max_seq_len, max_batch, dtype, steps_per_call, prefill_chunk, model_name
+    ) -> Engine:
+        """A LLaVA folder: its LM, with its vision tower + projector as the image encoder
+        (single device)."""
+        from jaxmm.generate import vision as gen_vision
+
+        loaded = llava_hf.load_llava(model_dir, dtype=dtype)
+        config = loaded.lm_config
+        tokenizer = model_folder.load_tokenizer(model_dir, config.vocab_size)
+        eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
+        return cls(
+            llm.LLM(config).apply,
+            loaded.lm_params,
+            tokenizer,
+            lambda b, n: llm.init_cache(config, b, n, dtype),
+            max_seq_len=max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN),
+            max_batch=max_batch,
+            eos_token_ids=sorted(eos),
+            steps_per_call=steps_per_call,
+            prefill_chunk=prefill_chunk,
+            model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
+            vocab_size=config.vocab_size,
+            image_encoder=gen_vision.llava_encoder(model_dir, loaded),
         )
 
     def _context(self) -> contextlib.AbstractContextManager:
@@ -246,13 +323,35 @@ class Engine:
         """
         if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
             raise ValueError("continue_final_message needs an assistant message last")
+        ids, images = self.chat_inputs(messages, continue_final_message)
+        if images is not None:
+            raise ImageInputError("the conversation has image parts: use chat_inputs")
+        return ids
+
+    def chat_inputs(
+        self, messages: Sequence[Message], continue_final_message: bool = False
+    ) -> tuple[list[int], list[np.ndarray] | None]:
+        """Prompt ids and images (None without image parts) of a conversation whose contents
+        may be OpenAI-style part lists. Each image part becomes `tokens_per_image`
+        placeholder ids at its place in the rendered template (text around it is tokenised
+        piecewise, as LLaVA processors do around their special image token)."""
+        if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
+            raise ValueError("continue_final_message needs an assistant message last")
+        if image_parts.has_images(messages) and self.image_encoder is None:
+            raise ImageInputError(
+                f"the conversation has image parts but model {self.model_name!r} takes no "
+                "images (the engine has no image_encoder)"
+            )
+        messages, images = image_parts.split_images(messages, IMAGE_MARKER)
         text = self.tokenizer.apply_chat_template(
-            list(messages),
+            messages,
             add_generation_prompt=not continue_final_message,
             continue_final_message=continue_final_message,
             tokenize=False,
         )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not images:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), None
+        return self.image_encoder.tokenize(self.tokenizer, text, len(images)), images
 
     # ------------------------------------------------------------------ scheduling
     def submit(self, prompt: str | Sequence[int], params: GenerationParams) -> int:
@@ -263,14 +362,38 @@ class Engine:
         self,
         prompts: Sequence[str | Sequence[int]],
         params: GenerationParams | Sequence[GenerationParams],
+        images: Sequence[Images] | None = None,
     ) -> list[int]:
-        """Queue several requests, all or none: every prompt is checked before any is queued."""
+        """Queue several requests, all or none: every prompt is checked before any is queued.
+
+        `images[i]`: prompt i's images (uint8 [N, H, W, 3] or a list of [H, W, 3], or float
+        [N, S, S, 3] already preprocessed), matching its placeholder tokens in order."""
         plist = per_prompt(params, len(prompts))
-        reqs = [self._make_request(p, q) for p, q in zip(prompts, plist, strict=True)]
+        if images is None:
+            images = [None] * len(prompts)
+        elif len(images) != len(prompts):
+            raise ValueError(f"got images for {len(images)} prompts, expected {len(prompts)}")
+        reqs = [
+            self._make_request(p, q, im) for p, q, im in zip(prompts, plist, images, strict=True)
+        ]
         self._waiting.extend(reqs)
         return [r.rid for r in reqs]
 
-    def _make_request(self, prompt: str | Sequence[int], params: GenerationParams) -> Request:
+    def _check_images(self, prompt_ids: list[int], images: Images) -> np.ndarray | None:
+        """Preprocessed images [N, S, S, 3] (None for none), checked against the prompt's
+        placeholders: their count must be N * tokens_per_image."""
+        if self.image_encoder is None:
+            if images is not None and len(images):
+                raise ImageInputError(
+                    f"the request has {len(images)} images but model {self.model_name!r} "
+                    "takes no images (the engine has no image_encoder)"
+                )
+            return None
+        return self.image_encoder.check(prompt_ids, images)
+
+    def _make_request(
+        self, prompt: str | Sequence[int], params: GenerationParams, images: Images = None
+    ) -> Request:
         prompt_ids = self.encode(prompt)
         n = len(prompt_ids)
         if n == 0:
@@ -286,6 +409,7 @@ class Engine:
                 f"prompt has {n} tokens and max_tokens is {max_new}: {n + max_new} exceeds "
                 f"max_seq_len {self.max_seq_len}"
             )
+        pixels = self._check_images(prompt_ids, images)
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
         return Request(
             rid=next(self._ids),
@@ -294,6 +418,7 @@ class Engine:
             max_new=max_new,
             seed=seed % (1 << 32),
             tracker=TextTracker(self.tokenizer, params.stop),
+            images=pixels,
         )
 
     def pop_result(self, rid: int) -> Completion:
@@ -374,12 +499,13 @@ class Engine:
         self,
         prompts: Sequence[str | Sequence[int]],
         params: GenerationParams | Sequence[GenerationParams],
+        images: Sequence[Images] | None = None,
     ) -> Iterator[StreamEvent]:
         """Generate for all prompts, yielding deltas as they become final.
 
         `StreamEvent.request_id` is the index of the prompt in `prompts`.
         """
-        rids = self.submit_many(prompts, params)
+        rids = self.submit_many(prompts, params, images)
         index = {rid: i for i, rid in enumerate(rids)}
         pending = set(rids)
         try:
@@ -398,9 +524,10 @@ class Engine:
         self,
         prompts: Sequence[str | Sequence[int]],
         params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+        images: Sequence[Images] | None = None,
     ) -> list[Completion]:
         """Generate for all prompts (batched) and return full completions in order."""
-        rids = self.submit_many(prompts, params)
+        rids = self.submit_many(prompts, params, images)
         pending = set(rids)
         while pending:
             self.step()
@@ -412,7 +539,9 @@ class Engine:
         conversations: Sequence[Sequence[Message]],
         params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
     ) -> list[Completion]:
-        return self.generate([self.chat_prompt_ids(c) for c in conversations], params)
+        """Answer conversations; contents may be part lists with images (see chat_inputs)."""
+        inputs = [self.chat_inputs(c) for c in conversations]
+        return self.generate([i for i, _ in inputs], params, [im for _, im in inputs])
 
     # ------------------------------------------------------------------ host bookkeeping
     def _admit(self, slots: list[int], reqs: list[Request], events: list[StreamEvent]) -> None:
@@ -433,6 +562,7 @@ class Engine:
         for i, r in enumerate(rows):
             tokens[i, : len(r.prompt_ids)] = r.prompt_ids
         with self._context():
+            splice = self._image_splice(rows)
             first, self._cache = self._prefill(
                 self.params,
                 self._cache,
@@ -443,6 +573,7 @@ class Engine:
                 np.array([r.params.temperature for r in rows], np.float32),
                 np.array([r.params.top_k for r in rows], np.int32),
                 np.array([r.params.top_p for r in rows], np.float32),
+                splice,
             )
         first = np.asarray(first)
         for i, (slot, req) in enumerate(zip(slots, reqs, strict=True)):
@@ -458,6 +589,12 @@ class Engine:
             self._consume(req, int(first[i]), events)
             if req.finish_reason is not None:
                 self._slots[slot] = None
+
+    def _image_splice(self, rows: list[Request]) -> steps.ImageSplice | None:
+        """The admitted rows' images encoded in one call (`ImageEncoder.splice`)."""
+        if all(r.images is None for r in rows):
+            return None
+        return self.image_encoder.splice(self._encode_images, [r.images for r in rows])
 
     def _consume(self, req: Request, token: int, events: list[StreamEvent]) -> None:
         """Account one generated token of `req`; set its finish_reason when it ends."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
+
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.text import TextTracker
 
@@ -49,6 +51,7 @@ class Request:
     tracker: TextTracker
     token_ids: list[int] = dataclasses.field(default_factory=list)
     finish_reason: str | None = None
+    images: np.ndarray | None = None  # preprocessed [N, S, S, 3], encoded at admission
 
 
 def per_prompt(

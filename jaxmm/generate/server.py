@@ -32,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jaxmm.generate.engine import Completion, Engine, StreamEvent
+from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.server_schemas import (
     ChatRequest,
     CompletionRequest,
@@ -158,19 +159,23 @@ class OpenAIServer:
     def _submit(self, kind: str, req: Any, inbox: _Inbox) -> list[int]:
         """Render and queue the prompts (worker thread pool: this waits for the engine lock)."""
         field = "messages" if kind == "chat" else "prompt"
+        images = None
         if kind == "chat":
             params = req.params(default_max_tokens=None)
             try:
-                prompts = [
-                    self.worker.chat_prompt_ids(req.conversation(), req.continue_final_message)
-                ]
+                ids, image_list = self.worker.chat_inputs(
+                    req.conversation(), req.continue_final_message
+                )
+            except ImageInputError as e:  # image parts to a text model, a bad data URL
+                raise RequestError(f"'messages': {e}", field) from None
             except Exception as e:  # template errors (e.g. role order) are client errors
                 raise RequestError(f"'messages': chat template failed: {e}", field) from e
+            prompts, images = [ids], [image_list]
         else:
             params = req.params(default_max_tokens=16)  # OpenAI's default
             prompts = req.prompt
         try:
-            return self.worker.submit(prompts, params, inbox)
+            return self.worker.submit(prompts, params, inbox, images)
         except ValueError as e:  # too long, out-of-vocabulary token id, empty prompt
             raise RequestError(f"'{field}': {e}", field) from None
 

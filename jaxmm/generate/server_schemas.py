@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from jaxmm.generate.image_parts import ImageInputError, part_text
 from jaxmm.generate.params import GenerationParams
 
 Prompt = str | list[int]
@@ -95,26 +96,26 @@ class StreamOptions(_Closed):
     include_usage: bool = False
 
 
-def _content(value: Any) -> str:
-    """A message's `content`: a string, or a list of text parts joined (no images here)."""
+def _content(value: Any) -> str | list[dict[str, Any]]:
+    """A message's `content`: a string, or a list of text / image_url parts (text-only lists
+    are joined; with images the parts are kept, and the server refuses them when its engine
+    takes no images)."""
     if isinstance(value, list):
-        parts = [
-            p.get("text") if isinstance(p, dict) and p.get("type") == "text" else None
-            for p in value
-        ]
-        if all(isinstance(p, str) for p in parts):
-            return "".join(parts)
-        raise PydanticCustomError(
-            "content_type", "parts must be text parts ({'type': 'text', 'text': ...})"
-        )
+        try:
+            texts = [part_text(p, f"part {j}") for j, p in enumerate(value)]
+        except ImageInputError as e:
+            raise PydanticCustomError("content_type", str(e)) from None
+        if all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+        return [dict(p) for p in value]
     if not isinstance(value, str):
-        raise PydanticCustomError("content_type", "must be a string or a list of text parts")
+        raise PydanticCustomError("content_type", "must be a string or a list of parts")
     return value
 
 
 class Message(_Closed):
     role: str
-    content: Annotated[str, BeforeValidator(_content)]
+    content: Annotated[str | list[dict[str, Any]], BeforeValidator(_content)]
 
 
 class _Request(_Closed):
@@ -205,7 +206,7 @@ class ChatRequest(_Request):
     # vLLM's extension: continue the last (assistant) message instead of answering it.
     continue_final_message: bool = False
 
-    def conversation(self) -> list[dict[str, str]]:
+    def conversation(self) -> list[dict[str, Any]]:
         return [{"role": m.role, "content": m.content} for m in self.messages]
 
 

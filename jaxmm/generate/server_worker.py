@@ -38,25 +38,30 @@ class EngineWorker:
         self._thread.start()
 
     def submit(
-        self, prompts: Sequence[str | Sequence[int]], params: GenerationParams, inbox: Inbox
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: GenerationParams,
+        inbox: Inbox,
+        images: Sequence[Any] | None = None,
     ) -> list[int]:
         """Queue prompts, all or none (ValueError if any is invalid, before any is queued);
         returns their request ids. Their events go to `inbox` (a `queue.Queue` will do)."""
         with self._lock:
             if self._stop:
                 raise RuntimeError("server shutting down")
-            rids = self.engine.submit_many(list(prompts), params)
+            rids = self.engine.submit_many(list(prompts), params, images)
             for rid in rids:
                 self._inboxes[rid] = inbox
             self._wake.notify()
         return rids
 
-    def chat_prompt_ids(
-        self, messages: list[dict[str, str]], continue_final_message: bool = False
-    ) -> list[int]:
-        """Render a chat prompt (under the lock: the worker uses the same tokenizer)."""
+    def chat_inputs(
+        self, messages: list[dict[str, Any]], continue_final_message: bool = False
+    ) -> tuple[list[int], Any]:
+        """Render a chat prompt and decode its images (under the lock: the worker uses the
+        same tokenizer); see `Engine.chat_inputs`."""
         with self._lock:
-            return self.engine.chat_prompt_ids(messages, continue_final_message)
+            return self.engine.chat_inputs(messages, continue_final_message)
 
     def cancel(self, rids: Sequence[int]) -> None:
         """Stop generating for requests nobody will read (client gone, timeout). Never blocks:

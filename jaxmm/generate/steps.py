@@ -59,24 +59,45 @@ def prefill(
     temp,
     top_k,
     top_p,
+    images=None,
 ):
     """Prefill rows `slots` [K] with right-padded `tokens` [K, T]; sample each first token.
 
     Long prompts go through the model in chunks of `prefill_chunk` tokens (a scan), so
     the [K, chunk, vocab] logits and the attention scores stay bounded; only the logits
     at each row's last prompt token are kept.
+
+    `images`: None, or `ImageSplice(embed_fn, image_token_id, feats, feat_index)` from the
+    engine: the n-th placeholder of row b (counted over the whole prompt, so an image may
+    straddle chunks) gets `feats[feat_index[b, n]]` in place of its token embedding.
     """
     axes = batch_axes
     k, t = tokens.shape
     chunk = min(t, prefill_chunk)
     rows = jax.tree.map(lambda x, a: jnp.take(x, slots, axis=a), cache, axes)
     rows = replace_lengths(rows, jnp.zeros((k,), jnp.int32))
+    n_chunks = t // chunk
+    if images is None:
+        feat_rows = jnp.zeros((k, t), jnp.int32)  # unused
+    else:
+        is_image = tokens == images.image_token_id
+        nth = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, images.feat_index.shape[1] - 1)
+        feat_rows = jnp.take_along_axis(images.feat_index, nth, axis=1)  # [K, T] into feats
 
     def run_chunk(carry, xs):
         rows, last = carry
-        tok_c, start = xs  # [K, chunk], scalar
+        tok_c, feat_c, start = xs  # [K, chunk], [K, chunk], scalar
         positions = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (k, chunk))
-        logits, rows = apply_fn({"params": params}, tok_c, positions, cache=rows)
+        if images is None:
+            logits, rows = apply_fn({"params": params}, tok_c, positions, cache=rows)
+        else:
+            embeds = images.embed_fn(params, tok_c)
+            here = (tok_c == images.image_token_id)[..., None]
+            feats = jnp.take(images.feats, feat_c, axis=0).astype(embeds.dtype)
+            embeds = jnp.where(here, feats, embeds)
+            logits, rows = apply_fn(
+                {"params": params}, tok_c, positions, cache=rows, inputs_embeds=embeds
+            )
         idx = prompt_lens - 1 - start  # the row's last prompt token, within this chunk
         here = (idx >= 0) & (idx < chunk)
         picked = jnp.take_along_axis(logits, jnp.clip(idx, 0, chunk - 1)[:, None, None], axis=1)[
@@ -84,14 +105,14 @@ def prefill(
         ]
         return (rows, jnp.where(here[:, None], picked.astype(last.dtype), last)), None
 
-    n_chunks = t // chunk
     chunks = tokens.reshape(k, n_chunks, chunk).transpose(1, 0, 2)
+    feat_chunks = feat_rows.reshape(k, n_chunks, chunk).transpose(1, 0, 2)
     starts = jnp.arange(n_chunks, dtype=jnp.int32) * chunk
     vocab = jax.eval_shape(
         lambda: apply_fn({"params": params}, tokens[:, :1], tokens[:, :1], cache=rows)
     )[0].shape[-1]
     last0 = jnp.zeros((k, vocab), jnp.float32)
-    (rows, last), _ = jax.lax.scan(run_chunk, (rows, last0), (chunks, starts))
+    (rows, last), _ = jax.lax.scan(run_chunk, (rows, last0), (chunks, feat_chunks, starts))
     # Pad tokens beyond each prompt were written but become "unwritten" again.
     rows = replace_lengths(rows, prompt_lens)
     keys = sampling.step_keys(jax.vmap(jax.random.key)(seeds), jnp.zeros((k,), jnp.int32))
@@ -102,6 +123,23 @@ def prefill(
         return big.at[index].set(r.astype(big.dtype))
 
     return first, jax.tree.map(scatter, cache, rows, axes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSplice:
+    """Image features for one prefill call: `feats` [F, E] (every admitted image's tokens),
+    `feat_index` [K, P] (row b's n-th placeholder reads feats[feat_index[b, n]]). A pytree
+    whose `embed_fn` and `image_token_id` are static."""
+
+    embed_fn: Callable[[Any, jax.Array], jax.Array]
+    image_token_id: int
+    feats: jax.Array
+    feat_index: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    ImageSplice, data_fields=["feats", "feat_index"], meta_fields=["embed_fn", "image_token_id"]
+)
 
 
 def decode(

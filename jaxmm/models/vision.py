@@ -36,6 +36,10 @@ class VisionConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "auto"
+    # None: the final LayerNorm's output (SigLIP's last_hidden_state). An int k: transformers'
+    # `hidden_states[k]` (0 = patch + position embeddings, i = after block i, -1 = after the
+    # last block), without the final LayerNorm, as LLaVA's `vision_feature_layer` reads it.
+    feature_layer: int | None = None
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -47,6 +51,11 @@ class VisionConfig:
             raise ValueError(
                 f"VisionConfig: hidden_size {self.hidden_size} is not a multiple of "
                 f"num_heads {self.num_heads}"
+            )
+        n = self.num_layers
+        if self.feature_layer is not None and not -(n + 1) <= self.feature_layer <= n:
+            raise ValueError(
+                f"VisionConfig: feature_layer {self.feature_layer} is outside [-{n + 1}, {n}]"
             )
 
     @property
@@ -151,8 +160,12 @@ class VisionEncoder(nn.Module):
             jnp.dtype(cfg.param_dtype),
         )
         x = nn.with_logical_constraint(x + pos.astype(x.dtype), ("batch", "seq", "embed"))
+        hidden_states = [x]
         for i in range(cfg.num_layers):
             x = VisionBlock(cfg, name=f"layers_{i}")(x)
+            hidden_states.append(x)
+        if cfg.feature_layer is not None:
+            return hidden_states[cfg.feature_layer]
         return _layer_norm(cfg, "post_layernorm")(x)
 
 

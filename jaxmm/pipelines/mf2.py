@@ -8,8 +8,9 @@ pair is correct when the fact is judged TRUE and the fib FALSE.
 Input settings: `statement` (the claim alone), `transcripts`, `synopsis`, and the video ones
 (`video`, `video_transcripts`, `video_synopsis`, `all`) which add `frame_budget` uniformly
 sampled frames as OpenAI-style `image_url` content parts, each preceded by its time. Video
-settings need a backend with `accepts_images` (no jaxmm backend has it yet: the engine has no
-vision tower and `Backend.chat` carries string contents), else NotImplementedError.
+settings need a backend with `accepts_images` (the engine with an image encoder, e.g.
+`engine:<model>,vision=tiny_random`, or `openai:<url>,images=true`), else ImageInputError
+before any model call.
 
 Prompt styles: `explanation` (reason, then `<answer>TRUE|FALSE</answer>`), `explanation_free`
 (reason, then say true or false), `direct` (only the tag), `direct_free` (one word).
@@ -28,7 +29,7 @@ import numpy as np
 from jaxmm.data.video import read_video
 from jaxmm.eval import mf2 as mf2_eval
 from jaxmm.eval.mf2 import PARSERS, PairResult, pair_metrics, parse_answer
-from jaxmm.generate.backends import Backend
+from jaxmm.generate.backends import Backend, ImageInputError
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines.runtime import Pipeline, Record
 
@@ -88,6 +89,16 @@ def uses(setting: str) -> tuple[bool, bool, bool]:
     return _USES[setting]
 
 
+def require_images(backend: Backend, settings: Sequence[str]) -> None:
+    """ImageInputError unless `backend` takes image parts (video settings send frames)."""
+    if not getattr(backend, "accepts_images", False):
+        raise ImageInputError(
+            f"MF² settings {list(settings)} send video frames as image_url parts, but backend "
+            f"{backend.name!r} takes no images (Backend.accepts_images is False); use a VLM "
+            "backend: engine:<model>,vision=... or openai:<url>,images=true"
+        )
+
+
 def frame_parts(frames: np.ndarray, timestamps_s: np.ndarray) -> list[dict[str, Any]]:
     """The image-input interface: OpenAI-style content parts, a `text` part with the time
     (seconds) before each frame as a PNG `image_url` data URI."""
@@ -122,13 +133,8 @@ def claim_messages(record: Record, claim: str) -> list[dict[str, Any]]:
 
 
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:
-    if uses(record["setting"])[2] and not getattr(backend, "accepts_images", False):
-        raise NotImplementedError(
-            f"MF² setting {record['setting']!r} needs image inputs, and backend "
-            f"{backend.name!r} has none: jaxmm's engine has no vision tower and Backend.chat "
-            "carries string contents only. Missing: a Backend with accepts_images=True that "
-            "takes OpenAI-style image_url content parts (jaxmm.pipelines.mf2.frame_parts)."
-        )
+    if uses(record["setting"])[2]:
+        require_images(backend, [record["setting"]])
     conversations = [claim_messages(record, record[k]) for k in ("true_claim", "false_claim")]
     on_true, on_false = backend.chat(conversations, params)  # two separate conversations
     verdicts = {

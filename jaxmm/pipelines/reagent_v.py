@@ -19,8 +19,10 @@ Mode `reagent` (default), per record:
   6. the critic's report on the final answer (skipped, reward reused, when it is unchanged).
 Mode `baseline` (the paper's baseline): `min_frames` uniformly sampled frames, one call.
 
-Frames reach the model as their captions (text): the in-house engine has no vision tower
-(see docs/video.md), so a text LM reads what each selected frame shows. Failures of the
+Frames reach the model as their captions (text), so a text LM reads what each selected frame
+shows; a backend that takes images (`Backend.accepts_images`) also gets the selected frames
+as `image_url` parts (`mf2.frame_parts`) with the answer prompt (initial answer, and the
+baseline's one call). Failures of the
 model's text (no JSON, a score out of range, no sub-question) are stored in the record under
 `errors` and counted in the metrics, never fatal. The call count per record is fixed by the
 mode (8 in `reagent` with a changed answer, 7 without; 1 in `baseline`).
@@ -42,6 +44,7 @@ from jaxmm.generate.backends import Backend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines import reagent_critic as critic
 from jaxmm.pipelines import reagent_frames as ecrs
+from jaxmm.pipelines.mf2 import frame_parts
 from jaxmm.pipelines.runtime import Pipeline, Record
 
 MODES = ("reagent", "baseline")
@@ -177,8 +180,11 @@ def question_text(record: Record) -> str:
     return PROMPTS["question"].format(question=record["question"], options=options)
 
 
-def select(record: Record, similarity: Similarity) -> tuple[list[int], dict[str, Any], str]:
-    """(selected frame indices, selection info, frames text) for the record's mode."""
+def select(
+    record: Record, similarity: Similarity
+) -> tuple[list[int], dict[str, Any], str, tuple[np.ndarray, np.ndarray]]:
+    """(selected frame indices, selection info, frames text, (selected frames uint8
+    [K, H, W, 3], their times [K])) for the record's mode."""
     clip = read_video(record["video"])
     captions = frame_captions(read_srt(record["captions"]), clip.timestamps_s)
     min_frames = int(record.get("min_frames", ecrs.MIN_FRAMES))
@@ -201,10 +207,11 @@ def select(record: Record, similarity: Similarity) -> tuple[list[int], dict[str,
         }
     info |= {"num_frames": len(clip.frames), "selected": len(picked)}
     text = frames_text([captions[i] for i in picked], [float(clip.timestamps_s[i]) for i in picked])
-    return picked, info, text
+    return picked, info, text, (clip.frames[picked], clip.timestamps_s[picked])
 
 
-def _ask(backend: Backend, params: GenerationParams, kind: str, contents: list[str]) -> list[str]:
+def _ask(backend: Backend, params: GenerationParams, kind: str, contents: list[Any]) -> list[str]:
+    """One conversation per content (a string, or a list of parts)."""
     cap = MAX_TOKENS[kind]
     p = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
     return backend.chat([[{"role": "user", "content": c}] for c in contents], p)
@@ -227,16 +234,23 @@ def _report(backend, params, head: str, answer: str, sub_questions: list[str], e
 def run_record(
     record: Record, backend: Backend, params: GenerationParams, similarity: Similarity
 ) -> dict[str, Any]:
-    picked, selection, frames = select(record, similarity)
+    picked, selection, frames, selected = select(record, similarity)
     mode = record.get("mode", "reagent")
     n = len(record["options"])
     gold = record.get("answer")
     base = {"mode": mode, "frames": picked, "selection": selection, "gold": gold}
     context = PROMPTS["context"].format(frames=frames)
     question = question_text(record)
+
+    def answer_content(prompt: str) -> str | list[dict[str, Any]]:
+        """The answer prompt, after the selected frames when the backend takes images."""
+        if not getattr(backend, "accepts_images", False):
+            return prompt
+        return [*frame_parts(*selected), {"type": "text", "text": prompt}]
+
     if mode == "baseline":
         prompt = context + question + PROMPTS["answer"]
-        answer = _ask(backend, params, "answer", [prompt])[0]
+        answer = _ask(backend, params, "answer", [answer_content(prompt)])[0]
         choice = parse_choice(answer, n, record["options"])
         return base | {
             "prompt": prompt,
@@ -260,7 +274,7 @@ def run_record(
     tool_text = "".join(PROMPTS["tool"].format(name=t, text=tools[t]) for t in chosen)
     head = context + tool_text + question
     prompt = head + PROMPTS["answer"]
-    initial = _ask(backend, params, "answer", [prompt])[0]
+    initial = _ask(backend, params, "answer", [answer_content(prompt)])[0]
 
     q_text = _ask(
         backend, params, "sub_questions", [head + PROMPTS["sub_questions"].format(answer=initial)]

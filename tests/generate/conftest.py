@@ -20,3 +20,10 @@ def hf_tokenizer(tokenizer_dir):
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory, tokenizer_dir):
     return build_jax_llama(tmp_path_factory.mktemp("llama"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(hf_tokenizer):
+    from tests.generate.fixtures import build_tiny_vlm
+
+    return build_tiny_vlm(hf_tokenizer)

@@ -80,3 +80,78 @@ def build_jax_llama(out_dir, tokenizer_dir, max_positions: int = 128) -> str:
     for name in os.listdir(tokenizer_dir):
         shutil.copy(os.path.join(tokenizer_dir, name), out_dir)
     return os.fspath(out_dir)
+
+
+IMG = 3  # "<|system|>": the tiny VLM's image placeholder (its tests send no system turns)
+TPI = 4  # placeholders per image: 16-px images, 8-px patches
+
+
+def build_tiny_vlm(tokenizer, max_seq_len: int = 64):
+    """A tiny random `VLM` (2-layer LM, 1-layer vision tower) and an engine over the same
+    weights with an image encoder: (model, params, engine)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxmm.generate.engine import Engine
+    from jaxmm.generate.vision import ImageEncoder, llm_embed_fn, tower_encode_fn
+    from jaxmm.models import llm
+    from jaxmm.models.vision import VLM, VisionConfig
+
+    vcfg = VisionConfig(
+        image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2
+    )
+    assert vcfg.num_patches == TPI
+    cfg = llm.LLMConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        max_position_embeddings=max_seq_len,
+    )
+    model = VLM(cfg, vcfg, IMG)
+    tokens = jnp.zeros((1, 2 * TPI), jnp.int32)
+    images = jnp.zeros((1, 2, 16, 16, 3))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, images=images))
+    )
+    # Random weights filled on the host (no compile): std 0.1 gives peaked logits, so greedy
+    # ties cannot blur comparisons; the projector makes image features larger than token
+    # embeddings, so images steer the answer. Norm scales 1, biases 0.
+    rng = np.random.default_rng(0)
+
+    def fill(path, x):
+        name = jax.tree_util.keystr(path)
+        if "norm" in name:
+            return (
+                np.ones(x.shape, np.float32) if "scale" in name else np.zeros(x.shape, np.float32)
+            )
+        std = 0.3 if "projector" in name else 0.1
+        return std * rng.standard_normal(x.shape).astype(np.float32)
+
+    params = jax.tree.map(jnp.asarray, jax.tree_util.tree_map_with_path(fill, shapes["params"]))
+    encoder = ImageEncoder(
+        encode_fn=tower_encode_fn(vcfg, cfg.hidden_size),
+        params={"vision": params["vision"], "projector": params["projector"]},
+        embed_fn=llm_embed_fn(cfg),
+        image_token_id=IMG,
+        tokens_per_image=TPI,
+        image_size=vcfg.image_size,
+    )
+    engine = Engine(
+        llm.LLM(cfg).apply,
+        params["lm"],
+        tokenizer,
+        lambda b, n: llm.init_cache(cfg, b, n),
+        max_seq_len=max_seq_len,
+        max_batch=4,
+        steps_per_call=4,
+        prefill_chunk=16,
+        image_encoder=encoder,
+        model_name="tiny-vlm",
+    )
+    return model, params, engine

@@ -396,3 +396,35 @@ def test_unreadable_video_routes_from_text(video_data, tmp_path):
     assert "cut.mp4" in out["router"]["frames_error"]
     assert isinstance(backend.calls[0][1][0]["content"], str)  # the router saw text only
     assert set(out["experts"]) == {"A1"} and "cut.mp4" in out["expert_errors"]["A2"]
+
+
+def test_vlm_and_ocr_experts_through_the_engine_with_a_tiny_vlm(
+    video_data, tmp_path_factory, monkeypatch
+):
+    """The `vlm` captioner and the OCR-by-VLM fallback on the real engine backend (a tiny
+    random VLM): each frame's line is what the engine answers for that frame's pixels."""
+    from transformers import AutoTokenizer
+
+    from jaxmm.generate.backends import EngineBackend
+    from tests.generate.fixtures import build_tiny_vlm, build_tokenizer
+
+    monkeypatch.setitem(sys.modules, "pytesseract", None)  # not installed: OCR by the VLM
+    tok = AutoTokenizer.from_pretrained(build_tokenizer(tmp_path_factory.mktemp("tok")))
+    _, _, engine = build_tiny_vlm(tok, max_seq_len=256)
+    backend = EngineBackend(engine)
+    rec = {**video_data[0], "id": "v", "frame_budget": 2}
+    params = GenerationParams(max_tokens=4)
+    x = ExpertInput(rec, backend, params)
+    clip = x.clip
+    for skill in ("A2", "E1"):
+        ids = []
+        for frame, t in zip(clip.frames, clip.timestamps_s, strict=True):
+            parts = mexa_experts.frame_parts(frame[None], t[None])
+            text = {"type": "text", "text": mexa_experts.CAPTION_PROMPTS[skill]}
+            ids.append(engine.chat_inputs([{"role": "user", "content": [*parts, text]}])[0])
+        # The frames' own pixels, not the PNGs in the parts: the parts carried them intact.
+        got = engine.generate(ids, params, [f[None] for f in clip.frames])
+        times = clip.timestamps_s
+        want = [f"[{t:.2f} s] {c.text.strip()}" for t, c in zip(times, got, strict=True)]
+        assert mexa_experts.run_expert(skill, x) == "\n".join(want)
+    assert not engine.has_work()

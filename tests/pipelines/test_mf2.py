@@ -11,7 +11,7 @@ import pytest
 
 from jaxmm import pipelines
 from jaxmm.data import movies_synth as ms
-from jaxmm.generate.backends import CachedBackend
+from jaxmm.generate.backends import CachedBackend, ImageInputError
 from jaxmm.generate.params import GenerationParams
 from jaxmm.io.jsonl import read_jsonl, write_jsonl
 from jaxmm.pipelines import mf2
@@ -165,7 +165,9 @@ def test_video_settings_need_image_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("mf2v")
     ms.write_dataset(str(root), n=1, seed=1)
     (record,) = mf2.build_records(str(root), ["video_synopsis"], ["direct"], frame_budget=4)[:1]
-    with pytest.raises(NotImplementedError, match="accepts_images=True.*image_url"):
+    with pytest.raises(
+        ImageInputError, match=r"\['video_synopsis'\] send video frames .*'scripted'"
+    ):
         mf2.run(record, ScriptedBackend({}, default="TRUE"), GenerationParams())
     backend = _ImageBackend({})
     assert CachedBackend(backend, tmp_path_factory.mktemp("cache")).accepts_images  # passed on
@@ -203,4 +205,5 @@ def test_launcher_end_to_end(release, tmp_path):
         assert len(seen) == calls == 2 * 14 * 2
         cmd[-3] = "--settings=video"
         bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert bad.returncode == 1 and "need a backend that takes images" in bad.stderr
+        assert bad.returncode == 1 and "['video'] send video frames" in bad.stderr
+        assert "takes no images" in bad.stderr

@@ -18,6 +18,7 @@ from jaxmm import config as config_lib
 from jaxmm import tasks
 from jaxmm.data import reagent_synth, rl_prompts
 from jaxmm.data.sft_records import iter_raw_records, load_tokenizer, to_conversation
+from jaxmm.generate.params import GenerationParams
 from jaxmm.io.jsonl import read_jsonl, write_jsonl
 from jaxmm.pipelines import reagent_data, reagent_v
 from jaxmm.pipelines.runtime import run_pipeline
@@ -358,3 +359,37 @@ def test_launcher_end_to_end(records, tmp_path):
         assert len(seen) == 8
         for name in ("sft", "dpo", "grpo"):
             assert os.path.exists(tmp_path / "o" / "train_data" / f"{name}.jsonl")
+
+
+class _ImageBackend(ScriptedBackend):
+    """Takes images: answers from the last text part, records every conversation."""
+
+    accepts_images = True
+
+    def chat(self, conversations, params):
+        self.calls.extend(("chat", c, params) for c in conversations)
+        texts = [
+            c[-1]["content"] if isinstance(c[-1]["content"], str) else c[-1]["content"][-1]["text"]
+            for c in conversations
+        ]
+        return [self.responses(t) for t in texts]
+
+
+@pytest.mark.parametrize("mode", reagent_v.MODES)
+def test_image_backend_gets_the_selected_frames_with_the_answer_prompt(records, mode):
+    rec = records[0] | {"mode": mode}
+    backend = _ImageBackend(responder(records))
+    out = reagent_v.run_record(rec, backend, GenerationParams(), scripted_similarity)
+    clip = reagent_v.read_video(rec["video"])
+    with_parts = [c[0]["content"] for _, c, _ in backend.calls if isinstance(c[0]["content"], list)]
+    assert len(with_parts) == 1  # the answer call only; tools, critic, reflections: text
+    parts = with_parts[0]
+    images = [p for p in parts if p["type"] == "image_url"]
+    times = [p["text"] for p in parts[:-1] if p["type"] == "text"]
+    assert len(images) == len(out["frames"]) >= 4
+    assert times == [f"[{clip.timestamps_s[i]:.2f} s]" for i in out["frames"]]
+    assert parts[-1]["text"].endswith(reagent_v.PROMPTS["answer"])
+    assert out["initial_answer"] == INITIAL[0]
+    text_backend = ScriptedBackend(responder(records))  # the caption text path is unchanged
+    reagent_v.run_record(rec, text_backend, GenerationParams(), scripted_similarity)
+    assert all(isinstance(c[0]["content"], str) for _, c, _ in text_backend.calls)
