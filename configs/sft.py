@@ -52,7 +52,7 @@ def get_config(arg: str | None = None):
     d.cings_mode = "no_context"  # no_context | context | no_mask
     d.on_bad_record = "error"  # error | skip (counted, reported as eval/data/skipped_*)
     d.on_too_long = "truncate"  # error | truncate | skip
-    d.num_epochs = 0  # > 0: num_steps = epochs * packed rows // batch_size
+    d.num_epochs = 0  # > 0: num_steps = ceil(epochs * packed rows / batch_size)
     d.eval_examples = 32  # held out from the end of the records for eval/loss
 
     m = c.model

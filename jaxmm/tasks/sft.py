@@ -38,6 +38,7 @@ from jaxmm.models.llm import LLM, LLMConfig, head_params
 from jaxmm.models.peft import save_peft_adapter
 from jaxmm.nn import lora as lora_lib
 from jaxmm.nn.logprobs import chunked_token_logprobs, token_logprobs
+from jaxmm.train.optim import epoch_schedule
 from jaxmm.train.task import DataShard, Task
 from jaxmm.train.trainer import LOSS_WEIGHT
 
@@ -284,14 +285,15 @@ class SFTTask(Task):
 
 
 def _resolve_schedule(config: ml_collections.ConfigDict, num_rows: int) -> None:
-    """`data.num_epochs > 0` sets num_steps from the packed rows; `optimizer_warmup_fraction`
-    sets the warmup steps from num_steps (the trainer itself counts steps)."""
+    """`data.num_epochs > 0` sets num_steps from the packed rows (`optim.epoch_schedule`, the
+    same rule as every task); `warmup_fraction` sets the warmup steps from num_steps (the
+    trainer itself counts steps)."""
     d = config.data
     with config.unlocked():
         if d.num_epochs > 0:
-            config.num_steps = max(1, d.num_epochs * num_rows // config.batch_size)
+            config.num_steps, _ = epoch_schedule(d.num_epochs, num_rows, config.batch_size)
         if config.warmup_fraction > 0:
-            config.optimizer.warmup_steps = int(config.warmup_fraction * config.num_steps)
+            config.optimizer.warmup_steps = round(config.warmup_fraction * config.num_steps)
 
 
 def build(config: ml_collections.ConfigDict) -> Task:
