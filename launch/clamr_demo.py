@@ -77,6 +77,7 @@ def main(argv) -> None:
             seed=base.seed,
             n_frames=base.num_frames,
             frame_size=base.synth_frame_size,
+            noise=base.synth_noise,
         )
     results: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {}
