@@ -780,6 +780,21 @@ MUTANTS: tuple[Mutant, ...] = (
         '        *("gate_proj", "up_proj"),',
         ("tests/models/test_clamr_qwen.py", "-k", "paper_config"),
     ),
+    # CLaMR noisy corpus (tests/data/test_multivent.py) and optimizer param groups
+    Mutant(
+        "clamr_synth_distractors_in_one_modality",
+        "jaxmm/data/clamr_synth.py",
+        "            for w, t in zip(query_words, wrong, strict=False):",
+        "            for w, t in [(w, wrong[0]) for w in query_words]:",
+        ("tests/data/test_multivent.py", "-k", "noisy"),
+    ),
+    Mutant(
+        "optim_lr_scale_factor_ignored",
+        "jaxmm/train/optim.py",
+        "        groups[name] = optimizer(lambda step, f=factor: f * schedule(step))",
+        "        groups[name] = optimizer(schedule)",
+        ("tests/train/test_optim.py",),
+    ),
 )
 
 
