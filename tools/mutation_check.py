@@ -895,6 +895,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "            return hidden_states[-1]",
         ("tests/models/test_llava_hf.py", "-k", "matches_transformers"),
     ),
+    # CLaMR noisy corpus (tests/data/test_multivent.py) and optimizer param groups
+    Mutant(
+        "clamr_synth_distractors_in_one_modality",
+        "jaxmm/data/clamr_synth.py",
+        "            for w, t in zip(query_words, wrong, strict=False):",
+        "            for w, t in [(w, wrong[0]) for w in query_words]:",
+        ("tests/data/test_multivent.py", "-k", "noisy"),
+    ),
+    Mutant(
+        "optim_lr_scale_factor_ignored",
+        "jaxmm/train/optim.py",
+        "        groups[name] = optimizer(lambda step, f=factor: f * schedule(step))",
+        "        groups[name] = optimizer(schedule)",
+        ("tests/train/test_optim.py",),
+    ),
 )
 
 

@@ -12,6 +12,21 @@ looks at the wrong modality is at chance within the group.
 
 Frames are PNG files drawn with Pillow (the on-screen word is drawn into every frame, as real
 OCR text is); the text modalities are short synthetic strings.
+
+`noise=True` (the demo's setting, `configs/clamr.py:tiny` `data.synth_noise`) models the
+condition CLaMR targets, real news videos whose ASR/OCR/metadata are long and noisy: OCR and
+speech values are two words (every query names two or three content words), each text field
+gets realistic clutter (ASR: filler words and off-topic sentences; OCR: ticker / station text;
+description: uploader boilerplate), and the content words of each video's query are planted as
+distractors in *other* videos: split one word per modality across the wrong modalities of each
+sibling (so a sibling holds every query word, but no single modality of it holds them all),
+plus one word in a wrong modality of one random video of another group. A plain token-max
+score (each query token takes its best match in any modality) cannot tell such a sibling from
+the positive by the words; a modality-max score can (only the positive's gold modality holds
+all of them). Guarantees (tests/data/test_multivent.py): every content word of a query is in the
+positive's gold modality and in none of the positive's other text modalities; no modality of
+any other video holds all of them; each query's words appear in a wrong modality of a negative.
+`noise=False` writes exactly the old corpus (same seed, same files).
 """
 
 from __future__ import annotations
@@ -48,6 +63,23 @@ QUERY_TEMPLATES = {
     "asr": "the reporter talks about the {topic} festival",
     "description": "news about the {event} in {city}",
 }
+TEXT_MODALITIES = ("ocr", "asr", "description")
+
+# Clutter of the noisy corpus (noise=True). No colour, shape or motion word of the video
+# queries is in these lists, so the video words appear in text only where planted.
+FILLERS = ("um", "uh", "so", "you know", "well", "okay", "i mean", "like")
+OFF_TOPIC = (
+    "traffic is heavy tonight",
+    "cloudy until the weekend",
+    "stay with us",
+    "back to the studio",
+    "markets closed higher",
+    "thanks for joining us",
+)
+TICKERS = ("LIVE", "BREAKING", "NEWS 24", "CH 7", "HD", "12:45", "UPDATE", "EXCLUSIVE", "WORLD")
+BOILERPLATE = ("uploaded by the newsroom", "subscribe", "all rights reserved", "watch online")
+DISTRACTOR_ASR = ("also {w}", "{w} again", "earlier {w}")
+DISTRACTOR_DESCRIPTION = ("see {w}", "tags {w}", "related {w}")
 
 
 @dataclass(frozen=True)
@@ -68,15 +100,30 @@ def _words(rng: random.Random, n: int, used: set[str]) -> list[str]:
     return out
 
 
-def _values(rng: random.Random, visuals: list[Visual], used: set[str]) -> dict[str, Any]:
-    """One value per modality; visuals are drawn without replacement from `visuals`."""
+def _values(
+    rng: random.Random, visuals: list[Visual], used: set[str], two_words: bool = False
+) -> dict[str, Any]:
+    """One value per modality; visuals are drawn without replacement from `visuals`.
+    `two_words`: OCR and ASR values of two pseudo-words (the noisy corpus)."""
     word, topic, event, city = _words(rng, 4, used)
+    if two_words:
+        word2, topic2 = _words(rng, 2, used)
+        word, topic = f"{word} {word2}", f"{topic} {topic2}"
     return {
         "video": visuals.pop(),
         "ocr": word.upper(),
         "asr": topic,
         "description": (event, city),
     }
+
+
+def content_words(modality: str, value: Any) -> list[str]:
+    """The lower-case words a query of `modality` names (its answer)."""
+    if modality == "video":
+        return [value.color, value.shape, value.motion]
+    if modality == "description":
+        return list(value)
+    return value.lower().split()
 
 
 def draw_frames(visual: Visual, ocr: str, n_frames: int, size: int, seed: int) -> list[Image.Image]:
@@ -146,9 +193,15 @@ def generate_split(
     used_words: set[str],
     n_frames: int = 4,
     frame_size: int = 64,
+    noise: bool = False,
 ) -> int:
     """Writes `n_groups` × 4 videos (one inline query each) of one split; returns the count."""
     root = Path(root)
+    if noise:
+        return _generate_noisy_split(
+            root, split, n_groups, rng=rng, visuals=visuals, used_words=used_words,
+            n_frames=n_frames, frame_size=frame_size,
+        )  # fmt: skip
     records = []
     for g in range(n_groups):
         base = _values(rng, visuals, used_words)
@@ -181,6 +234,92 @@ def num_queries(groups: int) -> int:
     return groups * len(MODALITIES)
 
 
+def _save_frames(root: Path, video_id: str, values: dict[str, Any], n_frames, size, seed) -> list:
+    frame_dir = root / "frames" / video_id
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, im in enumerate(draw_frames(values["video"], values["ocr"], n_frames, size, seed)):
+        im.save(frame_dir / f"{i:02d}.png")
+        paths.append(f"frames/{video_id}/{i:02d}.png")
+    return paths
+
+
+def _noisy_texts(rng: random.Random, values: dict[str, Any], planted: dict[str, list[str]]):
+    """(ocr, asr, description) of one video: its values, the words planted in each field, and
+    clutter, in a random order (a value's own words stay together)."""
+    ocr = [values["ocr"], *(w.upper() for w in planted["ocr"]), *rng.sample(TICKERS, 2)]
+    rng.shuffle(ocr)
+    asr = [f"the reporter talks about the {values['asr']} festival", rng.choice(OFF_TOPIC)]
+    asr += [rng.choice(DISTRACTOR_ASR).format(w=w) for w in planted["asr"]]
+    rng.shuffle(asr)
+    asr = [f"{rng.choice(FILLERS)} {s}" if rng.random() < 0.5 else s for s in asr]
+    event, city = values["description"]
+    desc = [f"a news report on the {event} in {city}", rng.choice(BOILERPLATE)]
+    desc += [rng.choice(DISTRACTOR_DESCRIPTION).format(w=w) for w in planted["description"]]
+    rng.shuffle(desc)
+    return " ".join(ocr), ", ".join(asr), ". ".join(desc)
+
+
+def _generate_noisy_split(
+    root: Path,
+    split: str,
+    n_groups: int,
+    *,
+    rng: random.Random,
+    visuals: list[Visual],
+    used_words: set[str],
+    n_frames: int,
+    frame_size: int,
+) -> int:
+    """The `noise=True` corpus (module docstring): values first, then the planted distractors
+    (each query's words split over the wrong modalities of its siblings, one word in a wrong
+    modality of one video of another group), then the cluttered texts."""
+    values, words = {}, {}  # (group, modality of the video's query) -> values / query words
+    for g in range(n_groups):
+        base = _values(rng, visuals, used_words, two_words=True)
+        for modality in MODALITIES:
+            pool = visuals if modality == "video" else [None]
+            own = _values(rng, pool, used_words, two_words=True)[modality]
+            values[g, modality] = {**base, modality: own}
+            words[g, modality] = content_words(modality, own)
+    planted = {key: {t: [] for t in TEXT_MODALITIES} for key in values}
+    for (g, k), query_words in words.items():
+        for j in MODALITIES:
+            if j == k:
+                continue
+            wrong = [t for t in TEXT_MODALITIES if t != k]
+            rng.shuffle(wrong)
+            assert len(query_words) <= len(wrong)  # at most one word per modality
+            for w, t in zip(query_words, wrong, strict=False):
+                planted[g, j][t].append(w)
+    if n_groups > 1:
+        for g, j in values:
+            g2 = rng.choice([h for h in range(n_groups) if h != g])
+            k2 = rng.choice(MODALITIES)
+            w = rng.choice(words[g2, k2])
+            if w not in words[g, j]:  # never a word of the video's own query
+                planted[g, j][rng.choice([t for t in TEXT_MODALITIES if t != k2])].append(w)
+    records = []
+    for (g, k), vals in values.items():
+        video_id = f"{split}-g{g:03d}-{k}"
+        paths = _save_frames(root, video_id, vals, n_frames, frame_size, rng.randrange(2**31))
+        ocr, asr, description = _noisy_texts(rng, vals, planted[g, k])
+        records.append(
+            {
+                "video_id": video_id,
+                "images": paths,
+                "ocr": ocr,
+                "asr": asr,
+                "description": description,
+                "title": f"{vals['description'][1]} today",
+                "query_id": f"q-{video_id}",
+                "query": _query_text(k, vals[k]),
+                "query_type": "speech" if k == "asr" else k,
+            }
+        )
+    return write_multivent(root, split, records)
+
+
 def generate(
     root: str | os.PathLike,
     *,
@@ -188,8 +327,10 @@ def generate(
     seed: int = 0,
     n_frames: int = 4,
     frame_size: int = 64,
+    noise: bool = False,
 ) -> dict[str, int]:
-    """Writes every split (name -> number of 4-video groups); values never repeat across splits."""
+    """Writes every split (name -> number of 4-video groups); values never repeat across splits.
+    `noise`: the cluttered corpus with planted distractors (module docstring)."""
     splits = splits or {"train": 48, "test": 16}
     rng = random.Random(seed)
     visuals = [Visual(c, s, m) for c in COLORS for s in SHAPES for m in MOTIONS]
@@ -214,6 +355,7 @@ def generate(
             used_words=used,
             n_frames=n_frames,
             frame_size=frame_size,
+            noise=noise,
         )
         for split, n in splits.items()
     }
@@ -227,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--frame_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", action="store_true", help="clutter + planted distractors")
     args = parser.parse_args(argv)
     counts = generate(
         args.out,
@@ -234,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         n_frames=args.frames,
         frame_size=args.frame_size,
+        noise=args.noise,
     )
     print(", ".join(f"{split}: {n} videos" for split, n in counts.items()), "->", args.out)
 

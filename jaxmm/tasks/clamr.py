@@ -182,6 +182,7 @@ class ClamrTask(Task):
                 seed=d.seed,
                 n_frames=d.num_frames,
                 frame_size=d.synth_frame_size,
+                noise=d.get("synth_noise", False),
             )
 
     def split(self, name: str) -> MultiventSplit:

@@ -91,7 +91,9 @@ class Trainer:
         self.trainable = self.task.trainable_mask(abstract_params)
         own_tx = self.task.optimizer(cfg.num_steps)
         if own_tx is None:
-            self.tx = optim.make_optimizer(cfg.optimizer, cfg.num_steps, self.trainable)
+            self.tx = optim.make_optimizer(
+                cfg.optimizer, cfg.num_steps, self.trainable, abstract_params
+            )
             self.schedule = optim.make_schedule(cfg.optimizer, cfg.num_steps)
         else:
             # config.optimizer's schedule does not drive a task's own optimizer: log the

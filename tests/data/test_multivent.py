@@ -167,3 +167,110 @@ def test_missing_split_lists_what_exists(copy):
 def test_too_many_groups_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at most 64 groups"):
         clamr_synth.generate(tmp_path, splits={"train": 65})
+
+
+# ----------------------------------------------------- the noisy corpus (noise=True, the demo's)
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clamr_noisy")
+    clamr_synth.generate(
+        root, splits={"train": 4, "test": 3}, seed=2, n_frames=2, frame_size=32, noise=True
+    )
+    return root
+
+
+def _content_words(query):
+    return [w.lower() for w in _unique_value(query)]
+
+
+def _words_of(video, modality):
+    return set(video.text(modality).lower().replace(",", " ").replace(".", " ").split())
+
+
+TEXT = clamr_synth.TEXT_MODALITIES
+
+
+def test_noisy_corpus_gold_answer_only_in_the_gold_modality_of_the_positive(noisy):
+    for split_name in ("train", "test"):
+        split = load_multivent(noisy, split_name)
+        for qid, query in split.queries.items():
+            (gold,) = split.gold(qid)
+            words = _content_words(query)
+            assert len(words) >= 2, query.text  # every query names two or more content words
+            pos = split.videos[gold]
+            if query.query_type != "video":
+                # all of them, together, in the positive's gold modality ...
+                assert set(words) <= _words_of(pos, query.query_type), (qid, pos)
+            # ... none of them in the positive's other text modalities ...
+            for m in TEXT:
+                if m != query.query_type:
+                    assert not set(words) & _words_of(pos, m), (qid, m, pos)
+            # ... and no modality of any other video holds all of them.
+            for v in split.videos.values():
+                if v.video_id != gold:
+                    for m in TEXT:
+                        assert not set(words) <= _words_of(v, m), (qid, v.video_id, m)
+
+
+def test_noisy_corpus_plants_each_query_in_wrong_modalities_of_its_siblings(noisy):
+    split = load_multivent(noisy, "train")
+    for qid, query in split.queries.items():
+        (gold,) = split.gold(qid)
+        words = set(_content_words(query))
+        group = gold.rsplit("-", 1)[0]
+        for v in split.videos.values():
+            if v.video_id == gold or not v.video_id.startswith(group + "-"):
+                continue
+            # every query word sits in some wrong-modality field of each sibling (token-max
+            # finds all of them there), one modality never holds two of them
+            wrong = [_words_of(v, m) & words for m in TEXT if m != query.query_type]
+            assert set().union(*wrong) == words, (qid, v.video_id, wrong)
+            assert all(len(w) <= 1 for w in wrong), (qid, v.video_id, wrong)
+    # clutter: ticker text in OCR, filler / off-topic speech, boilerplate descriptions
+    videos = list(split.videos.values())
+    assert all(any(t in v.ocr for t in clamr_synth.TICKERS) for v in videos)
+    assert all(any(s in v.asr for s in clamr_synth.OFF_TOPIC) for v in videos)
+    assert all(any(b in v.description for b in clamr_synth.BOILERPLATE) for v in videos)
+
+
+def test_noisy_corpus_is_deterministic_by_seed(noisy, tmp_path):
+    kwargs = dict(splits={"train": 4, "test": 3}, n_frames=2, frame_size=32, noise=True)
+    clamr_synth.generate(tmp_path / "same", seed=2, **kwargs)
+    clamr_synth.generate(tmp_path / "other", seed=3, **kwargs)
+    for split in ("train", "test"):
+        want = (noisy / f"{split}.jsonl").read_text()
+        assert (tmp_path / "same" / f"{split}.jsonl").read_text() == want
+        assert (tmp_path / "other" / f"{split}.jsonl").read_text() != want
+    frame = "frames/test-g001-asr/01.png"
+    assert (tmp_path / "same" / frame).read_bytes() == (noisy / frame).read_bytes()
+
+
+def test_demo_corpus_fits_the_tiny_token_budgets(tmp_path):
+    """No field of the demo's noisy corpus is truncated by configs/clamr.py:tiny (a truncated
+    field could drop a query's answer)."""
+    from tokenizers import Tokenizer
+
+    from configs.clamr import get_config
+    from jaxmm.models.text_encoder import minilm_model_dir
+
+    d = get_config("tiny").data
+    assert d.synth_noise
+    clamr_synth.generate(
+        tmp_path,
+        splits={"train": d.train_groups, "test": d.test_groups},
+        seed=d.seed,
+        n_frames=2,
+        frame_size=16,
+        noise=True,
+    )
+    tok = Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    budgets = {"ocr": d.budget_ocr, "asr": d.budget_asr, "description": d.budget_description}
+    for split in ("train", "test"):
+        for v in load_multivent(tmp_path, split, check_frames=False).videos.values():
+            for m, budget in budgets.items():
+                n = len(tok.encode(v.text(m), add_special_tokens=False).ids)
+                assert n <= budget, (v.video_id, m, n, budget)
