@@ -3,34 +3,52 @@
 Written against JAX 0.10.2 for the Pallas **Triton lowering** (`jax.experimental.pallas` +
 `pallas.triton`), which runs on A100 and H100 (Mosaic GPU would be Hopper-only); both calls go
 through `kernels_pallas.triton.pallas_call`, which pins the Triton backend.
-Honest status: so far this file has only been *run in interpret mode on CPU*
-(`interpret=True`), where it matches `reference.py` in values and gradients (tests in
-tests/kernels_pallas/splat/). Both kernels also lower through the Pallas Triton lowering to
-Triton IR for CUDA (`jax.export` with platforms=["cuda"], test_triton_lowering.py), but they
-have never been compiled to PTX, run or timed on a GPU; the command for that check is
-`python benchmarks/splat.py` (and `pytest -m gpu`-free tests pass on GPU with impl="auto").
+Status: the per-tile kernels have run compiled on one H200 (jax 0.11.2; docs/gpu_results.md).
+The batched (view, tile) grid and the work-item schedule (`work_item_size`, with its pass-1
+kernel) have only run in interpret mode on CPU, where they match `reference.py` in values and
+gradients (tests/kernels_pallas/splat/test_views_and_work_items.py), and lower through the
+Pallas Triton lowering to Triton IR for CUDA (`jax.export` with platforms=["cuda"],
+test_triton_lowering.py); they have not been compiled to PTX, run or timed on a GPU yet
+(`python benchmarks/splat.py --schedule-only` is that check).
 
-Design (one program per 16×16 tile, the 256 pixels vectorised inside the program):
-- XLA gathers the intersections' features in sorted order into a feature-major table
-  `feats [10, M + chunk]` (Pallas has no gather; the `chunk` zero columns let the last chunk
-  read past the end). Each program reads its [start, end) range from `tile_ranges` and walks it
-  in chunks of `chunk` Gaussians loaded with `pl.ds`, computing α for a [chunk, 256] block at
-  once; transmittance inside a chunk is exp(cumsum(log(1−α))) (Triton supports a forward
-  cumsum), and the loop is a `while_loop` that exits as soon as every pixel of the tile is
-  saturated (T < 1e-4).
-- Forward saves per pixel: accumulated rgb and depth, final T and the last contributor (one
-  past its position in the sorted list).
+Design (one program per 16×16 tile, or per work item of a tile; the 256 pixels vectorised
+inside the program):
+- Views: `rasterize_views` takes V views (leading axis on every input). XLA concatenates the
+  views' sorted intersection lists (view v's at offset v·M, its Gaussians' feature columns at
+  v·(N + 1)) and gathers the features into one feature-major table `feats [10, V·M + chunk]`
+  (Pallas has no gather; the `chunk` zero columns let the last chunk read past the end). Each
+  pass is one `pallas_call` whose 1-D grid covers every (view, tile) — or every work item —
+  of the batch; a program reads its row (global tile v·T + t, start, end) of `items [K, 3]`.
+  `rasterize` is the V = 1 case.
+- Forward per program: walk [start, end) in chunks of `chunk` Gaussians loaded with `pl.ds`,
+  computing α for a [chunk, 256] block at once; transmittance inside a chunk is
+  exp(cumsum(log(1−α))) (Triton supports a forward cumsum), and the loop is a `while_loop`
+  that exits as soon as every pixel is saturated (T < 1e-4). Saves per pixel: accumulated
+  rgb and depth, T after the program's range and the last contributor (one past its position
+  in the sorted list).
+- Work items (`work_item_size=S`, a multiple of `chunk`; None: one program per tile): XLA
+  splits every tile's range into items of ≤ S entries (`work_list`, static length
+  `max_work_items`). Pass 1 (`_trans_kernel`) gives each item's Π(1 − α) over its entries
+  with α > 0; a segmented exclusive product over each tile's items is the T an item starts
+  from. The transmittance before termination is that running product, so an item arriving
+  with T < 1e-4 was cut off by an earlier one and adds nothing, and the item in which T
+  crosses 1e-4 stops there by the usual rule: pass 2 (the forward kernel started from the
+  item's T) reproduces the per-tile result exactly, up to float rounding of the product
+  (tests: test_views_and_work_items.py). A tile's colour is the sum of its items' colours;
+  its final T the T after its last item that arrived at or above 1e-4.
 - Backward (its own kernel: autodiff through `pallas_call` is not supported) recomputes each
-  chunk front to back up to the tile's last contributor. The suffix colour Σ_{j>i} c_j w_j is
-  the final colour minus the running prefix, so T never has to be recovered by division (the
-  only divisions are by 1−α ≥ 0.01). This is the same math as the 3DGS back-to-front pass, in
-  the order Triton can vectorise (it has no reverse cumsum). Each intersection's gradient
-  row (10 numbers) is written to its own column of an output buffer (masked stores, no
-  atomics in the kernel); `jax.ops.segment_sum` by Gaussian id sums them in XLA. That
-  scatter-add may use atomics on GPU, so the per-Gaussian float summation order, hence the
-  gradient's last bits, is not guaranteed reproducible from run to run there (on CPU it is).
-  A sorted segmented scan would be deterministic but measured ~85x (M=20k) to ~235x
-  (M=400k) slower than segment_sum on CPU, so it was not adopted.
+  chunk front to back up to the program's last contributor. The suffix colour Σ_{j>i} c_j w_j
+  is the colour from the program's first entry on minus the running prefix (the tile's final
+  colour for a per-tile program; for an item, a suffix sum over the tile's items computed in
+  XLA), so T never has to be recovered by division (the only divisions are by 1−α ≥ 0.01).
+  This is the same math as the 3DGS back-to-front pass, in the order Triton can vectorise
+  (it has no reverse cumsum). Each intersection's gradient row (10 numbers) is written to its
+  own column of an output buffer (masked stores, no atomics in the kernel);
+  `jax.ops.segment_sum` by (view, Gaussian) sums them in XLA. That scatter-add may use
+  atomics on GPU, so the per-Gaussian float summation order, hence the gradient's last bits,
+  is not guaranteed reproducible from run to run there (on CPU it is). A sorted segmented
+  scan would be deterministic but measured ~85x (M=20k) to ~235x (M=400k) slower than
+  segment_sum on CPU, so it was not adopted.
 """
 
 from __future__ import annotations
