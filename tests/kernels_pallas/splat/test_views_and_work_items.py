@@ -227,9 +227,11 @@ def _pallas_grids(fn, *args):
 @pytest.mark.parametrize("work_item_size", [None, 64])
 def test_render_batch_grad_is_one_grid_over_all_views(work_item_size):
     """render_batch(views_per_step=V) with Pallas: the gradient program holds one forward and
-    one backward `pallas_call` (plus pass 1 with work items), each with a single grid over all
-    V views' tiles (or work items), not one call per view. Traced only, not run; without the
-    checkpoint (with it, the backward also re-runs the forward passes)."""
+    one backward `pallas_call` (plus pass 1 with work items), each with a single 1-D grid over
+    all V views' tiles (or work items) of the concatenated lists. (Vmapping the per-view
+    render instead, the path before, also gives one call, through Pallas's batching rule, but
+    with a (V, T) grid over per-view tables: that fails here.) Traced only, not run; without
+    the checkpoint (with it, the backward also re-runs the forward passes)."""
     g = random_scene(0, 20)
     views, size, capacity = 4, 32, 512
     cams = G.stack_cameras(G.orbit_cameras(views, 3.5, width=size, height=size))
