@@ -377,7 +377,10 @@ def _item_forward(feats, ranges, static):
     # Pass 1: each item's Π(1 − α); an exclusive product over the tile's earlier items is the
     # transmittance the item starts from (the global rule: an item arriving below T_MIN was
     # cut off before it; the first item that crosses T_MIN stops inside itself in pass 2).
-    prod = _item_transmittance(feats, wl.items, static)
+    # A tile's last item feeds no later item: pass 1 skips it (an empty range, product 1), so
+    # tiles that fit in one item cost pass 1 nothing.
+    skip_last = jnp.where(wl.last, wl.items[:, 1], wl.items[:, 2])
+    prod = _item_transmittance(feats, wl.items.at[:, 2].set(skip_last), static)
     incl = _segmented_cumprod(prod, wl.first)
     t_in = jnp.where(wl.first[:, None], 1.0, jnp.concatenate([jnp.ones_like(incl[:1]), incl[:-1]]))
     # Pass 2: every item composites from its incoming T.
