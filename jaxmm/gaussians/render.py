@@ -16,6 +16,7 @@ that sees nothing returns the background.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 
 import flax.struct
@@ -491,11 +492,13 @@ def render_batch(
     return out
 
 
-# `render_slice`'s options and their defaults (what `render_batch` forwards).
-_RENDER_OPTIONS = dict(
-    capacity=None, max_per_tile=4096, near=0.01, tile_size=16, chunk=32, work_item_size=None,
-    impl="auto",
-)  # fmt: skip
+# `render_slice`'s options and their defaults (what `render_batch` forwards), read from its
+# signature so the two cannot drift apart.
+_RENDER_OPTIONS = {
+    name: param.default
+    for name, param in inspect.signature(render_slice).parameters.items()
+    if name in ("capacity", "max_per_tile", "near", "tile_size", "chunk", "work_item_size", "impl")
+}
 
 
 def _to_slice(g, t) -> Slice3D:
