@@ -4,9 +4,14 @@
                                           # a batch of 24 views of 786K at 256² (fwd+bwd)
     python benchmarks/splat.py --smoke    # CPU: tiny shapes, Pallas in interpret mode
 
+    python benchmarks/splat.py --schedule-only   # GPU: only the Pallas schedule A/B below
+
 Each case times the whole differentiable render (projection, binning, rasteriser) forward
-(`fwd`) and forward + backward w.r.t. every Gaussian parameter (`fwd+bwd`), for both
-rasterisers in the same run, and prints the ratio reference / Pallas, images/s and an
+(`fwd`) and forward + backward w.r.t. every Gaussian parameter (`fwd+bwd`), for every
+schedule of the Pallas rasteriser and the reference in the same run (`variants`: one
+`pallas_call` per view; with several views, one grid over every (view, tile); the same with
+tiles split into work items of `--work-item-sizes` entries, whose count against the tile
+count is printed), and prints the ratio reference / each, images/s and an
 *effective* memory bandwidth: the bytes the renderer must move at least once (Gaussian
 parameters in, the sorted intersection table written and read back, the image out; ×2 for
 the backward, which reads them again and writes gradients) divided by the time. It is a
@@ -97,14 +102,48 @@ def sizing(g, cams, size):
     return int(total * 1.1) + 1024, worst, total
 
 
-def bench_case(n: int, size: int, views: int, reps: int, chunk: int, impls, smoke: bool):
+def tile_loads(g, cams, size, capacity):
+    """[V, T] entries per 16×16 tile of each view."""
+
+    @jax.jit
+    def load(cam):
+        proj = G.project(G.covariances_3d(g), cam)
+        b = G.bin_gaussians(
+            proj.means2d, proj.radii, proj.depths, proj.valid,
+            width=size, height=size, capacity=capacity,
+        )  # fmt: skip
+        return b.tile_ranges[:, 1] - b.tile_ranges[:, 0]
+
+    views = cams.c2w.shape[0]
+    return np.stack(
+        [np.asarray(load(jax.tree.map(lambda x, v=v: x[v], cams))) for v in range(views)]
+    )
+
+
+def variants(views: int, item_sizes, reference: bool):
+    """(label, render_batch kwargs) of every schedule timed: the per-view Pallas calls (one
+    `pallas_call` per view), one grid over all views' (view, tile) when views > 1, the same with
+    work items of each size in `item_sizes`, and the reference."""
+    out = [("pallas", dict(impl="pallas"))]
+    grid = dict(impl="pallas", views_per_step=views)
+    if views > 1:
+        out.append(("pallas 1-grid", grid))
+    for size in item_sizes:
+        out.append((f"pallas items{size}", dict(grid, work_item_size=size)))
+    if reference:
+        out.append(("reference", dict(impl="reference")))
+    return out
+
+
+def bench_case(n: int, size: int, views: int, reps: int, chunk: int, cases, smoke: bool):
+    """Times each (label, kwargs) of `cases` (see `variants`) on the same scene and cameras."""
     g = random_scene(n)
     cams = G.stack_cameras(G.orbit_cameras(views, 3.2, fov_x_deg=50.0, width=size, height=size))
     capacity, worst, total = sizing(g, cams, size)
     weights = jax.random.normal(jax.random.PRNGKey(1), (views, size, size, 3))
     results = {}
-    for impl in impls:
-        kw = dict(impl=impl, capacity=capacity, max_per_tile=worst, chunk=chunk)
+    for label, case in cases:
+        kw = dict(case, capacity=capacity, max_per_tile=worst, chunk=chunk)
         fwd = jax.jit(lambda g, kw=kw: G.render_batch(g, cams, checkpoint=False, **kw).rgb)
         loss = lambda g, kw=kw: jnp.sum(G.render_batch(g, cams, **kw).rgb * weights)
         bwd = jax.jit(jax.grad(loss))
@@ -114,23 +153,30 @@ def bench_case(n: int, size: int, views: int, reps: int, chunk: int, impls, smok
                 row[mode] = timeit(fn, g, reps=reps)
             except Exception as e:  # e.g. the reference running out of GPU memory at 800K
                 row[mode] = float("nan")
-                print(f"  {impl} {mode}: failed: {type(e).__name__}: {str(e)[:120]}")
-        results[impl] = row
+                print(f"  {label} {mode}: failed: {type(e).__name__}: {str(e)[:120]}")
+        results[label] = row
     bytes_fwd = views * (n * PARAM_BYTES + 2 * total * FEAT_BYTES + size * size * 4 * 6)
     print(f"N={n:>7} {size}² views={views} intersections/view={total} max/tile={worst}")
+    loads = tile_loads(g, cams, size, capacity)
+    for label, case in cases:
+        item = case.get("work_item_size")
+        if item:
+            count = int(np.maximum(1, -(-loads // item)).sum())
+            print(
+                f"  {label}: {count} work items for {loads.size} tiles "
+                f"({count / loads.size:.2f} per tile; busiest tile {loads.max()} entries)"
+            )
     for mode in ("fwd", "fwd+bwd"):
         nbytes = bytes_fwd * (1 if mode == "fwd" else 3)
-        cells = []
-        for impl in impls:
-            t = results[impl][mode]
-            cells.append(
-                f"{impl} {t * 1e3:9.2f} ms {views / t:8.1f} img/s {nbytes / t / 1e9:7.1f} GB/s"
+        for label, _ in cases:
+            t = results[label][mode]
+            ratio = ""
+            if "reference" in results and label != "reference":
+                ratio = f"  reference/this = {results['reference'][mode] / t:.2f}x"
+            print(
+                f"  {mode:8s} {label:18s} {t * 1e3:9.2f} ms {views / t:8.1f} img/s "
+                f"{nbytes / t / 1e9:7.1f} GB/s{ratio}"
             )
-        ratio = ""
-        if "pallas" in results and "reference" in results:
-            speedup = results["reference"][mode] / results["pallas"][mode]
-            ratio = f"  reference/pallas = {speedup:.2f}x"
-        print(f"  {mode:8s} " + " | ".join(cells) + ratio)
     return results
 
 
@@ -216,9 +262,23 @@ def main():
         help="time the reference only up to this many Gaussians (at 800K its fixed-capacity "
         "tile buffers took ~100 GiB and minutes of compile on an H200)",
     )
+    p.add_argument(
+        "--work-item-sizes",
+        default="1024,4096",
+        help="comma-separated work_item_size values to time beside the per-tile schedule "
+        "(multiples of --chunk; '' for none); --smoke uses 32",
+    )
+    p.add_argument(
+        "--schedule-only",
+        action="store_true",
+        help="only the rasteriser schedule A/B (per-view calls, one grid, work items) at the "
+        "most skewed shapes, without the reference: 800K at 128², 200K x 4 views at 256², "
+        "24 views of 786K at 256²",
+    )
     args = p.parse_args()
     on_gpu = jax.default_backend() == "gpu"
-    impls = ["pallas"] + ([] if args.no_reference else ["reference"])
+    use_reference = not args.no_reference
+    sizes = [int(x) for x in args.work_item_sizes.split(",") if x.strip()]
     print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.devices()[:1]}")
     if not on_gpu and not args.smoke:
         # `make bench` runs every benchmark bare: on CPU that means the smoke shapes.
@@ -227,23 +287,28 @@ def main():
     if args.smoke:
         if on_gpu:
             print("--smoke on GPU: compiled Pallas")
-        bench_case(300, 32, 1, 1, 16, impls, smoke=True)
-        bench_case(300, 32, 2, 1, 16, impls, smoke=True)
+        bench_case(300, 32, 1, 1, 16, variants(1, [32], use_reference), smoke=True)
+        bench_case(300, 32, 2, 1, 16, variants(2, [32], use_reference), smoke=True)
         bench_sort(300, 32, reps=5)
         bench_sort(20_000, 256, reps=5)
         bench_dense_backward(4, 16, 64, reps=1)
         return
 
-    def impls_for(n: int) -> list[str]:
-        if n > args.reference_max and "reference" in impls:
+    def cases_for(n: int, views: int, reference: bool = use_reference):
+        if reference and n > args.reference_max:
             print(f"N={n}: reference skipped (> --reference-max={args.reference_max})")
-            return ["pallas"]
-        return impls
+            reference = False
+        return variants(views, sizes, reference)
 
+    if args.schedule_only:
+        bench_case(800_000, 128, 1, args.reps, args.chunk, cases_for(800_000, 1, False), False)
+        bench_case(200_000, 256, 4, args.reps, args.chunk, cases_for(200_000, 4, False), False)
+        bench_case(786_432, 256, 24, args.reps, args.chunk, cases_for(786_432, 24, False), False)
+        return
     for n in (200_000, 800_000):
         for size in (128, 256):
-            bench_case(n, size, 1, args.reps, args.chunk, impls_for(n), smoke=False)
-    bench_case(786_432, 256, 24, args.reps, args.chunk, impls_for(786_432), smoke=False)
+            bench_case(n, size, 1, args.reps, args.chunk, cases_for(n, 1), smoke=False)
+    bench_case(786_432, 256, 24, args.reps, args.chunk, cases_for(786_432, 24), smoke=False)
     for n in (200_000, 800_000):
         bench_sort(n, 256, args.reps)
     bench_dense_backward(32, 16, 256, args.reps)

@@ -43,14 +43,15 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=0.75
 # name: full-run limit (s), quick limit (s), command. GPU_CHECK_STEPS picks a subset by name.
 # maxsim times both scan schedules (blocked, persistent) in one run: the issue-13 A/B; its quick
 # limit was 110 s for one schedule and is 240 s for two (plus the sharded and segment rows).
-declare -A LIMIT=([maxsim]=900 [clamr]=900 [splat]=600 [lrm4d]=600 [llm]=900 [llm_sft]=900
-  [generate_decode]=600 [serve_load]=600 [lrm4d_goal]=3600)
-declare -A QUICK_LIMIT=([maxsim]=240 [clamr]=200 [splat]=100 [lrm4d]=130 [llm]=150 [llm_sft]=150
-  [generate_decode]=120)
+declare -A LIMIT=([maxsim]=900 [clamr]=900 [splat]=600 [splat_sched]=600 [lrm4d]=600 [llm]=900
+  [llm_sft]=900 [generate_decode]=600 [serve_load]=600 [lrm4d_goal]=3600)
+declare -A QUICK_LIMIT=([maxsim]=240 [clamr]=200 [splat]=100 [splat_sched]=150 [lrm4d]=130
+  [llm]=150 [llm_sft]=150 [generate_decode]=120)
 declare -A CMD=(
   [maxsim]="benchmarks/maxsim.py"
   [clamr]="benchmarks/clamr.py"
   [splat]="benchmarks/splat.py"
+  [splat_sched]="benchmarks/splat.py --schedule-only"  # per-view calls vs one grid vs work items
   [lrm4d]="benchmarks/lrm4d.py"
   [llm]="benchmarks/llm.py --skip-sft"
   [llm_sft]="benchmarks/llm.py --skip-train --skip-decode"
@@ -58,10 +59,10 @@ declare -A CMD=(
   [serve_load]="benchmarks/serve_load.py"
   [lrm4d_goal]="launch/lrm4d_goal.py --config=configs/lrm4d.py:small --workdir=$LOG_DIR/lrm4d_goal"
 )
-declare -A QUICK_ARGS=([maxsim]="--iters 3" [clamr]="--iters 2" [splat]="--reps 3" [lrm4d]="--iters 2"
+declare -A QUICK_ARGS=([maxsim]="--iters 3" [clamr]="--iters 2" [splat]="--reps 3" [splat_sched]="--reps 3" [lrm4d]="--iters 2"
   [llm]="--steps 4" [llm_sft]="--steps 4" [generate_decode]="--reps 1")
-ALL="maxsim clamr splat lrm4d llm llm_sft generate_decode serve_load lrm4d_goal"
-[ "$QUICK" = 1 ] && ALL="maxsim clamr splat lrm4d llm llm_sft generate_decode"  # no SmolLM2 package, no goal
+ALL="maxsim clamr splat splat_sched lrm4d llm llm_sft generate_decode serve_load lrm4d_goal"
+[ "$QUICK" = 1 ] && ALL="maxsim clamr splat splat_sched lrm4d llm llm_sft generate_decode"  # no SmolLM2 package, no goal
 for name in ${GPU_CHECK_STEPS:-$ALL}; do
   [ -n "${CMD[$name]:-}" ] || { echo "== $name: no such step, skipped"; continue; }
   if [ "$QUICK" = 1 ]; then

@@ -48,6 +48,7 @@ REAGENT_CRITIC_TESTS = "tests/pipelines/test_reagent_critic.py"
 REAGENT_TESTS = "tests/pipelines/test_reagent_v.py"
 SKOT_TESTS = "tests/pipelines/test_video_skot.py"
 SKOT_MODEL_TESTS = "tests/pipelines/test_video_skot_models.py"
+SPLAT_VIEWS_TESTS = "tests/kernels_pallas/splat/test_views_and_work_items.py"
 MAXSIM_PAD_TESTS = ("tests/kernels_pallas/maxsim/test_topk_padding_cases.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -909,6 +910,35 @@ MUTANTS: tuple[Mutant, ...] = (
         "        groups[name] = optimizer(lambda step, f=factor: f * schedule(step))",
         "        groups[name] = optimizer(schedule)",
         ("tests/train/test_optim.py",),
+    ),
+    # --- splat: one grid over (view, tile), work items (issue 13) ----------------------------
+    Mutant(
+        "splat_views_wrong_feature_offset",
+        SPLAT + "pallas_gpu.py",
+        "flat_ids = (gauss_ids + (n + 1) * jnp.arange(v, dtype=jnp.int32)[:, None])",
+        "flat_ids = (gauss_ids + n * jnp.arange(v, dtype=jnp.int32)[:, None])",
+        (SPLAT_VIEWS_TESTS + "::test_views_in_one_grid_match_reference_per_view",),
+    ),
+    Mutant(
+        "splat_items_ignore_incoming_T",
+        SPLAT + "pallas_gpu.py",
+        "trans0 = t_in_ref[...] if has_t_in else zeros + 1.0\n    done0",
+        "trans0 = zeros + 1.0\n    done0",
+        (SPLAT_VIEWS_TESTS + "::test_work_items_match_reference_across_item_boundaries",),
+    ),
+    Mutant(
+        "splat_items_final_T_of_last_item",
+        SPLAT + "pallas_gpu.py",
+        "final = active & ~(next_active & ~wl.last[:, None])",
+        "final = jnp.broadcast_to(wl.last[:, None], active.shape)",
+        (SPLAT_VIEWS_TESTS + "::test_work_items_match_reference_across_item_boundaries",),
+    ),
+    Mutant(
+        "splat_items_bwd_suffix_own_item_only",
+        SPLAT + "pallas_gpu.py",
+        "return [ct[tile] for ct in cts] + suffix + [t_final[tile], last]",
+        "return [ct[tile] for ct in cts] + list(partials) + [t_final[tile], last]",
+        (SPLAT_VIEWS_TESTS + "::test_work_items_match_reference_across_item_boundaries",),
     ),
 )
 

@@ -16,6 +16,7 @@ that sees nothing returns the background.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Sequence
 
 import flax.struct
@@ -87,12 +88,13 @@ def _background(background) -> jax.Array:
     return bg
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "capacity", "max_per_tile", "near", "tile_size", "chunk", "impl", "interpret",
-    ),
+STATIC_OPTIONS = (
+    "capacity", "max_per_tile", "near", "tile_size", "chunk", "impl", "interpret",
+    "work_item_size",
 )  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames=STATIC_OPTIONS)
 def _render_slice(
     g: Slice3D,
     camera: Camera,
@@ -106,6 +108,7 @@ def _render_slice(
     chunk: int,
     impl: str,
     interpret: bool,
+    work_item_size: int | None,
 ) -> RenderOutput:
     """`impl` is already resolved (reference | pallas | dense)."""
     width, height = camera.width, camera.height
@@ -164,11 +167,17 @@ def _render_slice(
         tile_size=tile_size,
         chunk=chunk,
         max_per_tile=max_per_tile,
+        work_item_size=work_item_size,
         impl=impl,
         interpret=interpret,
     )
+    stats = _binned_stats(binned, visible, nonfinite, max_per_tile)
+    return _finish(rgb_acc, depth_acc, trans, background, stats)
+
+
+def _binned_stats(binned, visible, nonfinite, max_per_tile) -> RenderStats:
     lengths = binned.tile_ranges[:, 1] - binned.tile_ranges[:, 0]
-    stats = RenderStats(
+    return RenderStats(
         intersections=binned.num_intersections,
         overflow=binned.overflow,
         tile_overflow=splat.tile_overflow(binned.tile_ranges, max_per_tile),
@@ -177,7 +186,60 @@ def _render_slice(
         busiest_tile=jnp.argmax(lengths).astype(jnp.int32),
         busiest_count=jnp.max(lengths).astype(jnp.int32),
     )
-    return _finish(rgb_acc, depth_acc, trans, background, stats)
+
+
+@functools.partial(jax.jit, static_argnames=STATIC_OPTIONS)
+def _render_views(
+    g: Slice3D,
+    cameras: Camera,
+    background: jax.Array,
+    nonfinite: jax.Array,
+    *,
+    capacity: int,
+    max_per_tile: int | None,
+    near: float,
+    tile_size: int,
+    chunk: int,
+    impl: str,
+    interpret: bool,
+    work_item_size: int | None,
+) -> RenderOutput:
+    """V views of V slices (leading axis on `g` and `cameras`) with a tiled rasteriser
+    (`impl` resolved: reference | pallas): projection and binning vmapped per view, then one
+    `splat.rasterize_views` call for all of them (Pallas: one grid over every (view, tile))."""
+    width, height = cameras.width, cameras.height
+
+    def prepare(g, camera):
+        g, finite = sanitize(g)
+        proj = project(g, camera, near=near)
+        binned = bin_gaussians(
+            proj.means2d, proj.radii, proj.depths, proj.valid,
+            width=width, height=height, capacity=capacity, tile_size=tile_size,
+        )  # fmt: skip
+        visible = jnp.sum(proj.valid).astype(jnp.int32)
+        nf = (nonfinite + jnp.sum(~finite)).astype(jnp.int32)
+        return proj, binned, _binned_stats(binned, visible, nf, max_per_tile)
+
+    proj, binned, stats = jax.vmap(prepare)(g, cameras)
+    rgb_acc, depth_acc, trans = splat.rasterize_views(
+        proj.means2d,
+        proj.conics,
+        proj.colors,
+        proj.opacities,
+        proj.depths,
+        checkpoint_name(binned.gauss_ids, BINNING_NAME),  # see `_render_slice`
+        checkpoint_name(binned.tile_ranges, BINNING_NAME),
+        width=width,
+        height=height,
+        tile_size=tile_size,
+        chunk=chunk,
+        max_per_tile=max_per_tile,
+        work_item_size=work_item_size,
+        impl=impl,
+        interpret=interpret,
+    )
+    finish = lambda r, d, t, s: _finish(r, d, t, background, s)
+    return jax.vmap(finish)(rgb_acc, depth_acc, trans, stats)
 
 
 def _finish(rgb_acc, depth_acc, trans, background, stats: RenderStats) -> RenderOutput:
@@ -199,6 +261,7 @@ def render_slice(
     near: float = 0.01,
     tile_size: int = 16,
     chunk: int = 32,
+    work_item_size: int | None = None,
     impl: str = "auto",
     nonfinite: jax.Array | int = 0,
     on_overflow: str = "count",
@@ -210,16 +273,37 @@ def render_slice(
     an int the nearest that many per `tile_size` tile, dropped pairs in `stats.tile_overflow`).
     On CPU, "auto" is the dense compositor where it applies (image divisible by `tile_size`
     and at most `DENSE_AUTO_MAX_PAIRS` (pixel, Gaussian) pairs; `auto_impl`), else the
-    reference. `nonfinite` adds a count of Gaussians already dropped upstream to
-    `stats.nonfinite`. `on_overflow`: "count" (dropped entries only counted in `stats`) or
-    "error" (a `TileOverflowError` naming the busiest tile, its count and the cap, raised on
-    the host when the computation finishes, also inside jit)."""
-    if on_overflow not in ("count", "error"):
-        raise ValueError(f"on_overflow must be 'count' or 'error', got {on_overflow!r}")
+    reference. `work_item_size`: the Pallas rasteriser's schedule (None: one program per
+    tile; a multiple of `chunk`: long tiles split into work items of that many entries, merged
+    exactly; same image); the other impls ignore it. `nonfinite` adds a count of Gaussians
+    already dropped upstream to `stats.nonfinite`. `on_overflow`: "count" (dropped entries
+    only counted in `stats`) or "error" (a `TileOverflowError` naming the busiest tile, its
+    count and the cap, raised on the host when the computation finishes, also inside jit)."""
     _check_camera(camera)
     n = g.means.shape[0]
     if g.covs.shape != (n, 3, 3):
         raise ValueError(f"covariances must have shape ({n}, 3, 3), got {g.covs.shape}")
+    opts = _options(
+        camera, n, capacity=capacity, max_per_tile=max_per_tile, near=near,
+        tile_size=tile_size, chunk=chunk, work_item_size=work_item_size, impl=impl,
+        on_overflow=on_overflow,
+    )  # fmt: skip
+    out = _render_slice(
+        g, camera, _background(background), jnp.asarray(nonfinite, jnp.int32), **opts
+    )
+    if on_overflow == "error":
+        _check_overflow(out.stats, camera, n, opts)
+    return out
+
+
+def _options(
+    camera, n, *, capacity, max_per_tile, near, tile_size, chunk, work_item_size, impl,
+    on_overflow,
+) -> dict:  # fmt: skip
+    """The static options `_render_slice` / `_render_views` run with (validated, `impl`
+    resolved, `capacity` and `max_per_tile` made concrete)."""
+    if on_overflow not in ("count", "error"):
+        raise ValueError(f"on_overflow must be 'count' or 'error', got {on_overflow!r}")
     capacity = default_capacity(n) if capacity is None else int(capacity)
     if capacity <= 0:
         raise ValueError(f"capacity must be > 0, got {capacity}")
@@ -237,11 +321,10 @@ def render_slice(
             max_per_tile = max(1, min(int(max_per_tile), capacity, n))
         if tile_size != 16 and impl != "reference":
             raise ValueError(f"the Pallas rasteriser is built for 16x16 tiles, got {tile_size}")
-    out = _render_slice(
-        g,
-        camera,
-        _background(background),
-        jnp.asarray(nonfinite, jnp.int32),
+    work_item_size = splat.check_work_item_size(work_item_size, chunk)
+    if resolved.impl != "pallas":
+        work_item_size = None  # only the Pallas schedule depends on it: one compiled program
+    return dict(
         capacity=capacity,
         max_per_tile=max_per_tile,
         near=float(near),
@@ -249,18 +332,27 @@ def render_slice(
         chunk=chunk,
         impl=resolved.impl,
         interpret=resolved.interpret,
+        work_item_size=work_item_size,
     )
-    if on_overflow == "error":
-        cap = max_per_tile if max_per_tile is not None else n
-        tiles_x = -(-camera.width // tile_size)
-        check = functools.partial(_raise_overflow, cap=cap, capacity=capacity, tiles_x=tiles_x)
-        s = out.stats
+
+
+def _check_overflow(stats: RenderStats, camera: Camera, n: int, opts: dict) -> None:
+    """`on_overflow="error"`: raise `TileOverflowError` on the host if anything was dropped
+    (stats of one view, or of V views: then the busiest view's tile is named)."""
+    cap = opts["max_per_tile"] if opts["max_per_tile"] is not None else n
+    tiles_x = -(-camera.width // opts["tile_size"])
+    s = stats
+    if s.tile_overflow.ndim:  # V views: totals, and the busiest tile of the busiest view
+        worst = jnp.argmax(s.busiest_count)
+        args = (jnp.sum(s.tile_overflow), jnp.sum(s.overflow), s.busiest_tile[worst],
+                s.busiest_count[worst])  # fmt: skip
+    else:
         args = (s.tile_overflow, s.overflow, s.busiest_tile, s.busiest_count)
-        if isinstance(s.tile_overflow, jax.core.Tracer):  # inside jit: check on the host later
-            jax.debug.callback(check, *args)
-        else:  # eager: a debug callback would only log, so check now
-            check(*args)
-    return out
+    check = functools.partial(_raise_overflow, cap=cap, capacity=opts["capacity"], tiles_x=tiles_x)
+    if isinstance(s.tile_overflow, jax.core.Tracer):  # inside jit: check on the host later
+        jax.debug.callback(check, *args)
+    else:  # eager: a debug callback would only log, so check now
+        check(*args)
 
 
 # Above this many (pixel, Gaussian) pairs per view, "auto" on CPU keeps the tiled reference:
@@ -326,12 +418,17 @@ def render_batch(
 ) -> RenderOutput:
     """Renders V views of the same Gaussians: `cameras` stacked [V] (see `stack_cameras`),
     `times` [V] for 4D Gaussians. Outputs gain a leading V axis; differentiable w.r.t. all
-    Gaussian parameters. Views run `views_per_step` at a time (`lax.map`), each group
-    `jax.checkpoint`ed, so the backward keeps one group's rasteriser residuals instead of all
-    V views' (the paper's per-view checkpointing; raise it to trade memory for parallelism).
-    The checkpoint saves each view's binning (sorted ids [capacity] and tile ranges [T, 2],
-    int32: `BINNING_SAVE_POLICY`), so the backward recomputes projection and rasteriser
-    activations but never re-sorts: one sort per view in the whole grad program."""
+    Gaussian parameters. Views run `views_per_step` at a time (`lax.map` over groups, the
+    last group smaller when it does not divide V), each group `jax.checkpoint`ed, so the
+    backward keeps one group's rasteriser residuals instead of all V views' (the paper's
+    per-view checkpointing; raise it to trade memory for parallelism). With a tiled
+    rasteriser a group is one `splat.rasterize_views` call: projection and binning vmapped
+    per view, then (Pallas) one grid over every (view, tile) of the group, forward and
+    backward. The checkpoint saves each view's binning (sorted ids [capacity] and tile ranges
+    [T, 2], int32: `BINNING_SAVE_POLICY`), so the backward recomputes projection and
+    rasteriser activations but never re-sorts: one sort per view in the whole grad program.
+    kwargs: those of `render_slice` (background, capacity, max_per_tile, near, tile_size,
+    chunk, work_item_size, impl, on_overflow)."""
     _check_camera(cameras)
     if cameras.c2w.ndim != 3:
         raise ValueError(f"render_batch: cameras.c2w must be [V, 4, 4], got {cameras.c2w.shape}")
@@ -349,18 +446,59 @@ def render_batch(
     else:
         times = jnp.zeros((num_views,), jnp.float32)
     g.validate()
-
-    g, finite = sanitize(g)
-
-    def one_view(camera, t):
-        return render_slice(_to_slice(g, t), camera, nonfinite=jnp.sum(~finite), **kwargs)
-
-    if checkpoint:
-        one_view = jax.checkpoint(one_view, policy=BINNING_SAVE_POLICY)
     if not 1 <= views_per_step:
         raise ValueError(f"render_batch: views_per_step must be >= 1, got {views_per_step}")
     step = min(views_per_step, num_views)
-    return jax.lax.map(lambda x: one_view(*x), (cameras, times), batch_size=step)
+
+    g, finite = sanitize(g)
+    nonfinite = jnp.sum(~finite)
+    kwargs = dict(kwargs)
+    background = _background(kwargs.pop("background", (1.0, 1.0, 1.0)))
+    on_overflow = kwargs.pop("on_overflow", "count")
+    unknown = set(kwargs) - set(_RENDER_OPTIONS)
+    if unknown:
+        raise TypeError(f"render_batch: unexpected keyword arguments {sorted(unknown)}")
+    kw = {**_RENDER_OPTIONS, **kwargs}
+    n = g.means.shape[0]
+    opts = _options(cameras, n, **kw, on_overflow=on_overflow)
+
+    if opts["impl"] == "dense":  # no binning: per view, as `render_slice`
+
+        def one_view(camera, t):
+            return _render_slice(_to_slice(g, t), camera, background, nonfinite, **opts)
+
+        group = jax.vmap(one_view)
+    else:
+
+        def group(cams, ts):
+            return _render_views(
+                jax.vmap(lambda t: _to_slice(g, t))(ts), cams, background, nonfinite, **opts
+            )
+
+    if checkpoint:
+        group = jax.checkpoint(group, policy=BINNING_SAVE_POLICY)
+    num_groups, rest = divmod(num_views, step)
+    main = num_groups * step
+    grouped = jax.tree.map(
+        lambda x: x[:main].reshape((num_groups, step) + x.shape[1:]), (cameras, times)
+    )
+    out = jax.lax.map(lambda x: group(*x), grouped)
+    out = jax.tree.map(lambda x: x.reshape((main,) + x.shape[2:]), out)
+    if rest:
+        tail = group(*jax.tree.map(lambda x: x[main:], (cameras, times)))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    if on_overflow == "error":
+        _check_overflow(out.stats, cameras, n, opts)
+    return out
+
+
+# `render_slice`'s options and their defaults (what `render_batch` forwards), read from its
+# signature so the two cannot drift apart.
+_RENDER_OPTIONS = {
+    name: param.default
+    for name, param in inspect.signature(render_slice).parameters.items()
+    if name in ("capacity", "max_per_tile", "near", "tile_size", "chunk", "work_item_size", "impl")
+}
 
 
 def _to_slice(g, t) -> Slice3D:

@@ -4,8 +4,10 @@ twin, and the dense small-image compositor. See `api.py` for the implementation 
 from kernels_pallas.splat.api import (
     IMPLS,
     TILED_IMPLS,
+    check_work_item_size,
     composite_dense,
     rasterize,
+    rasterize_views,
     resolve_impl,
     tile_overflow,
 )
@@ -13,8 +15,10 @@ from kernels_pallas.splat.api import (
 __all__ = [
     "IMPLS",
     "TILED_IMPLS",
+    "check_work_item_size",
     "composite_dense",
     "rasterize",
+    "rasterize_views",
     "resolve_impl",
     "tile_overflow",
 ]

@@ -49,6 +49,18 @@ def tile_overflow(tile_ranges: jax.Array, max_per_tile: int | None) -> jax.Array
     return jnp.sum(jnp.maximum(counts - max_per_tile, 0)).astype(jnp.int32)
 
 
+def check_work_item_size(work_item_size: int | None, chunk: int) -> int | None:
+    """None (one program per tile) or a positive multiple of `chunk`; a ValueError otherwise."""
+    if work_item_size is None:
+        return None
+    if int(work_item_size) <= 0 or int(work_item_size) % chunk:
+        raise ValueError(
+            f"work_item_size must be None or a positive multiple of chunk={chunk}, got "
+            f"{work_item_size}"
+        )
+    return int(work_item_size)
+
+
 def tile_pixel_coords(tile: jax.Array, tiles_x: int, tile_size: int):
     """Pixel-centre coordinates (x, y), each [tile_size²], of the pixels of `tile`."""
     p = jax.lax.iota(jnp.int32, tile_size * tile_size)

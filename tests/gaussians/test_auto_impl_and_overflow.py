@@ -52,3 +52,25 @@ def test_overflow_error_names_tile_count_and_cap():
         jax.block_until_ready(jitted(g))
     with pytest.raises(ValueError, match="on_overflow"):
         G.render(g, cam, on_overflow="ignore")
+
+
+def test_render_batch_overflow_error_names_the_busiest_views_tile():
+    """render_batch(on_overflow="error") checks all views together (the tiled path renders a
+    group in one call): totals over views, and the busiest tile of the busiest view, here the
+    second view (the first looks away from the stack and lists nothing)."""
+    g = _stack()
+    away = G.Camera.look_at(eye=(0, -3, 0), target=(0, -6, 0), up=(0, 0, 1), fov_x_deg=50,
+                            width=32, height=32)  # fmt: skip
+    cams = G.stack_cameras([away, _cam(32)])
+    kw = dict(impl="reference", tile_size=8, max_per_tile=5, views_per_step=2)
+    counted = G.render_batch(g, cams, **kw)
+    assert counted.stats.tile_overflow.tolist()[0] == 0 and counted.stats.tile_overflow[1] > 0
+    with pytest.raises(
+        G.TileOverflowError, match=r"tile 5 .*lists 12 Gaussians but max_per_tile=5"
+    ):
+        G.render_batch(g, cams, on_overflow="error", **kw)
+    jitted = jax.jit(lambda g: G.render_batch(g, cams, on_overflow="error", **kw).rgb)
+    with pytest.raises(Exception, match=r"TileOverflowError.*lists 12 Gaussians"):
+        jax.block_until_ready(jitted(g))
+    ok = G.render_batch(g, cams, on_overflow="error", **dict(kw, max_per_tile=12))
+    assert ok.stats.busiest_count.tolist() == [0, 12]

@@ -9,12 +9,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import pytest
 from jax import export
 
 from kernels_pallas.splat import pallas_gpu
 
 
-def test_forward_and_backward_lower_to_triton_for_cuda():
+@pytest.mark.parametrize("work_item_size", [None, 32])
+def test_forward_and_backward_lower_to_triton_for_cuda(work_item_size):
+    """Both schedules: one program per tile, and work items (with the pass-1 kernel)."""
     n, m = 8, 64
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     args = (
@@ -32,6 +35,7 @@ def test_forward_and_backward_lower_to_triton_for_cuda():
         tile_ranges=tile_ranges,
         width=32,
         height=32,
+        work_item_size=work_item_size,
         interpret=False,
     )
 
@@ -47,6 +51,8 @@ def test_forward_and_backward_lower_to_triton_for_cuda():
     text = exported.mlir_module()
     assert 'name = "splat_rasterize_fwd"' in text
     assert 'name = "splat_rasterize_bwd"' in text
+    if work_item_size:
+        assert 'name = "splat_rasterize_item_trans"' in text
     # Pinned to Triton (kernels_pallas.triton), not jax 0.10.2's default Mosaic GPU.
     assert text.count("__gpu$xla.gpu.triton") >= 2 and "mosaic_gpu" not in text
 
