@@ -132,6 +132,9 @@ def test_skills_empty_rewrite_falls_back_and_is_counted():
         ({"options": ["only"]}, "options"),
         ({"answer": "E"}, "answer"),
         ({"question": " "}, "question"),
+        ({"video": ""}, "video"),
+        ({"frame_budget": 0}, "frame_budget"),
+        ({"frame_budget": "8"}, "frame_budget"),
     ],
 )
 def test_skills_validate_names_the_field(bad, field):
