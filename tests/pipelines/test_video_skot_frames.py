@@ -165,3 +165,26 @@ def test_answer_through_the_engine_with_a_tiny_vlm(record, tmp_path_factory):
     (want,) = engine.generate([ids], params, [clip.frames])
     assert out["reply"] == want.text
     assert not engine.has_work()
+
+
+def test_lora_experts_keep_the_image_encoder(record, tmp_path_factory):
+    """The experts' engine (`skot_experts.lora_engine`) takes the base engine's image encoder:
+    with the `base` adapter (B = 0) it answers a framed question as the base VLM engine."""
+    from transformers import AutoTokenizer
+
+    from jaxmm.generate.backends import EngineBackend
+    from jaxmm.nn import lora as lora_lib
+    from jaxmm.pipelines import skot_experts
+    from tests.generate.fixtures import build_tiny_vlm, build_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(build_tokenizer(tmp_path_factory.mktemp("tok")))
+    model, _, engine = build_tiny_vlm(tok, max_seq_len=512)
+    lora = lora_lib.LoRAConfig(rank=2, alpha=4.0, targets=("q_proj", "v_proj"))
+    experts = skot_experts.ExpertBackend(
+        skot_experts.lora_engine(engine, model.lm_config, lora, seed=1)
+    )
+    assert experts.accepts_images
+    params = GenerationParams(max_tokens=4)
+    got = skot_answer.run(record | {"expert": "base"}, experts, params)
+    want = skot_answer.run(record, EngineBackend(engine), params)
+    assert got["frames"] == 3 and got["reply"] == want["reply"]
