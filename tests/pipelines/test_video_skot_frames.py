@@ -188,3 +188,16 @@ def test_lora_experts_keep_the_image_encoder(record, tmp_path_factory):
     got = skot_answer.run(record | {"expert": "base"}, experts, params)
     want = skot_answer.run(record, EngineBackend(engine), params)
     assert got["frames"] == 3 and got["reply"] == want["reply"]
+
+
+def test_generated_questions_with_videos(tmp_path):
+    """`movie_qa.generate(video_root=...)`: the same questions, each with a decodable MP4 of
+    its own movie (3 scenes x 4 s at 8 fps = 96 frames)."""
+    from jaxmm.data import movie_qa
+
+    plain = movie_qa.generate(2, 5)
+    with_video = movie_qa.generate(2, 5, video_root=str(tmp_path))
+    assert [{k: v for k, v in r.items() if k != "video"} for r in with_video] == plain
+    for r in with_video:
+        assert r["video"] == str(tmp_path / "videos" / f"{r['movie_id']}.mp4")
+        assert len(read_video(r["video"]).frames) == 96
