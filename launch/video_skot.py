@@ -8,6 +8,12 @@ same command again repeats no model call and trains no finished expert.
         --max_tokens=96 --max_seq_len=1024 --max_batch=4 \\
         --train_overrides='("num_steps=8", "batch_size=2", "data.seq_len=512")'
 
+Frames: `--videos` writes each question's procedural MP4 under `<out_dir>/movies` and gives
+the record its `video`; with `--vision=tiny_random` (a random image tower: orchestration only)
+the answer and CoT prompts then show `--frame_budget` uniformly sampled frames
+(`skot_prompts.video_parts`). Without `--vision` the engine takes no images and every prompt
+is text.
+
 Model: `--model` (a HF folder or .gguf; default the SmolLM2-135M-Instruct GGUF) runs every
 stage in process; experts are trained from `--train_config` (default
 `configs/sft.py:smollm2_lora`, LoRA rank 8 on attention + MLP) plus `--train_overrides`.
@@ -45,6 +51,11 @@ _TOP = flags.DEFINE_integer("top_skills", 3, "Skills per chain of thought (the p
 _FEWER = flags.DEFINE_bool(
     "allow_fewer_clusters", False, "Fewer distinct skill phrases than k: cluster into fewer."
 )
+_VIDEOS = flags.DEFINE_bool("videos", False, "Write each question's MP4; records get `video`.")
+_VISION = flags.DEFINE_string(
+    "vision", None, "Engine image tower: tiny_random (random; orchestration only) or unset."
+)
+_FRAME_BUDGET = flags.DEFINE_integer("frame_budget", 8, "Frames per question (image engines).")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 128, "Tokens for rationales and answers.")
 _MAX_SEQ = flags.DEFINE_integer("max_seq_len", 1024, "Engine KV-cache length.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 4, "Engine slots decoded together.")
@@ -94,9 +105,16 @@ def main(argv) -> None:
         raise cli.UsageError(f"{_TRAIN_CONFIG.value}: experts need LoRA (model.lora_rank > 0)")
     model = _MODEL.value or gguf.default_instruct_model()
     hf_dir = gguf.ensure_hf_folder(model) if model.endswith(".gguf") else model
-    engine = Engine.from_pretrained(model, max_seq_len=_MAX_SEQ.value, max_batch=_MAX_BATCH.value)
-    train = movie_qa.generate(_NUM_TRAIN.value, _SEED.value, prefix="train")
-    test = movie_qa.generate(_NUM_TEST.value, _SEED.value + 1000, prefix="test")
+    engine = Engine.from_pretrained(
+        model, max_seq_len=_MAX_SEQ.value, max_batch=_MAX_BATCH.value, vision=_VISION.value
+    )
+    movies = os.path.join(_OUT_DIR.value, "movies") if _VIDEOS.value else None
+    train = movie_qa.generate(_NUM_TRAIN.value, _SEED.value, prefix="train", video_root=movies)
+    test = movie_qa.generate(_NUM_TEST.value, _SEED.value + 1000, prefix="test", video_root=movies)
+    if movies:
+        train, test = (
+            [q | {"frame_budget": _FRAME_BUDGET.value} for q in qs] for qs in (train, test)
+        )
     cfg = video_skot.SkotConfig(
         k=_K.value, seed=_SEED.value, top_skills=_TOP.value,
         params=GenerationParams(max_tokens=_MAX_TOKENS.value),

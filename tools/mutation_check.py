@@ -940,6 +940,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "return [ct[tile] for ct in cts] + list(partials) + [t_final[tile], last]",
         (SPLAT_VIEWS_TESTS + "::test_work_items_match_reference_across_item_boundaries",),
     ),
+    Mutant(
+        "skot_answer_never_attaches_frames",
+        "jaxmm/pipelines/skot_answer.py",
+        'backend.chat([P.with_frames(P.render("answer", **fields), frames)], params)',
+        'backend.chat([P.render("answer", **fields)], params)',
+        ("tests/pipelines/test_video_skot_frames.py", "-k", "answer_attaches_frames"),
+    ),
+    Mutant(
+        "skot_frames_out_of_time_order",
+        "jaxmm/pipelines/skot_prompts.py",
+        "*frame_parts(clip.frames, clip.timestamps_s)]",
+        "*frame_parts(clip.frames[::-1], clip.timestamps_s)]",
+        ("tests/pipelines/test_video_skot_frames.py", "-k", "cot_attaches_frames"),
+    ),
 )
 
 

@@ -8,15 +8,25 @@ are related (`relation`, synopsis only) and which exchange comes first (`order`)
 A-D, one correct; the wrong ones are drawn from the same movie where possible, seeded.
 
 Record: {"id", "movie_id", "qtype", "context", "question", "options", "answer"} where
-`answer` is the correct letter.
+`answer` is the correct letter; with `generate(..., video_root=dir)` also "video", the path
+of the movie's procedural MP4 (`movies_synth.write_movie`: `<dir>/videos/<movie_id>.mp4`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
-from jaxmm.data.movies_synth import NAMES, OBJECTS, PLACES, RELATIONS, Movie, make_movie
+from jaxmm.data.movies_synth import (
+    NAMES,
+    OBJECTS,
+    PLACES,
+    RELATIONS,
+    Movie,
+    make_movie,
+    write_movie,
+)
 from jaxmm.data.movies_synth import subtitles as movie_subtitles
 from jaxmm.data.movies_synth import synopsis as movie_synopsis
 
@@ -63,15 +73,23 @@ def make_question(movie: Movie, qtype: str, rng: random.Random) -> dict[str, Any
     return {"qtype": qtype, "question": question, "options": options, "answer": answer}
 
 
-def generate(n: int, seed: int = 0, prefix: str = "q") -> list[dict[str, Any]]:
-    """`n` questions cycling through QTYPES, one new movie each; same (n, seed) -> same list."""
+def generate(
+    n: int, seed: int = 0, prefix: str = "q", video_root: str | None = None
+) -> list[dict[str, Any]]:
+    """`n` questions cycling through QTYPES, one new movie each; same (n, seed) -> same list.
+    `video_root`: also write each movie's files there (MP4 + SRT + synopsis) and give each
+    record its `video` path (the questions are the same as without it)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         movie = make_movie(f"{prefix}movie{i:03d}", rng)
         q = make_question(movie, QTYPES[i % len(QTYPES)], rng)
-        out.append({"id": f"{prefix}{i:03d}", "movie_id": movie.movie_id,
-                    "context": context_text(movie), **q})  # fmt: skip
+        rec = {"id": f"{prefix}{i:03d}", "movie_id": movie.movie_id,
+               "context": context_text(movie), **q}  # fmt: skip
+        if video_root is not None:
+            write_movie(video_root, movie)
+            rec["video"] = os.path.join(video_root, "videos", f"{movie.movie_id}.mp4")
+        out.append(rec)
     return out
 
 

@@ -1,7 +1,9 @@
 """`skot_answer`: answer a question with the active expert (Video-SKoT inference, evaluation).
 
-One call with the same `answer` prompt the experts were trained on; the final `Answer: X`
-letter is compared with the gold one. Which adapter answers is the backend's business
+One call with the same `answer` prompt the experts were trained on (plus the question's video
+frames when the record has a `video` and the backend takes images: `skot_prompts.video_parts`;
+the experts' SFT data is the text prompt); the final `Answer: X` letter is compared with the
+gold one. Which adapter answers is the backend's business
 (`skot_experts.ExpertBackend.select`); the record names it in `expert` for the report.
 """
 
@@ -19,7 +21,8 @@ from jaxmm.pipelines.runtime import Pipeline, Record
 
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:
     fields = {k: record[k] for k in skot_skills.FIELDS}
-    (reply,) = backend.chat([P.render("answer", **fields)], params)
+    frames, frames_error = P.video_parts(record, backend)  # [] on the text path
+    (reply,) = backend.chat([P.with_frames(P.render("answer", **fields), frames)], params)
     predicted, rule = P.read_answer(reply, record["options"])
     gold = record.get("answer")
     return {
@@ -29,14 +32,16 @@ def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str,
         "predicted": predicted,
         "answer_rule": rule,
         "correct": gold is not None and predicted == gold,
-    }
+        "frames": sum(p["type"] == "image_url" for p in frames),
+    } | ({"frames_error": frames_error} if frames_error else {})
 
 
 def metrics(inputs: Sequence[Record], outputs: Sequence[Record]) -> dict[str, float]:
     del inputs
     n = max(len(outputs), 1)
     return {"accuracy": sum(o["correct"] for o in outputs) / n,
-            "unparsed_rate": sum(o["predicted"] is None for o in outputs) / n}  # fmt: skip
+            "unparsed_rate": sum(o["predicted"] is None for o in outputs) / n,
+            "frames_error_rate": sum("frames_error" in o for o in outputs) / n}  # fmt: skip
 
 
 PIPELINE = Pipeline(

@@ -6,7 +6,9 @@ sub-question (one batched call), a fused step-by-step rationale ending in `Answe
 call; `skot_prompts.read_answer` also accepts a named option), then the filter: the
 rationale is kept only when its final answer matches the gold letter *and* the judge (one
 more call, made only for those) says it is relevant. Kept rationales, cut after their last
-`Answer: X` (or given one), become the experts' SFT targets.
+`Answer: X` (or given one), become the experts' SFT targets. The sub-question, sub-answer
+and fuse prompts show the question's video frames when the record has a `video` and the
+backend takes images (`skot_prompts.video_parts`); the judge reads text only.
 """
 
 from __future__ import annotations
@@ -50,18 +52,22 @@ def training_target(rationale: str, letter: str) -> str:
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:
     ctx, question, options = record["context"], record["question"], record["options"]
     skills = list(record["skills"])
-    asks = [P.render("sub_question", context=ctx, question=question, skill=s) for s in skills]
+    frames, frames_error = P.video_parts(record, backend)  # [] on the text path
+    asks = [
+        P.with_frames(P.render("sub_question", context=ctx, question=question, skill=s), frames)
+        for s in skills
+    ]
     replies = backend.chat(asks, P.params_for("sub_question", params))
     sub_questions = [P.parse_sub_question(t, s) for t, s in zip(replies, skills, strict=True)]
     answers = backend.chat(
-        [P.render("sub_answer", context=ctx, sub_question=q) for q in sub_questions],
+        [P.with_frames(P.render("sub_answer", context=ctx, sub_question=q), frames)
+         for q in sub_questions],
         P.params_for("sub_answer", params),
-    )
+    )  # fmt: skip
     answers = [P.first_line(a) or "(no answer)" for a in answers]
     steps = steps_text(skills, sub_questions, answers)
-    (rationale,) = backend.chat(
-        [P.render("fuse", context=ctx, question=question, options=options, steps=steps)], params
-    )
+    fuse = P.render("fuse", context=ctx, question=question, options=options, steps=steps)
+    (rationale,) = backend.chat([P.with_frames(fuse, frames)], params)
     predicted, rule = P.read_answer(rationale, options)
     judge: bool | None = None
     if predicted is None:
@@ -80,7 +86,12 @@ def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str,
             "rationale": rationale.strip(), "predicted": predicted, "answer_rule": rule,
             "judge": judge,
             "keep": reason == "kept", "reason": reason,
-            "target": target}  # fmt: skip
+            "target": target, "frames": _num_images(frames),
+            **({"frames_error": frames_error} if frames_error else {})}  # fmt: skip
+
+
+def _num_images(parts: Sequence[dict[str, Any]]) -> int:
+    return sum(p["type"] == "image_url" for p in parts)
 
 
 def metrics(inputs: Sequence[Record], outputs: Sequence[Record]) -> dict[str, float]:
@@ -91,6 +102,7 @@ def metrics(inputs: Sequence[Record], outputs: Sequence[Record]) -> dict[str, fl
                                   for o in outputs) / n}  # fmt: skip
     for reason in ("no_answer", "wrong_answer", "judge_rejected", "judge_unparsed"):
         out[f"reason/{reason}"] = float(sum(o["reason"] == reason for o in outputs))
+    out["frames_error_rate"] = sum("frames_error" in o for o in outputs) / n
     return out
 
 

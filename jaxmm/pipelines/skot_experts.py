@@ -68,7 +68,8 @@ def write_expert_data(
 
 def lora_engine(base: Engine, config: llm.LLMConfig, lora: lora_lib.LoRAConfig, seed: int = 0):
     """An engine over `base`'s weights (the same arrays, not copies) with fresh LoRA leaves
-    (B = 0, so it answers like `base` until an adapter is selected)."""
+    (B = 0, so it answers like `base` until an adapter is selected) and `base`'s image
+    encoder (if any: the experts then take video frames, `skot_prompts.video_parts`)."""
     config = config.replace(lora=lora)
     model = llm.LLM(config)
     tokens = jnp.zeros((1, 8), jnp.int32)
@@ -85,6 +86,7 @@ def lora_engine(base: Engine, config: llm.LLMConfig, lora: lora_lib.LoRAConfig, 
         steps_per_call=base.steps_per_call,
         model_name=base.model_name,
         vocab_size=config.vocab_size,
+        image_encoder=base.image_encoder,
     )
 
 

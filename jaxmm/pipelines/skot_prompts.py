@@ -3,6 +3,12 @@
 One place for every text the model sees, so `VERSION` (a hash of the prompts, written into
 every run manifest) changes whenever a prompt does. Parsers never raise: a reply that cannot
 be read gives None (or the fallback named in the docstring) and the caller counts it.
+
+Frames: a record with a `video` path asked through a backend that takes images
+(`Backend.accepts_images`) also shows the model `frame_budget` (default FRAME_BUDGET) frames
+sampled uniformly over the video, as image parts (`mf2.frame_parts`: each frame after its
+time) before the prompt text (`video_parts`, `with_frames`); text backends, and records
+without a video, get the text prompt unchanged.
 """
 
 from __future__ import annotations
@@ -10,10 +16,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from jaxmm.data.movie_qa import LETTERS, format_options
+from jaxmm.data.video import VideoError, read_video
+from jaxmm.generate.backends import Backend
 from jaxmm.generate.params import GenerationParams
+from jaxmm.pipelines.mf2 import frame_parts
 
 PROMPTS = {
     "describe": (
@@ -47,6 +57,7 @@ PROMPTS = {
         "Think step by step, then end with a final line 'Answer: X' where X is the letter "
         "of the correct option."
     ),
+    "frames": "These are {n} frames of the movie, sampled uniformly, each after its time:",
 }
 PROMPT_VERSION = "1"
 VERSION = (
@@ -56,6 +67,7 @@ VERSION = (
 # Short steps need few tokens: their max_tokens is capped here (fuse / answer use the run's).
 TOKEN_CAPS = {"describe": 48, "rewrite": 16, "sub_question": 40, "sub_answer": 40, "judge": 4}
 MAX_PHRASE_WORDS = 8
+FRAME_BUDGET = 8  # frames shown per question when the record has no `frame_budget`
 _LABEL = re.compile(r"^\s*(?:(?:skill(?:\s+phrase)?|phrase|sub-?question|answer)\s*:\s*)+", re.I)
 # Option letters are capitals only: with IGNORECASE "the answer is a ring" would read as A.
 ANSWER_RE = re.compile(r"(?i:answer)\s*(?:(?i:is))?\s*[:\-]?\s*\(?\**([A-D])\b")
@@ -67,6 +79,36 @@ def render(kind: str, **fields: str) -> list[dict[str, str]]:
     if "options" in fields and not isinstance(fields["options"], str):
         fields = fields | {"options": format_options(list(fields["options"]))}
     return [{"role": "user", "content": PROMPTS[kind].format(**fields)}]
+
+
+def video_parts(
+    record: Mapping[str, Any], backend: Backend
+) -> tuple[list[dict[str, Any]], str | None]:
+    """(content parts, error): the `frames` header then the record's uniformly sampled frames
+    (`frame_budget`, default FRAME_BUDGET) when `backend` takes images and the record names a
+    `video`; ([], None) otherwise. An unreadable video gives ([], the VideoError's message):
+    the question is asked from its text and the caller reports the error."""
+    if not getattr(backend, "accepts_images", False) or not record.get("video"):
+        return [], None
+    budget = int(record.get("frame_budget", FRAME_BUDGET))
+    try:
+        clip = read_video(record["video"], max_frames=budget)
+    except (VideoError, FileNotFoundError) as e:
+        return [], str(e)
+    head = {"type": "text", "text": PROMPTS["frames"].format(n=len(clip.frames))}
+    return [head, *frame_parts(clip.frames, clip.timestamps_s)], None
+
+
+def with_frames(
+    messages: list[dict[str, Any]], parts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`messages` (from `render`) with `parts` put before the last message's text; unchanged
+    (string content, the text path) when `parts` is empty."""
+    if not parts:
+        return messages
+    *head, last = messages
+    text = {"type": "text", "text": "\n" + last["content"]}
+    return [*head, {"role": last["role"], "content": [*parts, text]}]
 
 
 def params_for(kind: str, params: GenerationParams) -> GenerationParams:

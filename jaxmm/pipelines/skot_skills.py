@@ -29,6 +29,11 @@ def validate(record: Record) -> None:
         raise ValueError("field 'options' must hold non-empty strings")
     if "answer" in record and record["answer"] not in P.LETTERS[: len(opts)]:
         raise ValueError(f"field 'answer' must be one of {list(P.LETTERS[: len(opts)])}")
+    if "video" in record and (not isinstance(record["video"], str) or not record["video"]):
+        raise ValueError("field 'video' (optional) must be a non-empty path string")
+    budget = record.get("frame_budget", P.FRAME_BUDGET)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"field 'frame_budget' (optional) must be an int >= 1, got {budget!r}")
 
 
 def run(record: Record, backend: Backend, params: GenerationParams) -> dict[str, Any]:

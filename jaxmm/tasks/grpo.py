@@ -81,11 +81,12 @@ class GRPOTask(Task):
 
     def _encode(self, record: dict[str, Any]) -> list[int]:
         if "messages" in record:
-            return list(
-                self.tokenizer.apply_chat_template(
-                    record["messages"], add_generation_prompt=True, tokenize=True
-                )
+            # Rendered, then tokenised as the engine's chat_inputs does: transformers 5's
+            # apply_chat_template(tokenize=True) returns a BatchEncoding, not a list of ids.
+            text = self.tokenizer.apply_chat_template(
+                record["messages"], add_generation_prompt=True, tokenize=False
             )
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return self.tokenizer.encode(record["prompt"], add_special_tokens=False)
 
     # ------------------------------------------------------------------ params

@@ -198,6 +198,26 @@ def test_missing_expert_files_are_counted_not_fatal(text_data, tmp_path):
     assert m["mexa/experts/errors"] == 2 and m["mexa/experts/records_with_errors"] == 1.0
 
 
+def test_missing_or_malformed_subtitles_are_counted_not_fatal(text_data, tmp_path):
+    """The subtitles expert (B1) on a missing and on a malformed SRT file: an expert error
+    naming the file, the aggregator still asked, the errors counted in the metrics."""
+    bad = tmp_path / "bad.srt"
+    bad.write_text("1\nthis is not a time line\nhello\n")
+    backend = ScriptedBackend(lambda p: "B1" if p.startswith("You select") else "A")
+    outs = []
+    for i, path in enumerate((tmp_path / "none.srt", bad)):
+        rec = {**text_data[0], "id": f"s{i}", "subtitles": str(path)}
+        outs.append(mexa.run(rec, backend, P))
+    assert [set(o["experts"]) for o in outs] == [set(), set()]
+    assert "none.srt" in outs[0]["expert_errors"]["B1"]
+    assert "does not exist" in outs[0]["expert_errors"]["B1"]
+    assert "bad.srt" in outs[1]["expert_errors"]["B1"]
+    assert "not valid SRT" in outs[1]["expert_errors"]["B1"]
+    assert [o["prediction"] for o in outs] == ["A", "A"]  # answered without the expert
+    m = mexa.metrics([], outs)
+    assert m["mexa/experts/errors"] == 2 and m["mexa/experts/records_with_errors"] == 1.0
+
+
 class _ImageBackend(ScriptedBackend):
     """Declares image inputs; answers by the text of the last part; records everything."""
 

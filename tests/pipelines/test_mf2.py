@@ -127,6 +127,46 @@ def test_parsers_and_metrics_through_the_runtime(release, tmp_path):
     assert again.written == 0 and again.calls == 0 and len(backend.calls) == 8
 
 
+class _Killed(ScriptedBackend):
+    """Fails once `budget` calls are made, like a killed process (earlier calls are cached)."""
+
+    def __init__(self, respond, budget):
+        super().__init__(respond)
+        self.budget = budget
+
+    def chat(self, conversations, params):
+        if len(self.calls) + len(conversations) > self.budget:
+            raise RuntimeError("killed")
+        return super().chat(conversations, params)
+
+
+def test_killed_run_resumes_without_repeating_a_call(release, tmp_path):
+    """Killed with a budget of 5 calls: a pair's 2 claims go in one batched call, so 2 pairs
+    (4 calls) are answered and the third pair's batch fails; the rerun makes only the 8
+    missing calls (4 pairs; an answered pair not yet written comes from the cache) and
+    writes the same file as an uninterrupted run."""
+    records = mf2.build_records(release, ["statement", "synopsis"], ["direct"])[:6]
+    write_jsonl(tmp_path / "in.jsonl", records)
+    oracle = _oracle({r["true_claim"] for r in records}, "direct")
+    full = ScriptedBackend(oracle)
+    run_pipeline(mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "a.jsonl", full, progress=False,
+                 cache_dir=tmp_path / "cache_a")  # fmt: skip
+    killed = _Killed(oracle, budget=5)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_pipeline(mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "b.jsonl", killed,
+                     concurrency=1, progress=False, cache_dir=tmp_path / "cache_b")  # fmt: skip
+    n_before = len(read_jsonl(tmp_path / "b.jsonl"))
+    assert len(killed.calls) == 4 and 0 < n_before <= 2
+    second = ScriptedBackend(oracle)
+    report = run_pipeline(mf2.PIPELINE, tmp_path / "in.jsonl", tmp_path / "b.jsonl", second,
+                          progress=False, cache_dir=tmp_path / "cache_b")  # fmt: skip
+    assert (report.done_before, report.written) == (n_before, 6 - n_before)
+    assert report.calls == len(second.calls) == 8
+    asked = [c[1][-1]["content"] for c in killed.calls + second.calls]
+    assert len(asked) == len(set(asked)) == 2 * len(records)  # every claim asked exactly once
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
 def test_bad_records_are_reported(release, tmp_path):
     good = mf2.build_records(release, ["transcripts"], ["direct"])[0]
     bad = [

@@ -393,3 +393,41 @@ def test_image_backend_gets_the_selected_frames_with_the_answer_prompt(records, 
     text_backend = ScriptedBackend(responder(records))  # the caption text path is unchanged
     reagent_v.run_record(rec, text_backend, GenerationParams(), scripted_similarity)
     assert all(isinstance(c[0]["content"], str) for _, c, _ in text_backend.calls)
+
+
+@pytest.mark.slow
+def test_tiny_grpo_trains_on_the_written_prompts(records, tmp_path):
+    """`grpo.jsonl` as `configs/grpo.py:prompts` reads it (a tiny random Llama over a small
+    chat tokenizer): one GRPO step on the written prompt, exact-match reward on its gold."""
+    from tests.generate.fixtures import build_tokenizer
+
+    _, sets = write_sets(records, tmp_path)
+    assert len(sets["grpo"]) == 1 and sets["grpo"][0]["answer"] == "A"
+    c = config_lib.load_config_file("configs/grpo.py:prompts")
+    values = {
+        "progress_bar": False,
+        "log_every_steps": 1,
+        "num_steps": 1,
+        "batch_size": 8,  # one prompt per fake device of the test session (the record, 8x)
+        "data.prompts_file": str(tmp_path / "data" / "grpo.jsonl"),
+        "data.tokenizer": build_tokenizer(tmp_path / "tok"),
+        "data.max_prompt_tokens": 2048,
+        "rl.group_size": 2,
+        "rl.max_completion_tokens": 2,
+    }
+    with c.unlocked():
+        for k, v in values.items():
+            config_lib.set_key(c, k, v)
+    task = tasks.build(c)
+    (ids,) = task.prompt_ids  # the chat-rendered prompt as token ids, ending in the reply turn
+    assert all(isinstance(i, int) for i in ids)
+    user = sets["grpo"][0]["messages"][-1]["content"]
+    assert task.tokenizer.decode(ids).startswith(
+        task.tokenizer.apply_chat_template(sets["grpo"][0]["messages"], tokenize=False)
+    )
+    assert user[-40:] in task.tokenizer.decode(ids)
+    workdir = tmp_path / "run_grpo"
+    trainer_lib.train(c, str(workdir), task)
+    logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    losses = [m["train/loss"] for m in logged if "train/loss" in m]
+    assert len(losses) == 1 and np.isfinite(losses[0]), logged

@@ -15,7 +15,7 @@ from jaxmm.data import movie_qa
 from jaxmm.data.sft_records import to_conversation
 from jaxmm.generate.backends import BackendError
 from jaxmm.generate.params import GenerationParams
-from jaxmm.pipelines import skot_cot, skot_experts, skot_skills, video_skot
+from jaxmm.pipelines import skot_answer, skot_cot, skot_experts, skot_skills, video_skot
 from jaxmm.pipelines import skot_prompts as P
 from jaxmm.pipelines import skot_taxonomy as tax
 from jaxmm.pipelines.runtime import run_pipeline
@@ -132,6 +132,9 @@ def test_skills_empty_rewrite_falls_back_and_is_counted():
         ({"options": ["only"]}, "options"),
         ({"answer": "E"}, "answer"),
         ({"question": " "}, "question"),
+        ({"video": ""}, "video"),
+        ({"frame_budget": 0}, "frame_budget"),
+        ({"frame_budget": "8"}, "frame_budget"),
     ],
 )
 def test_skills_validate_names_the_field(bad, field):
@@ -237,6 +240,17 @@ def test_cot_metrics():
     m = skot_cot.metrics([], outs)
     assert m["kept_rate"] == 0.25 and m["answer_accuracy"] == 0.5
     assert m["reason/wrong_answer"] == 1.0
+
+
+def test_answer_metrics_hand_computed():
+    outs = [
+        {"correct": True, "predicted": "A"},
+        {"correct": False, "predicted": None},
+        {"correct": False, "predicted": "B", "frames_error": "video file 'x.mp4' ..."},
+        {"correct": True, "predicted": "C"},
+    ]
+    m = skot_answer.metrics([], outs)
+    assert m == {"accuracy": 0.5, "unparsed_rate": 0.25, "frames_error_rate": 0.25}
 
 
 # ------------------------------------------------------------------ step 4: SFT data
