@@ -4,13 +4,9 @@
 OpenAI-compatible server stays light; `Engine` and `OpenAIServer` load JAX on first use.
 """
 
-from jaxmm.generate.backends import (
-    Backend,
-    BackendError,
-    CachedBackend,
-    EngineBackend,
-    OpenAIBackend,
-)
+from jaxmm.generate.backends import Backend, BackendError, EngineBackend
+from jaxmm.generate.call_cache import CachedBackend
+from jaxmm.generate.openai_backend import OpenAIBackend
 from jaxmm.generate.params import GenerationParams
 
 __all__ = [

@@ -3,7 +3,8 @@ before anything loads."""
 
 from __future__ import annotations
 
-from jaxmm.generate.backends import Backend, EngineBackend, OpenAIBackend
+from jaxmm.generate.backends import Backend, EngineBackend
+from jaxmm.generate.openai_backend import OpenAIBackend
 
 
 def _flag(value: str) -> bool:

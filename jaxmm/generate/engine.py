@@ -10,8 +10,9 @@ finished slots and admits waiting requests, so a new request never waits for a w
 Rows of different lengths need no padding masks: each slot keeps its own `lengths`, the
 model writes new tokens at `lengths` and masks slots past it. Prefill pads prompts on the
 right and then resets `lengths` to the true prompt lengths, so the pad keys are "unwritten"
-and the first decode step overwrites them. The device functions are in `steps.py`; this
-module is the host-side scheduler.
+and the first decode step overwrites them. This module is the host-side scheduler: request
+admission is in `prompts.py`, the per-slot arrays in `slots.py`, the cache and the jitted calls
+in `runner.py` (around the device functions of `steps.py`), loading in `pretrained.py`.
 
 The model is anything with the `jaxmm.models.llm` contract:
 `logits, cache = apply(params, tokens [B,T], positions [B,T], cache=cache)`.
@@ -23,25 +24,19 @@ and their features replace the embeddings of its placeholder tokens during prefi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import itertools
-import json
-import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxmm import sharding
-from jaxmm.generate import image_parts, model_folder, steps
+from jaxmm.generate import pretrained
 from jaxmm.generate.image_parts import ImageInputError
 from jaxmm.generate.params import GenerationParams
+from jaxmm.generate.prompts import Images, Message, PromptBuilder
 from jaxmm.generate.requests import (
     Completion,
     InvalidTokenError,
@@ -50,12 +45,10 @@ from jaxmm.generate.requests import (
     StreamEvent,
     per_prompt,
 )
-from jaxmm.generate.text import TextTracker
-from jaxmm.generate.vision import IMAGE_MARKER, ImageEncoder
-from jaxmm.models import gguf, hf, llava_hf, llm
+from jaxmm.generate.runner import ModelRunner
+from jaxmm.generate.slots import Slots
+from jaxmm.generate.vision import ImageEncoder
 
-Message = Mapping[str, Any]
-Images = np.ndarray | Sequence[np.ndarray] | None
 __all__ = [
     "Completion",
     "Engine",
@@ -65,7 +58,6 @@ __all__ = [
     "PromptTooLongError",
     "StreamEvent",
 ]
-DEFAULT_MAX_SEQ_LEN = 8192
 
 
 class Engine:
@@ -116,13 +108,13 @@ class Engine:
             raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if prefill_chunk < 1 or prefill_chunk & (prefill_chunk - 1):
+            raise ValueError(f"prefill_chunk must be a power of two, got {prefill_chunk}")
         self.params = params
         self.tokenizer = tokenizer
         self.max_seq_len = int(max_seq_len)
         self.max_batch = int(max_batch)
         self.steps_per_call = int(steps_per_call)
-        if prefill_chunk < 1 or prefill_chunk & (prefill_chunk - 1):
-            raise ValueError(f"prefill_chunk must be a power of two, got {prefill_chunk}")
         self.prefill_chunk = int(prefill_chunk)
         self.model_name = model_name
         # Embedding rows: token ids at or past it would read garbage (NaN logits).
@@ -131,187 +123,40 @@ class Engine:
         if getattr(tokenizer, "eos_token_id", None) is not None and not eos:
             eos = [int(tokenizer.eos_token_id)]
         self.eos_token_ids = eos
-        self._eos = jnp.asarray(eos or [-1], jnp.int32)
-        # Built under jit: allocated on device directly and never aliasing two leaves (the
-        # cache is donated every call).
-        self._mesh = mesh
-        self._rules = tuple(rules) if rules is not None else None
-        cache_shardings = None
-        if mesh is not None:
-            self._rules = self._rules or sharding.DEFAULT_RULES
-            if cache_logical_axes is None:
-                raise ValueError("cache_logical_axes is required with a mesh")
-            cache_shardings = jax.tree.map(
-                lambda axes: sharding.logical_sharding(mesh, axes, self._rules),
-                cache_logical_axes,
-                is_leaf=lambda x: isinstance(x, tuple),
-            )
-        self._new_cache = jax.jit(
-            lambda: init_cache_fn(self.max_batch, self.max_seq_len), out_shardings=cache_shardings
-        )
-        with self._context():
-            self._cache = self._new_cache()
-        batch_axes = steps.cache_batch_axes(init_cache_fn, self.max_seq_len)
-        self._prefill = jax.jit(
-            functools.partial(steps.prefill, apply_fn, batch_axes, self.prefill_chunk),
-            donate_argnums=(1,),
-        )
-        self._decode = jax.jit(
-            functools.partial(steps.decode, apply_fn),
-            donate_argnums=(1,),
-            static_argnames=("n_steps",),
-        )
         self.image_encoder = image_encoder
-        if image_encoder is not None:
-            if not 0 <= image_encoder.image_token_id < self.vocab_size:
-                raise ValueError(
-                    f"image_token_id {image_encoder.image_token_id} is outside the "
-                    f"vocabulary (0..{self.vocab_size - 1})"
-                )
-            self._encode_images = jax.jit(image_encoder.encode_fn)
-
-        # Host-side per-slot state; the device sees it as small arrays each call.
-        s = self.max_batch
-        self._slots: list[Request | None] = [None] * s
-        self._last = np.zeros(s, np.int32)
-        self._n_gen = np.zeros(s, np.int32)
-        self._max_new = np.ones(s, np.int32)
-        self._seed = np.zeros(s, np.uint32)
-        self._temp = np.zeros(s, np.float32)
-        self._top_k = np.zeros(s, np.int32)
-        self._top_p = np.ones(s, np.float32)
+        if image_encoder is not None and not 0 <= image_encoder.image_token_id < self.vocab_size:
+            raise ValueError(
+                f"image_token_id {image_encoder.image_token_id} is outside the "
+                f"vocabulary (0..{self.vocab_size - 1})"
+            )
+        self._prompts = PromptBuilder(
+            tokenizer, self.vocab_size, self.max_seq_len, model_name, image_encoder
+        )
+        self._runner = ModelRunner(
+            apply_fn,
+            init_cache_fn,
+            max_seq_len=self.max_seq_len,
+            max_batch=self.max_batch,
+            prefill_chunk=self.prefill_chunk,
+            eos_token_ids=eos,
+            mesh=mesh,
+            rules=rules,
+            cache_logical_axes=cache_logical_axes,
+            image_encoder=image_encoder,
+        )
+        self._slots = Slots.empty(self.max_batch)
         self._waiting: deque[Request] = deque()
         self._finished: dict[int, Request] = {}  # until collected by `pop_result`
         self._ids = itertools.count()
 
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_dir: str | os.PathLike,
-        *,
-        max_seq_len: int | None = None,
-        max_batch: int = 8,
-        dtype: str = "float32",
-        param_dtype: str | None = None,
-        steps_per_call: int = 8,
-        prefill_chunk: int = 512,
-        model_name: str | None = None,
-        mesh: jax.sharding.Mesh | None = None,
-        rules: Sequence[tuple[str, Any]] | None = None,
-        vision: str | None = None,
-    ) -> Engine:
-        """Load a Hugging Face folder (config.json + safetensors + tokenizer files), or a
-        llama.cpp `.gguf` file (converted once into a cached HF folder: `jaxmm.models.gguf`).
-
-        `vision="tiny_random"` adds a random SigLIP-style tower + projector
-        (`jaxmm.generate.vision.tiny_random_encoder`) so the engine takes images: for testing
-        orchestration only, the tower has learnt nothing. A LLaVA folder (`model_type:
-        llava`, SigLIP tower: `jaxmm.models.llava_hf`) loads with its own tower and projector.
-
-        `dtype` is the compute and KV-cache dtype ("bfloat16" on GPU). `max_seq_len`
-        defaults to the model's `max_position_embeddings` capped at DEFAULT_MAX_SEQ_LEN: the
-        cache holds 2 * layers * max_batch * max_seq_len * kv_heads * head_dim elements,
-        which at Llama 3.1's 128K context would not fit next to the weights.
-        """
-        model_dir = os.fspath(model_dir)
-        if model_dir.endswith(".gguf"):
-            model_name = model_name or os.path.splitext(os.path.basename(model_dir))[0]
-            model_dir = gguf.ensure_hf_folder(model_dir)
-        if not os.path.exists(os.path.join(model_dir, "config.json")):
-            raise FileNotFoundError(f"model_dir {model_dir!r} has no config.json")
-        if llava_hf.is_llava_folder(model_dir):
-            if mesh is not None or vision is not None:
-                raise ValueError("a LLaVA folder loads on one device with its own vision tower")
-            return cls._from_llava(
-                model_dir, max_seq_len, max_batch, dtype, steps_per_call, prefill_chunk, model_name
-            )
-        # The tokenizer first: a folder without one fails before minutes of weight loading.
-        vocab_size = llm.LLMConfig.from_hf(model_dir).vocab_size
-        tokenizer = model_folder.load_tokenizer(model_dir, vocab_size)
-        config, params = hf.load_hf(
-            model_dir, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype or dtype
-        )
-        model = llm.LLM(config)
-        max_seq_len = max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN)
-        eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
-        image_encoder = None
-        if vision == "tiny_random":
-            from jaxmm.generate import vision as gen_vision
-
-            image_encoder = gen_vision.tiny_random_encoder(
-                config, gen_vision.placeholder_token(tokenizer)
-            )
-        elif vision is not None:
-            raise ValueError(f"vision={vision!r}: the only vision tower option is 'tiny_random'")
-        return cls(
-            model.apply,
-            params,
-            tokenizer,
-            lambda b, n: llm.init_cache(config, b, n, dtype),
-            max_seq_len=max_seq_len,
-            max_batch=max_batch,
-            eos_token_ids=sorted(eos),
-            steps_per_call=steps_per_call,
-            prefill_chunk=prefill_chunk,
-            model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
-            mesh=mesh,
-            rules=rules,
-            cache_logical_axes=llm.KVCache.logical_axes() if mesh is not None else None,
-            vocab_size=config.vocab_size,
-            image_encoder=image_encoder,
-        )
-
-    @classmethod
-    def _from_llava(
-        cls, model_dir, max_seq_len, max_batch, dtype, steps_per_call, prefill_chunk, model_name
-    ) -> Engine:
-        """A LLaVA folder: its LM, with its vision tower + projector as the image encoder
-        (single device)."""
-        from jaxmm.generate import vision as gen_vision
-
-        loaded = llava_hf.load_llava(model_dir, dtype=dtype)
-        config = loaded.lm_config
-        tokenizer = model_folder.load_tokenizer(model_dir, config.vocab_size)
-        eos = set(config.eos_token_ids) | set(_eos_from_folder(model_dir, tokenizer))
-        return cls(
-            llm.LLM(config).apply,
-            loaded.lm_params,
-            tokenizer,
-            lambda b, n: llm.init_cache(config, b, n, dtype),
-            max_seq_len=max_seq_len or min(config.max_position_embeddings, DEFAULT_MAX_SEQ_LEN),
-            max_batch=max_batch,
-            eos_token_ids=sorted(eos),
-            steps_per_call=steps_per_call,
-            prefill_chunk=prefill_chunk,
-            model_name=model_name or os.path.basename(os.path.normpath(model_dir)),
-            vocab_size=config.vocab_size,
-            image_encoder=gen_vision.llava_encoder(model_dir, loaded),
-        )
-
-    def _context(self) -> contextlib.AbstractContextManager:
-        """Mesh + logical-axis rules for sharded models (flax's logical constraints)."""
-        stack = contextlib.ExitStack()
-        if self._mesh is not None:
-            set_mesh = getattr(jax, "set_mesh", None)  # `with mesh:` is deprecated
-            stack.enter_context(set_mesh(self._mesh) if set_mesh else self._mesh)
-            stack.enter_context(nn.logical_axis_rules(self._rules))
-        return stack
+    # The loaders (HF folder, .gguf, LLaVA) live in `pretrained.py`.
+    from_pretrained = classmethod(pretrained.from_pretrained)
 
     # ------------------------------------------------------------------ prompts
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         """Token ids of a text prompt (with the tokenizer's special tokens, e.g. BOS); a
         token-id prompt is checked against the vocabulary (InvalidTokenError names the id)."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt)["input_ids"])
-        ids = [int(t) for t in prompt]
-        for t in ids:
-            if not 0 <= t < self.vocab_size:
-                raise InvalidTokenError(
-                    f"token id {t} is out of range: the model's vocabulary has "
-                    f"{self.vocab_size} tokens (ids 0..{self.vocab_size - 1})"
-                )
-        return ids
+        return self._prompts.encode(prompt)
 
     def chat_prompt_ids(
         self, messages: Sequence[Message], continue_final_message: bool = False
@@ -321,12 +166,7 @@ class Engine:
         `continue_final_message`: the last message is an assistant turn to continue, not to
         answer (assistant prefill, e.g. CINGS's `## Context ... ## Answer`; vLLM's option).
         """
-        if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
-            raise ValueError("continue_final_message needs an assistant message last")
-        ids, images = self.chat_inputs(messages, continue_final_message)
-        if images is not None:
-            raise ImageInputError("the conversation has image parts: use chat_inputs")
-        return ids
+        return self._prompts.chat_prompt_ids(messages, continue_final_message)
 
     def chat_inputs(
         self, messages: Sequence[Message], continue_final_message: bool = False
@@ -335,23 +175,7 @@ class Engine:
         may be OpenAI-style part lists. Each image part becomes `tokens_per_image`
         placeholder ids at its place in the rendered template (text around it is tokenised
         piecewise, as LLaVA processors do around their special image token)."""
-        if continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
-            raise ValueError("continue_final_message needs an assistant message last")
-        if image_parts.has_images(messages) and self.image_encoder is None:
-            raise ImageInputError(
-                f"the conversation has image parts but model {self.model_name!r} takes no "
-                "images (the engine has no image_encoder)"
-            )
-        messages, images = image_parts.split_images(messages, IMAGE_MARKER)
-        text = self.tokenizer.apply_chat_template(
-            messages,
-            add_generation_prompt=not continue_final_message,
-            continue_final_message=continue_final_message,
-            tokenize=False,
-        )
-        if not images:
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]), None
-        return self.image_encoder.tokenize(self.tokenizer, text, len(images)), images
+        return self._prompts.chat_inputs(messages, continue_final_message)
 
     # ------------------------------------------------------------------ scheduling
     def submit(self, prompt: str | Sequence[int], params: GenerationParams) -> int:
@@ -374,52 +198,11 @@ class Engine:
         elif len(images) != len(prompts):
             raise ValueError(f"got images for {len(images)} prompts, expected {len(prompts)}")
         reqs = [
-            self._make_request(p, q, im) for p, q, im in zip(prompts, plist, images, strict=True)
+            self._prompts.request(self._ids, p, q, im)
+            for p, q, im in zip(prompts, plist, images, strict=True)
         ]
         self._waiting.extend(reqs)
         return [r.rid for r in reqs]
-
-    def _check_images(self, prompt_ids: list[int], images: Images) -> np.ndarray | None:
-        """Preprocessed images [N, S, S, 3] (None for none), checked against the prompt's
-        placeholders: their count must be N * tokens_per_image."""
-        if self.image_encoder is None:
-            if images is not None and len(images):
-                raise ImageInputError(
-                    f"the request has {len(images)} images but model {self.model_name!r} "
-                    "takes no images (the engine has no image_encoder)"
-                )
-            return None
-        return self.image_encoder.check(prompt_ids, images)
-
-    def _make_request(
-        self, prompt: str | Sequence[int], params: GenerationParams, images: Images = None
-    ) -> Request:
-        prompt_ids = self.encode(prompt)
-        n = len(prompt_ids)
-        if n == 0:
-            raise ValueError("prompt is empty (no tokens)")
-        if n >= self.max_seq_len:
-            raise PromptTooLongError(
-                f"prompt has {n} tokens; max_seq_len is {self.max_seq_len} "
-                f"(prompt + max_tokens must be <= {self.max_seq_len})"
-            )
-        max_new = params.max_tokens if params.max_tokens is not None else self.max_seq_len - n
-        if n + max_new > self.max_seq_len:
-            raise PromptTooLongError(
-                f"prompt has {n} tokens and max_tokens is {max_new}: {n + max_new} exceeds "
-                f"max_seq_len {self.max_seq_len}"
-            )
-        pixels = self._check_images(prompt_ids, images)
-        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
-        return Request(
-            rid=next(self._ids),
-            prompt_ids=prompt_ids,
-            params=params,
-            max_new=max_new,
-            seed=seed % (1 << 32),
-            tracker=TextTracker(self.tokenizer, params.stop),
-            images=pixels,
-        )
 
     def pop_result(self, rid: int) -> Completion:
         """The completion of a finished request (each can be collected once)."""
@@ -438,10 +221,8 @@ class Engine:
             if req.rid == rid:
                 self._waiting.remove(req)
                 return True
-        for slot, req in enumerate(self._slots):
-            if req is not None and req.rid == rid:
-                self._slots[slot] = None
-                return True
+        if self._slots.release(rid):
+            return True
         self._finished.pop(rid, None)
         return False
 
@@ -449,50 +230,33 @@ class Engine:
         """Drop every queued, running and uncollected request and start from a fresh cache
         (used after a failed step, whose donated cache may be gone)."""
         self._waiting.clear()
-        self._slots = [None] * self.max_batch
+        self._slots = Slots.empty(self.max_batch)
         self._finished.clear()
-        with self._context():
-            self._cache = self._new_cache()
+        self._runner.reset()
 
     def has_work(self) -> bool:
-        return bool(self._waiting) or any(r is not None for r in self._slots)
+        return bool(self._waiting) or self._slots.any_active()
 
     def step(self) -> list[StreamEvent]:
         """Admit waiting requests into free slots, run one decode call, return text events."""
         events: list[StreamEvent] = []
-        free = [i for i, r in enumerate(self._slots) if r is None]
+        free = self._slots.free()
         admitted = [self._waiting.popleft() for _ in free[: len(self._waiting)]]
         if admitted:
             self._admit(free[: len(admitted)], admitted, events)
-        active = np.array([r is not None for r in self._slots])
+        active = self._slots.active()
         if not active.any():
             return events
-        with self._context():
-            tokens, self._cache = self._decode(
-                self.params,
-                self._cache,
-                self._last,
-                self._n_gen,
-                self._max_new,
-                ~active,
-                self._seed,
-                self._temp,
-                self._top_k,
-                self._top_p,
-                self._eos,
-                n_steps=self.steps_per_call,
-            )
-        tokens = np.asarray(tokens)
+        tokens = self._runner.decode(self.params, self._slots, active, self.steps_per_call)
         for slot in np.flatnonzero(active):
-            req = self._slots[slot]
+            req = self._slots.requests[slot]
             for token in tokens[slot]:
                 if req.finish_reason is not None or token < 0:
                     break
-                self._n_gen[slot] += 1
-                self._last[slot] = token
+                self._slots.advance(slot, token)
                 self._consume(req, int(token), events)
             if req.finish_reason is not None:
-                self._slots[slot] = None
+                self._slots.requests[slot] = None
         return events
 
     def stream(
@@ -545,56 +309,13 @@ class Engine:
 
     # ------------------------------------------------------------------ host bookkeeping
     def _admit(self, slots: list[int], reqs: list[Request], events: list[StreamEvent]) -> None:
-        """Prefill `reqs` into `slots` with one call.
-
-        The row count is padded to a power of two (capped at max_batch) by repeating the
-        first request into its own slot: duplicate scatters write identical rows, so the pad
-        costs compute but never corrupts the cache. Lengths are bucketed the same way.
-        """
-        k = len(reqs)
-        k_pad = steps.bucket(k, self.max_batch, minimum=1)
-        t_pad = steps.bucket(max(len(r.prompt_ids) for r in reqs), self.max_seq_len)
-        if t_pad > self.prefill_chunk:  # whole chunks; writes past the cache end are dropped
-            t_pad = -(-t_pad // self.prefill_chunk) * self.prefill_chunk
-        rows = reqs + [reqs[0]] * (k_pad - k)
-        row_slots = np.array(slots + [slots[0]] * (k_pad - k), np.int32)
-        tokens = np.zeros((k_pad, t_pad), np.int32)
-        for i, r in enumerate(rows):
-            tokens[i, : len(r.prompt_ids)] = r.prompt_ids
-        with self._context():
-            splice = self._image_splice(rows)
-            first, self._cache = self._prefill(
-                self.params,
-                self._cache,
-                row_slots,
-                tokens,
-                np.array([len(r.prompt_ids) for r in rows], np.int32),
-                np.array([r.seed for r in rows], np.uint32),
-                np.array([r.params.temperature for r in rows], np.float32),
-                np.array([r.params.top_k for r in rows], np.int32),
-                np.array([r.params.top_p for r in rows], np.float32),
-                splice,
-            )
-        first = np.asarray(first)
-        for i, (slot, req) in enumerate(zip(slots, reqs, strict=True)):
-            p = req.params
-            self._slots[slot] = req
-            self._n_gen[slot] = 1
-            self._last[slot] = first[i]
-            self._max_new[slot] = req.max_new
-            self._seed[slot] = req.seed
-            self._temp[slot] = p.temperature
-            self._top_k[slot] = p.top_k
-            self._top_p[slot] = p.top_p
-            self._consume(req, int(first[i]), events)
+        """Prefill `reqs` into `slots` with one call and account their first tokens."""
+        first = self._runner.prefill(self.params, slots, reqs)
+        for slot, req, token in zip(slots, reqs, first, strict=True):
+            self._slots.place(slot, req, token)
+            self._consume(req, int(token), events)
             if req.finish_reason is not None:
-                self._slots[slot] = None
-
-    def _image_splice(self, rows: list[Request]) -> steps.ImageSplice | None:
-        """The admitted rows' images encoded in one call (`ImageEncoder.splice`)."""
-        if all(r.images is None for r in rows):
-            return None
-        return self.image_encoder.splice(self._encode_images, [r.images for r in rows])
+                self._slots.requests[slot] = None
 
     def _consume(self, req: Request, token: int, events: list[StreamEvent]) -> None:
         """Account one generated token of `req`; set its finish_reason when it ends."""
@@ -614,19 +335,3 @@ class Engine:
             self._finished[req.rid] = req
         elif delta:
             events.append(StreamEvent(req.rid, delta))
-
-
-def _eos_from_folder(model_dir: str, tokenizer: Any) -> list[int]:
-    """EOS ids from generation_config.json (Llama 3 lists several) plus the tokenizer's."""
-    ids: set[int] = set()
-    path = os.path.join(model_dir, "generation_config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            eos = json.load(f).get("eos_token_id")
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, list):
-            ids.update(int(e) for e in eos)
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return sorted(ids)

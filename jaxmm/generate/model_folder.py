@@ -1,4 +1,4 @@
-"""Checks on a model folder that run before any weight is read.
+"""Reading a model folder's metadata: checks that run before any weight is read, and its EOS ids.
 
 A folder without tokenizer files used to fail only after every weight was loaded, with a
 `transformers` message about sentencepiece/tiktoken that never says the files are missing; a
@@ -8,6 +8,7 @@ Both are now errors that name the folder, raised before the weights load.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -61,3 +62,19 @@ def load_tokenizer(model_dir: str, vocab_size: int) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     check_vocab_fits(tokenizer, vocab_size, model_dir)
     return tokenizer
+
+
+def eos_from_folder(model_dir: str, tokenizer: Any) -> list[int]:
+    """EOS ids from generation_config.json (Llama 3 lists several) plus the tokenizer's."""
+    ids: set[int] = set()
+    path = os.path.join(model_dir, "generation_config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            eos = json.load(f).get("eos_token_id")
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, list):
+            ids.update(int(e) for e in eos)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)

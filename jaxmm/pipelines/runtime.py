@@ -25,7 +25,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from jaxmm.generate.backends import Backend, CachedBackend
+from jaxmm.generate.backends import Backend
+from jaxmm.generate.call_cache import CachedBackend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.io.jsonl import JsonlWriter, parse_record, read_jsonl, write_jsonl
 

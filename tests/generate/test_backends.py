@@ -10,11 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jaxmm.generate.backends import (
-    BackendError,
-    CachedBackend,
-    OpenAIBackend,
-)
+from jaxmm.generate.backends import BackendError
+from jaxmm.generate.call_cache import CachedBackend
+from jaxmm.generate.openai_backend import OpenAIBackend
 from jaxmm.generate.params import GenerationParams
 from tests.generate.scripted import ScriptedBackend
 

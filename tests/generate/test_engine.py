@@ -153,6 +153,21 @@ def test_prompt_too_long_is_rejected_before_device_work(engine):
     assert not engine.has_work()
 
 
+def test_submit_many_is_all_or_none_and_a_rejected_prompt_uses_no_id(engine):
+    one = GenerationParams(max_tokens=1)
+    with pytest.raises(PromptTooLongError):
+        engine.submit_many([PROMPTS[0], list(range(64))], one)
+    assert not engine.has_work()  # the first prompt passed its checks but was not queued
+    first = engine.submit(PROMPTS[0], one)
+    with pytest.raises(PromptTooLongError):
+        engine.submit(list(range(64)), one)
+    second = engine.submit(PROMPTS[1], one)
+    assert second == first + 1
+    while engine.has_work():
+        engine.step()
+    assert [engine.pop_result(r).finish_reason for r in (first, second)] == ["length"] * 2
+
+
 def test_cancel_frees_the_slot_and_spares_the_others(engine):
     params = GenerationParams(max_tokens=20)
     want = engine.generate([PROMPTS[0]], params)[0]

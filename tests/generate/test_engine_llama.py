@@ -125,6 +125,6 @@ def test_tensor_parallel_engine_matches_single_device(llama_dir, single):
     sharded = Engine.from_pretrained(
         llama_dir, max_seq_len=64, max_batch=3, steps_per_call=4, mesh=mesh
     )
-    assert sharded._cache.k.sharding.spec[3] == "tensor"  # [L, B, S, kv_heads, D]
+    assert sharded._runner.cache.k.sharding.spec[3] == "tensor"  # [L, B, S, kv_heads, D]
     got = sharded.generate(PROMPTS, GenerationParams(max_tokens=MAX_NEW))
     assert [c.token_ids for c in got] == [c.token_ids for c in single[1]]

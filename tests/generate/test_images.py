@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from jaxmm.generate.backend_spec import backend_from_spec
-from jaxmm.generate.backends import CachedBackend, EngineBackend, OpenAIBackend
+from jaxmm.generate.backends import EngineBackend
+from jaxmm.generate.call_cache import CachedBackend
 from jaxmm.generate.image_parts import ImageInputError, split_images
+from jaxmm.generate.openai_backend import OpenAIBackend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines.mf2 import frame_parts
 from tests.generate.fixtures import IMG, TPI

@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
-from jaxmm.generate.backends import EngineBackend, OpenAIBackend
+from jaxmm.generate.backends import EngineBackend
 from jaxmm.generate.engine import Engine
+from jaxmm.generate.openai_backend import OpenAIBackend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.generate.server import OpenAIServer
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxmm.generate.backends import OpenAIBackend
+from jaxmm.generate.openai_backend import OpenAIBackend
 from jaxmm.generate.params import GenerationParams
 from tests.generate.fixtures import build_jax_llama, build_tokenizer
 

@@ -11,7 +11,8 @@ import pytest
 
 from jaxmm import pipelines
 from jaxmm.data import movies_synth as ms
-from jaxmm.generate.backends import CachedBackend, ImageInputError
+from jaxmm.generate.backends import ImageInputError
+from jaxmm.generate.call_cache import CachedBackend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.io.jsonl import read_jsonl, write_jsonl
 from jaxmm.pipelines import mf2

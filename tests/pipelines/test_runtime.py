@@ -13,7 +13,7 @@ import pytest
 
 from jaxmm import pipelines
 from jaxmm.generate.backend_spec import backend_from_spec
-from jaxmm.generate.backends import OpenAIBackend
+from jaxmm.generate.openai_backend import OpenAIBackend
 from jaxmm.generate.params import GenerationParams
 from jaxmm.pipelines.runtime import run_pipeline
 from tests.generate.scripted import ScriptedBackend, scripted_openai_server
