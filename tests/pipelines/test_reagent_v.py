@@ -361,6 +361,39 @@ def test_launcher_end_to_end(records, tmp_path):
             assert os.path.exists(tmp_path / "o" / "train_data" / f"{name}.jsonl")
 
 
+@pytest.mark.torch
+def test_launcher_with_siglip_similarity(records, tmp_path):
+    """--similarity=siglip --siglip_dir: the records carry it, ECRS runs on the SigLIP scores;
+    without --siglip_dir the launcher stops with a named error before any call."""
+    from tests.models.tiny_siglip import write_tiny_siglip
+
+    folder = write_tiny_siglip(str(tmp_path / "siglip"))
+    data = os.path.dirname(os.path.dirname(records[0]["video"]))
+    with scripted_openai_server(lambda p: '{"answer": "A", "confidence": 0.9}') as (url, seen):
+        cmd = [
+            sys.executable,
+            "launch/reagent_v.py",
+            f"--data_dir={data}",
+            f"--out_dir={tmp_path}/o",
+            f"--backend=openai:{url},model=m",
+            "--limit=1",
+            "--modes=reagent",
+            "--similarity=siglip",
+            "--progress=false",
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode != 0 and "--similarity=siglip needs --siglip_dir" in out.stderr
+        assert not seen
+        out = subprocess.run(
+            [*cmd, f"--siglip_dir={folder}"], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        assert len(seen) == 7 and "| reagent | 1 |" in out.stdout
+    (o,) = read_jsonl(tmp_path / "o" / "out.jsonl")
+    assert o["selection"]["method"] == "ecrs" and len(o["frames"]) >= 4
+    assert read_jsonl(tmp_path / "o" / "input.jsonl")[0]["similarity"] == "siglip"
+
+
 class _ImageBackend(ScriptedBackend):
     """Takes images: answers from the last text part, records every conversation."""
 
