@@ -143,8 +143,8 @@ _ENCODER_LOCK = threading.Lock()
 
 def caption_similarity(question: str, captions: Sequence[str], frames: np.ndarray) -> np.ndarray:
     """Cosine of all-MiniLM-L6-v2 sentence embeddings of the question and each caption (the
-    text-side stand-in for a CLIP image–question score: no SigLIP/CLIP weights with a text
-    tower are available to jaxmm). Distinct captions are embedded once."""
+    text-side stand-in for a CLIP image–question score, for machines without a SigLIP
+    checkpoint; `siglip_similarity` is the image one). Distinct captions are embedded once."""
     del frames
     global _ENCODER
     with _ENCODER_LOCK:
