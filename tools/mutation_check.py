@@ -968,6 +968,13 @@ MUTANTS: tuple[Mutant, ...] = (
         '"head")(x[:, 0])',
         ("tests/models/test_siglip.py::test_matches_transformers_siglip_model",),
     ),
+    Mutant(
+        "siglip_frame_batches_keep_padding",
+        "jaxmm/models/siglip.py",
+        "out.append(np.asarray(emb)[: len(chunk)])",
+        "out.append(np.asarray(emb)[-len(chunk) :])",
+        ("tests/pipelines/test_reagent_v.py::test_siglip_similarity_is_what_ecrs_receives",),
+    ),
 )
 
 

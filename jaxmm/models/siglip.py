@@ -246,8 +246,10 @@ def check_shapes(params: dict, module: Siglip, where: str) -> None:
                 f"{where}: param {name} has shape {tuple(leaf.shape)}, the config implies "
                 f"{tuple(flat_want[path].shape)}"
             )
-    if len(flat_want) != len(jax.tree.leaves(params)):
-        raise ValueError(f"{where}: {len(flat_want)} params expected, got a different count")
+    got = {path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    missing = [jax.tree_util.keystr(p) for p in flat_want if p not in got]
+    if missing:
+        raise ValueError(f"{where}: params {missing} are not filled from the checkpoint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +325,8 @@ class SiglipModel:
             hf = json.load(f)
         if hf.get("model_type") != "siglip":
             raise ValueError(f"{path}: model_type={hf.get('model_type')!r} is not 'siglip'")
+        if not hf["vision_config"].get("vision_use_head", True):
+            raise ValueError(f"{path}: vision_config.vision_use_head=false: no pooled embedding")
         text = SiglipTextConfig.from_hf(hf["text_config"], attention_impl=attention_impl)
         vision = VisionConfig.from_hf(hf["vision_config"], attention_impl=attention_impl)
         with SafetensorsShards.of_folder(folder, SINGLE_FILE, INDEX_FILE) as tensors:
@@ -354,12 +358,21 @@ class SiglipModel:
         return np.asarray(ids["input_ids"], np.int32)
 
     def image_embeds(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Preprocessed images float [B, S, S, 3] -> L2-normalised [B, E], `batch` at a time."""
-        out = [
-            self._apply["image_embeds"]({"params": self.params}, jnp.asarray(images[i : i + batch]))
-            for i in range(0, len(images), batch)
-        ]
-        return np.concatenate([np.asarray(o) for o in out])
+        """Preprocessed images float [B, S, S, 3] -> L2-normalised [B, E], `batch` at a time
+        (the last chunk zero-padded to `batch` when B > batch, so one compiled shape serves
+        every clip length)."""
+        images = np.asarray(images, np.float32)
+        if len(images) <= batch:
+            return np.asarray(self._apply["image_embeds"]({"params": self.params}, images))
+        out = []
+        for i in range(0, len(images), batch):
+            chunk = images[i : i + batch]
+            padded = np.concatenate(
+                [chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)]
+            )
+            emb = self._apply["image_embeds"]({"params": self.params}, padded)
+            out.append(np.asarray(emb)[: len(chunk)])
+        return np.concatenate(out)
 
     def frame_embeds(self, frames: np.ndarray, batch: int = 64) -> np.ndarray:
         """uint8 frames [F, H, W, 3] -> L2-normalised [F, E] (preprocessing included)."""
