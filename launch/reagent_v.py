@@ -11,6 +11,8 @@ every model call cached), write the reward-selected SFT / DPO / GRPO files, prin
 `<out_dir>/input.jsonl`, `out.jsonl` (+ `.metrics.json`, `.manifest.json`, `.cache/`),
 `train_data/{sft,dpo,grpo}.jsonl` and `table.md`. A rerun resumes and repeats no call.
 Frames reach a text-only model as their captions (see jaxmm/pipelines/reagent_v.py).
+`--similarity=siglip --siglip_dir=<folder>` scores frames against the question with a SigLIP
+checkpoint (image and text towers) instead of the caption embeddings.
 """
 
 import json
@@ -35,7 +37,14 @@ _N = flags.DEFINE_integer("n", 10, "Clips to generate when data_dir has none (3 
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the generated clips.")
 _MODES = flags.DEFINE_list("modes", list(reagent_v.MODES), f"Of {list(reagent_v.MODES)}.")
 _MIN_FRAMES = flags.DEFINE_integer("min_frames", 32, "ECRS top-up target = baseline frames.")
-_SIMILARITY = flags.DEFINE_enum("similarity", "captions", ["captions", "none"], "ECRS sim.")
+_SIMILARITY = flags.DEFINE_enum(
+    "similarity", "captions", list(reagent_v.SIMILARITIES), "ECRS frame-question similarity."
+)
+_SIGLIP_DIR = flags.DEFINE_string(
+    "siglip_dir",
+    None,
+    "Hugging Face SigLIP folder (config.json, safetensors, tokenizer) for --similarity=siglip.",
+)
 _LIMIT = flags.DEFINE_integer("limit", None, "Only the first N questions.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 160, "Cap per call (each step has its own).")
 _CONCURRENCY = flags.DEFINE_integer("concurrency", 4, "Records in flight.")
@@ -85,6 +94,11 @@ def main(argv) -> None:
     questions = os.path.join(_DATA.value, "questions.jsonl")
     if not os.path.exists(questions):
         reagent_synth.write_dataset(_DATA.value, _N.value, _SEED.value)
+    similarities = {"captions": reagent_v.caption_similarity}
+    if _SIMILARITY.value == "siglip":
+        if not _SIGLIP_DIR.value:
+            raise ValueError("--similarity=siglip needs --siglip_dir=<SigLIP folder>")
+        similarities["siglip"] = reagent_v.siglip_similarity(_SIGLIP_DIR.value)
     base = read_jsonl(questions)[: _LIMIT.value]
     for mode in _MODES.value:
         if mode not in reagent_v.MODES:
@@ -106,7 +120,7 @@ def main(argv) -> None:
     backend = backend_from_spec(_BACKEND.value)
     out = os.path.join(_OUT.value, "out.jsonl")
     report = run_pipeline(
-        reagent_v.PIPELINE,
+        reagent_v.make_pipeline(similarities),
         inp,
         out,
         backend,

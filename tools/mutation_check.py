@@ -954,6 +954,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "*frame_parts(clip.frames[::-1], clip.timestamps_s)]",
         ("tests/pipelines/test_video_skot_frames.py", "-k", "cot_attaches_frames"),
     ),
+    Mutant(
+        "siglip_normalise_mean_zero",
+        "jaxmm/models/siglip.py",
+        "return (x - np.float32(self.mean)) / np.float32(self.std)",
+        "return x / np.float32(self.std)",
+        ("tests/pipelines/test_reagent_v.py::test_siglip_similarity_is_what_ecrs_receives",),
+    ),
+    Mutant(
+        "siglip_text_pools_first_token",
+        "jaxmm/models/siglip.py",
+        '"head")(x[:, -1])',
+        '"head")(x[:, 0])',
+        ("tests/models/test_siglip.py::test_matches_transformers_siglip_model",),
+    ),
+    Mutant(
+        "siglip_frame_batches_keep_padding",
+        "jaxmm/models/siglip.py",
+        "out.append(np.asarray(emb)[: len(chunk)])",
+        "out.append(np.asarray(emb)[-len(chunk) :])",
+        ("tests/pipelines/test_reagent_v.py::test_siglip_similarity_is_what_ecrs_receives",),
+    ),
 )
 
 

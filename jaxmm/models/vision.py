@@ -11,7 +11,7 @@ name map. Images are NHWC float arrays already resized and normalised by the cal
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -82,7 +82,7 @@ class VisionConfig:
         return cls(**{**fields, **overrides})
 
 
-def _dense(cfg: VisionConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+def dense(cfg: VisionConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
     return nn.Dense(
         features,
         dtype=jnp.dtype(cfg.dtype),
@@ -93,7 +93,7 @@ def _dense(cfg: VisionConfig, features: int, axes: tuple[str, str], name: str) -
     )
 
 
-def _layer_norm(cfg: VisionConfig, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: VisionConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_eps,
         dtype=jnp.dtype(cfg.dtype),
@@ -105,6 +105,10 @@ def _layer_norm(cfg: VisionConfig, name: str) -> nn.LayerNorm:
 
 
 class VisionBlock(nn.Module):
+    """SigLIP's pre-LN block. `config` is a VisionConfig or any config with the same
+    hidden_size / intermediate_size / num_heads / layer_norm_eps / dtype / param_dtype /
+    attention_impl fields (`jaxmm.models.siglip.SiglipTextConfig`: the text tower's blocks)."""
+
     config: VisionConfig
 
     @nn.compact
@@ -112,18 +116,16 @@ class VisionBlock(nn.Module):
         cfg = self.config
         b, n, e = x.shape
         h = cfg.num_heads
-        y = _layer_norm(cfg, "layer_norm1")(x)
+        y = layer_norm(cfg, "layer_norm1")(x)
         q, k, v = (
-            _dense(cfg, e, ("embed", "heads"), f"{p}_proj")(y).reshape(b, n, h, e // h)
+            dense(cfg, e, ("embed", "heads"), f"{p}_proj")(y).reshape(b, n, h, e // h)
             for p in "qkv"
         )
         y = attention(q, k, v, impl=cfg.attention_impl).reshape(b, n, e)
-        x = x + _dense(cfg, e, ("heads", "embed"), "out_proj")(y)
-        y = _layer_norm(cfg, "layer_norm2")(x)
-        y = nn.gelu(
-            _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "fc1")(y), approximate=True
-        )
-        x = x + _dense(cfg, e, ("mlp", "embed"), "fc2")(y)
+        x = x + dense(cfg, e, ("heads", "embed"), "out_proj")(y)
+        y = layer_norm(cfg, "layer_norm2")(x)
+        y = nn.gelu(dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "fc1")(y), approximate=True)
+        x = x + dense(cfg, e, ("mlp", "embed"), "fc2")(y)
         return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
 
 
@@ -166,7 +168,7 @@ class VisionEncoder(nn.Module):
             hidden_states.append(x)
         if cfg.feature_layer is not None:
             return hidden_states[cfg.feature_layer]
-        return _layer_norm(cfg, "post_layernorm")(x)
+        return layer_norm(cfg, "post_layernorm")(x)
 
 
 class Projector(nn.Module):
@@ -295,9 +297,6 @@ def siglip_params_from_hf(
             raise ValueError(f"SigLIP state dict is missing {key!r}")
         return np.asarray(state[key], np.float32)
 
-    def dense(name):
-        return {"kernel": get(f"{name}.weight").T, "bias": get(f"{name}.bias")}
-
     def norm(name):
         return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
 
@@ -309,7 +308,22 @@ def siglip_params_from_hf(
         "position_embedding": get("embeddings.position_embedding.weight"),
         "post_layernorm": norm("post_layernorm"),
     }
-    for i in range(config.num_layers):
+    params |= siglip_blocks_from_hf(get, config.num_layers)
+    return jax.tree.map(jnp.asarray, params)
+
+
+def siglip_blocks_from_hf(get: Callable[[str], np.ndarray], num_layers: int) -> dict:
+    """`encoder.layers.{i}.*` -> `layers_{i}` params of `VisionBlock` (SigLIP's vision and text
+    towers share the block); `get(name)` returns the float32 tensor of an HF name."""
+
+    def dense(name):
+        return {"kernel": get(f"{name}.weight").T, "bias": get(f"{name}.bias")}
+
+    def norm(name):
+        return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
+
+    params = {}
+    for i in range(num_layers):
         hf = f"encoder.layers.{i}"
         params[f"layers_{i}"] = {
             "layer_norm1": norm(f"{hf}.layer_norm1"),
@@ -319,4 +333,4 @@ def siglip_params_from_hf(
             **{f"{p}_proj": dense(f"{hf}.self_attn.{p}_proj") for p in "qkv"},
             "out_proj": dense(f"{hf}.self_attn.out_proj"),
         }
-    return jax.tree.map(jnp.asarray, params)
+    return params

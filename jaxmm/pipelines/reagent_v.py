@@ -4,13 +4,15 @@ One input record is one multiple-choice question about one video:
 
     {"id", "video": mp4 path, "captions": SRT path (one caption per stretch of frames),
      "question", "options": [2-6 strings], ["answer": gold letter], ["mode"],
-     ["similarity": "captions" | "none"], ["tools": {"ocr"|"asr"|"scene_graph": text}],
+     ["similarity": "captions" | "siglip" | "none"], ["tools": {"ocr"|"asr"|"scene_graph": text}],
      ["min_frames": int]}
 
 Mode `reagent` (default), per record:
   1. ECRS frame selection (`reagent_frames`) over every decoded frame: colour entropy of the
      pixels times the frame–question similarity (`similarity`: `captions` = cosine of
-     sentence embeddings of the question and each frame's caption; `none` = entropy only);
+     sentence embeddings of the question and each frame's caption; `siglip` = cosine of a
+     SigLIP folder's image embedding of each frame and text embedding of the question
+     (`siglip_similarity`, `jaxmm.models.siglip`); `none` = entropy only);
   2. tool selection: the model names the tools it wants from those the record has;
   3. initial answer from the selected frames (as their captions) and the chosen tools;
   4. critic: 1–3 sub-questions, then a JSON report (5 dimensions 0–5, reward in [0, 1]);
@@ -32,9 +34,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,6 +99,7 @@ MAX_TOKENS = {"tools": 16, "answer": 16, "sub_questions": 64, "report": 160, "re
 
 # (question, frame captions, frames uint8 [F, H, W, 3]) -> similarity [F]
 Similarity = Callable[[str, Sequence[str], np.ndarray], np.ndarray]
+SIMILARITIES = ("captions", "siglip", "none")  # a record's `similarity`; `none`: entropy only
 
 
 # ---------------------------------------------------------------------------- frame text
@@ -139,8 +143,8 @@ _ENCODER_LOCK = threading.Lock()
 
 def caption_similarity(question: str, captions: Sequence[str], frames: np.ndarray) -> np.ndarray:
     """Cosine of all-MiniLM-L6-v2 sentence embeddings of the question and each caption (the
-    text-side stand-in for a CLIP image–question score: no SigLIP/CLIP weights with a text
-    tower are available to jaxmm). Distinct captions are embedded once."""
+    text-side stand-in for a CLIP image–question score, for machines without a SigLIP
+    checkpoint; `siglip_similarity` is the image one). Distinct captions are embedded once."""
     del frames
     global _ENCODER
     with _ENCODER_LOCK:
@@ -152,6 +156,37 @@ def caption_similarity(question: str, captions: Sequence[str], frames: np.ndarra
         emb = _ENCODER.sentence_embeddings([question, *[u or "(none)" for u in unique]])
     by_text = dict(zip(unique, ecrs.cosine_similarity(emb[1:], emb[0]), strict=True))
     return np.array([by_text[c] for c in captions])
+
+
+def siglip_similarity(folder: str | os.PathLike) -> Similarity:
+    """The image–question similarity of a Hugging Face SigLIP folder (config.json,
+    model.safetensors, a tokenizer; `jaxmm.models.siglip.SiglipModel`): every frame through
+    SigLIP's preprocessing and image tower, the question (padded to max_length) through the
+    text tower, their cosine. The model loads on the first call. FileNotFoundError now when
+    the folder has no config.json."""
+    folder = os.fspath(folder)
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(
+            f"similarity 'siglip': {folder!r} is not a SigLIP folder (no config.json); "
+            "it needs a Hugging Face SigLIP checkpoint (config.json, model.safetensors, "
+            "tokenizer)"
+        )
+    loaded: list[Any] = []
+    lock = threading.Lock()
+
+    def similarity(question: str, captions: Sequence[str], frames: np.ndarray) -> np.ndarray:
+        del captions
+        with lock:
+            if not loaded:
+                from jaxmm.models.siglip import SiglipModel
+
+                loaded.append(SiglipModel.from_hf(folder))
+            model = loaded[0]
+            images = model.frame_embeds(frames)
+            text = model.text_embeds(model.tokenize([question]))[0]
+        return ecrs.cosine_similarity(images, text)
+
+    return similarity
 
 
 # -------------------------------------------------------------------------------- parsing
@@ -181,10 +216,11 @@ def question_text(record: Record) -> str:
 
 
 def select(
-    record: Record, similarity: Similarity
+    record: Record, similarity: Similarity | Mapping[str, Similarity]
 ) -> tuple[list[int], dict[str, Any], str, tuple[np.ndarray, np.ndarray]]:
     """(selected frame indices, selection info, frames text, (selected frames uint8
-    [K, H, W, 3], their times [K])) for the record's mode."""
+    [K, H, W, 3], their times [K])) for the record's mode. `similarity`: one function (the
+    `captions` one), or a mapping from `SIMILARITIES` names to functions."""
     clip = read_video(record["video"])
     captions = frame_captions(read_srt(record["captions"]), clip.timestamps_s)
     min_frames = int(record.get("min_frames", ecrs.MIN_FRAMES))
@@ -195,8 +231,16 @@ def select(
         info: dict[str, Any] = {"method": "uniform"}
     else:
         sim = None
-        if record.get("similarity", "captions") == "captions":
-            sim = np.asarray(similarity(record["question"], captions, clip.frames), np.float64)
+        name = record.get("similarity", "captions")
+        if name != "none":
+            table = similarity if isinstance(similarity, Mapping) else {"captions": similarity}
+            if name not in table:
+                raise ValueError(
+                    f"similarity {name!r} is not configured in this pipeline (it has "
+                    f"{sorted(table)}); launch/reagent_v.py takes --similarity=siglip "
+                    "--siglip_dir=<SigLIP folder>"
+                )
+            sim = np.asarray(table[name](record["question"], captions, clip.frames), np.float64)
         sel = ecrs.select_frames(ecrs.colour_entropy(clip.frames), sim, min_frames=min_frames)
         picked = list(sel.indices)
         info = {
@@ -232,7 +276,10 @@ def _report(backend, params, head: str, answer: str, sub_questions: list[str], e
 
 
 def run_record(
-    record: Record, backend: Backend, params: GenerationParams, similarity: Similarity
+    record: Record,
+    backend: Backend,
+    params: GenerationParams,
+    similarity: Similarity | Mapping[str, Similarity],
 ) -> dict[str, Any]:
     picked, selection, frames, selected = select(record, similarity)
     mode = record.get("mode", "reagent")
@@ -357,8 +404,8 @@ def validate(record: Record) -> None:
         raise ValueError(f"field 'answer' must be one of {list(LETTERS[: len(opts)])}")
     if record.get("mode", "reagent") not in MODES:
         raise ValueError(f"field 'mode' must be one of {list(MODES)}")
-    if record.get("similarity", "captions") not in ("captions", "none"):
-        raise ValueError("field 'similarity' must be 'captions' or 'none'")
+    if record.get("similarity", "captions") not in SIMILARITIES:
+        raise ValueError(f"field 'similarity' must be one of {list(SIMILARITIES)}")
     tools = record.get("tools", {})
     if not isinstance(tools, dict) or any(
         k not in TOOLS or not isinstance(v, str) for k, v in tools.items()
@@ -402,8 +449,12 @@ def metrics(inputs: Sequence[Record], outputs: Sequence[Record]) -> dict[str, fl
     return out
 
 
-def make_pipeline(similarity: Similarity = caption_similarity) -> Pipeline:
-    """The pipeline with a given frame–question similarity (tests pass a scripted one)."""
+def make_pipeline(
+    similarity: Similarity | Mapping[str, Similarity] = caption_similarity,
+) -> Pipeline:
+    """The pipeline with given frame–question similarities: one function (used for records
+    with `similarity: captions`; tests pass a scripted one) or a mapping name -> function
+    (`{"captions": caption_similarity, "siglip": siglip_similarity(folder)}`)."""
     return Pipeline(
         name="reagent_v",
         version=VERSION,

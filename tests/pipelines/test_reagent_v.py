@@ -361,6 +361,39 @@ def test_launcher_end_to_end(records, tmp_path):
             assert os.path.exists(tmp_path / "o" / "train_data" / f"{name}.jsonl")
 
 
+@pytest.mark.torch
+def test_launcher_with_siglip_similarity(records, tmp_path):
+    """--similarity=siglip --siglip_dir: the records carry it, ECRS runs on the SigLIP scores;
+    without --siglip_dir the launcher stops with a named error before any call."""
+    from tests.models.tiny_siglip import write_tiny_siglip
+
+    folder = write_tiny_siglip(str(tmp_path / "siglip"))
+    data = os.path.dirname(os.path.dirname(records[0]["video"]))
+    with scripted_openai_server(lambda p: '{"answer": "A", "confidence": 0.9}') as (url, seen):
+        cmd = [
+            sys.executable,
+            "launch/reagent_v.py",
+            f"--data_dir={data}",
+            f"--out_dir={tmp_path}/o",
+            f"--backend=openai:{url},model=m",
+            "--limit=1",
+            "--modes=reagent",
+            "--similarity=siglip",
+            "--progress=false",
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode != 0 and "--similarity=siglip needs --siglip_dir" in out.stderr
+        assert not seen
+        out = subprocess.run(
+            [*cmd, f"--siglip_dir={folder}"], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        assert len(seen) == 7 and "| reagent | 1 |" in out.stdout
+    (o,) = read_jsonl(tmp_path / "o" / "out.jsonl")
+    assert o["selection"]["method"] == "ecrs" and len(o["frames"]) >= 4
+    assert read_jsonl(tmp_path / "o" / "input.jsonl")[0]["similarity"] == "siglip"
+
+
 class _ImageBackend(ScriptedBackend):
     """Takes images: answers from the last text part, records every conversation."""
 
@@ -393,6 +426,57 @@ def test_image_backend_gets_the_selected_frames_with_the_answer_prompt(records, 
     text_backend = ScriptedBackend(responder(records))  # the caption text path is unchanged
     reagent_v.run_record(rec, text_backend, GenerationParams(), scripted_similarity)
     assert all(isinstance(c[0]["content"], str) for _, c, _ in text_backend.calls)
+
+
+@pytest.mark.torch
+def test_siglip_similarity_is_what_ecrs_receives(records, tmp_path, monkeypatch):
+    """`similarity: siglip` with a tiny random SigLIP folder: ECRS gets the cosine of
+    transformers' SiglipModel image embeds (SiglipImageProcessorPil on the decoded frames) and
+    text embed (the question padded to max_length), computed here independently."""
+    import torch
+    import transformers
+
+    from tests.models.tiny_siglip import write_tiny_siglip
+
+    folder = write_tiny_siglip(str(tmp_path / "siglip"))
+    seen = []
+    select_frames = reagent_v.ecrs.select_frames
+    monkeypatch.setattr(
+        reagent_v.ecrs,
+        "select_frames",
+        lambda entropy, sim, **kw: seen.append(sim) or select_frames(entropy, sim, **kw),
+    )
+    rec = records[0] | {"similarity": "siglip"}
+    reagent_v.validate(rec)
+    sims = {"captions": scripted_similarity, "siglip": reagent_v.siglip_similarity(folder)}
+    out = reagent_v.run_record(rec, ScriptedBackend(responder(records)), GenerationParams(), sims)
+    assert out["selection"]["method"] == "ecrs" and len(seen) == 1
+
+    frames = reagent_v.read_video(rec["video"]).frames
+    pixels = transformers.SiglipImageProcessorPil.from_pretrained(folder)(
+        images=list(frames), return_tensors="pt"
+    )["pixel_values"]
+    ids = transformers.AutoTokenizer.from_pretrained(folder)(
+        [rec["question"]], padding="max_length", return_tensors="pt"
+    )["input_ids"]
+    hf = transformers.SiglipModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        hf_out = hf(input_ids=ids, pixel_values=pixels)
+    want = (hf_out.image_embeds @ hf_out.text_embeds[0]).numpy()
+    assert seen[0].shape == (len(frames),) and np.ptp(want) > 0.05  # frames differ
+    np.testing.assert_allclose(seen[0], want, atol=1e-5)
+
+
+def test_siglip_similarity_named_errors(records, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a SigLIP folder"):
+        reagent_v.siglip_similarity(tmp_path / "no_siglip")
+    rec = records[0] | {"similarity": "siglip"}
+    with pytest.raises(ValueError, match="'siglip' is not configured.*--siglip_dir"):
+        reagent_v.run_record(
+            rec, ScriptedBackend(responder(records)), GenerationParams(), scripted_similarity
+        )
+    with pytest.raises(ValueError, match="field 'similarity' must be one of"):
+        reagent_v.validate(records[0] | {"similarity": "clip"})
 
 
 @pytest.mark.slow
