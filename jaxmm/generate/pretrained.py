@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import jax
 
 from jaxmm.generate import model_folder
+from jaxmm.generate import vision as gen_vision
 from jaxmm.models import gguf, hf, llava_hf, llm
 
 # The default cache length cap: 2 * layers * max_batch * max_seq_len * kv_heads * head_dim
@@ -68,8 +69,6 @@ def from_pretrained(
     eos = set(config.eos_token_ids) | set(model_folder.eos_from_folder(model_dir, tokenizer))
     image_encoder = None
     if vision == "tiny_random":
-        from jaxmm.generate import vision as gen_vision
-
         image_encoder = gen_vision.tiny_random_encoder(
             config, gen_vision.placeholder_token(tokenizer)
         )
@@ -99,8 +98,6 @@ def _from_llava(
 ):
     """A LLaVA folder: its LM, with its vision tower + projector as the image encoder
     (single device)."""
-    from jaxmm.generate import vision as gen_vision
-
     loaded = llava_hf.load_llava(model_dir, dtype=dtype)
     config = loaded.lm_config
     tokenizer = model_folder.load_tokenizer(model_dir, config.vocab_size)
